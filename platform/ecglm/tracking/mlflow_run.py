@@ -1,0 +1,113 @@
+"""MLflow bookkeeping: one run per training run, flattened config as params.
+
+Everything goes through :class:`mlflow.tracking.MlflowClient` with an explicit run id, so the
+driver, Ray Train rank 0 and Tune trials can all write to the same run without global state.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from ecglm.config import ExperimentConfig, dump_yaml, flatten
+
+#: MLflow rejects param values longer than this many characters.
+MAX_PARAM_CHARS = 6000
+
+
+def _client(tracking_uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def ensure_experiment(cfg: ExperimentConfig) -> str:
+    """Id of experiment ``tracking.experiment``, created with ``tracking.artifact_root``."""
+    client = _client(cfg.tracking.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.tracking.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    root = Path(cfg.tracking.artifact_root)
+    root.mkdir(parents=True, exist_ok=True)
+    return client.create_experiment(cfg.tracking.experiment, artifact_location=root.as_uri())
+
+
+def param_dict(cfg: ExperimentConfig) -> dict[str, str]:
+    """Flattened config as MLflow params: ``{"train.max_steps": "20", ...}``."""
+    out = {}
+    for k, v in flatten(cfg).items():
+        text = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        out[k] = text[:MAX_PARAM_CHARS]
+    return out
+
+
+def start_run(
+    cfg: ExperimentConfig,
+    run_name: str,
+    tags: Optional[Mapping[str, str]] = None,
+    parent_run_id: Optional[str] = None,
+) -> str:
+    """Create a run holding the flattened config as params and ``config.yaml``; return its id."""
+    from mlflow.entities import Param
+
+    client = _client(cfg.tracking.tracking_uri)
+    exp_id = ensure_experiment(cfg)
+    all_tags = {"ecglm.name": cfg.name, **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, run_name=run_name, tags=all_tags)
+    run_id = run.info.run_id
+    params = [Param(k, v) for k, v in param_dict(cfg).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run_id, params=params[i : i + 100])
+    client.log_text(run_id, dump_yaml(cfg), "config.yaml")
+    client.set_tag(run_id, "ecglm.stage", "started")
+    return run_id
+
+
+def log_metrics(
+    tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: Optional[int] = None
+) -> None:
+    """Log finite numeric ``metrics`` at ``step``."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(v), now, step or 0)
+        for k, v in metrics.items()
+        if isinstance(v, (int, float)) and math.isfinite(float(v))
+    ]
+    if batch:
+        _client(tracking_uri).log_batch(run_id, metrics=batch)
+
+
+def log_artifacts(tracking_uri: str, run_id: str, folder: str | Path, artifact_path: str) -> None:
+    """Copy ``folder`` into the run's artifacts under ``artifact_path``."""
+    _client(tracking_uri).log_artifacts(run_id, str(folder), artifact_path)
+
+
+def log_dict(tracking_uri: str, run_id: str, data: Any, name: str) -> None:
+    """Store ``data`` as a JSON artifact ``name``."""
+    _client(tracking_uri).log_dict(run_id, data, name)
+
+
+def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
+    client = _client(tracking_uri)
+    for k, v in tags.items():
+        client.set_tag(run_id, k, v)
+
+
+def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark the run ``FINISHED`` or ``FAILED``."""
+    _client(tracking_uri).set_terminated(run_id, status=status)
+
+
+def download_artifacts(tracking_uri: str, run_id: str, path: str, dst: str | Path) -> Path:
+    """Fetch artifact folder ``path`` of ``run_id`` into ``dst``; returns the local folder."""
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    local = _client(tracking_uri).download_artifacts(run_id, path, str(dst))
+    return Path(local)

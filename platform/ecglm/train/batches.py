@@ -1,0 +1,75 @@
+"""Turn QA shard rows into model inputs (runs inside Ray Train workers and the evaluator)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterable, Mapping, Optional
+
+import numpy as np
+import torch
+
+from ecglm.config import ExperimentConfig
+from ecglm.data.shards import decode_signals
+from ecglm.models.prompting import collate, encode_prompt, encode_train_example, prompt_for_row
+
+Row = Mapping[str, Any]
+
+
+def stack_signals(rows: Iterable[Row]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode and pad the ECGs of a batch.
+
+    Returns:
+        signals ``(B, E, 12, T)`` float32 mV with ``E = max n_ecg`` (missing ECGs are zeros) and
+        ecg_mask ``(B, E)`` bool, True where an ECG is present.
+    """
+    rows = list(rows)
+    decoded = [decode_signals(r["signals"], int(r["n_ecg"]), int(r["n_samples"])) for r in rows]
+    e_max = max(d.shape[0] for d in decoded)
+    n_samples = decoded[0].shape[-1]
+    out = np.zeros((len(rows), e_max, 12, n_samples), dtype=np.float32)
+    mask = np.zeros((len(rows), e_max), dtype=bool)
+    for i, d in enumerate(decoded):
+        out[i, : d.shape[0]] = d
+        mask[i, : d.shape[0]] = True
+    return torch.from_numpy(out), torch.from_numpy(mask)
+
+
+def train_batch(
+    rows: list[Row], tokenizer: Any, cfg: ExperimentConfig, rng: Optional[random.Random]
+) -> dict[str, torch.Tensor]:
+    """Tensors for a training/validation step.
+
+    ``rng`` set: dynamic prompting (shuffled options, random top-k report); ``None``: the fixed
+    evaluation prompt. Returns ``signals (B,E,12,T)``, ``ecg_mask (B,E)``, ``input_ids (B,S)``,
+    ``attention_mask (B,S)``, ``labels (B,S)`` (-100 except on answer tokens).
+    """
+    examples = [
+        encode_train_example(
+            tokenizer, prompt_for_row(dict(r), rng, cfg.prompt, cfg.retrieval.top_k),
+            list(r["answer"]), cfg.llm.max_length,
+        )
+        for r in rows
+    ]
+    batch = collate(examples, tokenizer.pad_token_id)
+    batch["signals"], batch["ecg_mask"] = stack_signals(rows)
+    return batch
+
+
+def prompt_batch(rows: list[Row], tokenizer: Any, cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
+    """Tensors for generation: the evaluation prompt without the answer (right-padded)."""
+    examples = []
+    for r in rows:
+        ids = encode_prompt(tokenizer, prompt_for_row(dict(r), None, cfg.prompt,
+                                                      cfg.retrieval.top_k), cfg.llm.max_length)
+        examples.append({"input_ids": ids, "labels": [-100] * len(ids)})
+    batch = collate(examples, tokenizer.pad_token_id)
+    batch.pop("labels")
+    batch["signals"], batch["ecg_mask"] = stack_signals(rows)
+    return batch
+
+
+def with_neighbours(rows: list[dict], neighbours: Mapping[int, list[str]]) -> list[dict]:
+    """Attach ``retrieved_reports`` (of the first ECG of each item) to QA rows."""
+    for r in rows:
+        r["retrieved_reports"] = list(neighbours.get(int(list(r["ecg_ids"])[0]), []))
+    return rows

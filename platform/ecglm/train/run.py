@@ -1,0 +1,163 @@
+"""Driver side of a training run: shards -> retrieval -> Ray Train -> MLflow -> checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import pandas as pd
+
+from ecglm.config import ExperimentConfig, to_dict
+from ecglm.config.paths import resolve_paths
+from ecglm.data.shards import ShardSet, build_shards
+from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
+from ecglm.tracking import mlflow_run
+from ecglm.train.loop import train_loop_per_worker
+from ecglm.utils.ray_env import init_ray
+
+
+class EmptySplitError(ValueError):
+    """A split needed by the run holds no QA items."""
+
+
+@dataclass
+class Prepared:
+    """Everything a run needs before training starts (all paths absolute)."""
+
+    cfg: ExperimentConfig
+    shards: ShardSet
+    retrieval: RetrievalArtifact
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`run_training`."""
+
+    run_id: str
+    checkpoint_dir: Path
+    """Local copy of the best checkpoint (lowest ``val_loss``)."""
+    metrics: dict[str, Any]
+    prepared: Prepared
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """Resolve paths, start/join Ray, write (or reuse) shards and the retrieval artifact, and make
+    sure the LLM folder exists (converted once, before workers start)."""
+    from ecglm.models.llm import prepare_llm_dir
+
+    cfg = resolve_paths(cfg)
+    init_ray(cfg.train.ray_num_cpus)
+    shards = build_shards(cfg)
+    retrieval = build_retrieval(cfg, shards)
+    prepare_llm_dir(cfg.llm)
+    return Prepared(cfg, shards, retrieval)
+
+
+def _add_neighbours(neighbours: Mapping[int, list[str]]):
+    def fn(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.copy()
+        df["retrieved_reports"] = [list(neighbours.get(int(list(ids)[0]), []))
+                                   for ids in df["ecg_ids"]]
+        return df
+
+    return fn
+
+
+def qa_dataset(prep: Prepared, split: str):
+    """Ray Dataset of QA rows of ``split`` with a ``retrieved_reports`` column."""
+    import ray.data
+
+    path = prep.shards.qa.get(split)
+    n = prep.shards.manifest.get("counts", {}).get("qa_per_split", {}).get(split)
+    if path is None or not Path(path).exists() or n == 0:
+        raise EmptySplitError(
+            f"data: split '{split}' has no QA items (see {prep.shards.root / 'manifest.json'}); "
+            "adjust data.valid_fraction/data.test_fraction or data.qa_split"
+        )
+    ds = ray.data.read_parquet(str(path))
+    return ds.map_batches(_add_neighbours(prep.retrieval.neighbours), batch_format="pandas")
+
+
+def qa_rows(prep: Prepared, split: str) -> list[dict]:
+    """All QA rows of ``split`` (with ``retrieved_reports``) as dicts, in shard order."""
+    import pyarrow.parquet as pq
+
+    path = prep.shards.qa.get(split)
+    if path is None or not Path(path).exists():
+        return []
+    df = pq.read_table(str(path)).to_pandas()
+    df = _add_neighbours(prep.retrieval.neighbours)(df)
+    return df.sort_values("sample_id", kind="stable").to_dict("records")
+
+
+def run_training(
+    cfg: ExperimentConfig,
+    *,
+    run_name: Optional[str] = None,
+    parent_run_id: Optional[str] = None,
+    tags: Optional[Mapping[str, str]] = None,
+    tune_report: bool = False,
+    prepared: Optional[Prepared] = None,
+) -> TrainResult:
+    """Train with Ray Train (``train.strategy``) and track the run in MLflow.
+
+    Returns the MLflow run id, a local copy of the best checkpoint and the final metrics.
+    """
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    prep = prepared or prepare(cfg)
+    cfg = prep.cfg
+    datasets = {"train": qa_dataset(prep, "train"), "valid": qa_dataset(prep, "valid")}
+    run_id = mlflow_run.start_run(
+        cfg, run_name or cfg.name, parent_run_id=parent_run_id,
+        tags={"ecglm.data_source": str(prep.shards.manifest.get("kind")),
+              "ecglm.strategy": cfg.train.strategy, **(tags or {})},
+    )
+    uri = cfg.tracking.tracking_uri
+    mlflow_run.log_dict(uri, run_id, prep.shards.manifest, "data/manifest.json")
+    callbacks = []
+    if tune_report:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": to_dict(cfg), "mlflow_run_id": run_id},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
+        ),
+        run_config=ray.train.RunConfig(
+            name=f"{cfg.name}-{run_id[:8]}",
+            storage_path=cfg.train.storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_loss",
+                checkpoint_score_order="min",
+            ),
+            callbacks=callbacks,
+        ),
+        datasets=datasets,
+    )
+    try:
+        result = trainer.fit()
+    except BaseException:
+        mlflow_run.end_run(uri, run_id, "FAILED")
+        raise
+    best = result.best_checkpoints[0][0] if result.best_checkpoints else result.checkpoint
+    if best is None:
+        mlflow_run.end_run(uri, run_id, "FAILED")
+        raise RuntimeError(f"run {run_id}: training reported no checkpoint")
+    local = Path(cfg.output_dir) / cfg.name / run_id / "checkpoint"
+    if local.exists():
+        shutil.rmtree(local)
+    best.to_directory(str(local))
+    mlflow_run.log_artifacts(uri, run_id, local, "checkpoint")
+    mlflow_run.log_artifacts(uri, run_id, prep.retrieval.folder, "retrieval")
+    metrics = dict(result.metrics or {})
+    mlflow_run.set_tags(uri, run_id, {"ecglm.stage": "trained",
+                                      "ecglm.checkpoint": str(local)})
+    mlflow_run.end_run(uri, run_id)
+    return TrainResult(run_id, local, metrics, prep)

@@ -1,0 +1,112 @@
+"""``ecglm tune``: a Ray Tune sweep whose trials are Ray Train runs, each with its own MLflow run.
+
+Search-space keys are the config's dotted keys (``lora.r``, ``train.lr``). Each trial applies its
+values as overrides, runs :func:`ecglm.train.run.run_training` with a ``TuneReportCallback`` (Ray
+Train V2's way to feed Tune) and is stopped early by ASHA on ``tune.metric``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, flatten
+from ecglm.tracking import mlflow_run
+from ecglm.train.run import Prepared, prepare, run_training
+
+#: Overrides in these sections change shards or the retrieval index: the trial re-prepares.
+_PREPARE_SECTIONS = ("data.", "encoder.", "retrieval.", "seed")
+
+
+@dataclass
+class SweepResult:
+    """Best trial of a sweep."""
+
+    best_overrides: dict[str, Any]
+    best_metric: float
+    best_mlflow_run_id: str
+    parent_run_id: str
+    n_trials: int
+    table: list[dict[str, Any]]
+    """One row per trial: its overrides, metric and MLflow run id."""
+
+
+def _check_keys(cfg: ExperimentConfig) -> None:
+    known = flatten(cfg)
+    for key, values in cfg.tune.search_space.items():
+        if key not in known:
+            raise ConfigError(f"tune.search_space.{key}: unknown config key")
+        for v in values:  # every choice must yield a valid config
+            apply_overrides(cfg, {key: v})
+
+
+def _trial(trial_config: dict[str, Any], prep: Prepared, keys: list[str],
+           parent_run_id: str) -> None:
+    overrides = {k: trial_config[k] for k in keys}
+    cfg = apply_overrides(prep.cfg, overrides)
+    if any(k.startswith(_PREPARE_SECTIONS) for k in keys):
+        prep_t = prepare(cfg)
+    else:
+        prep_t = Prepared(cfg, prep.shards, prep.retrieval)
+    name = "trial-" + "-".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
+    run_training(cfg, run_name=name, parent_run_id=parent_run_id, tune_report=True,
+                 prepared=prep_t, tags={"ecglm.trial": name})
+
+
+def run_sweep(cfg: ExperimentConfig) -> SweepResult:
+    """Run the sweep described by ``cfg.tune``; log the best trial to a parent MLflow run."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    _check_keys(cfg)
+    prep = prepare(cfg)
+    cfg = prep.cfg
+    keys = list(cfg.tune.search_space)
+    space = {
+        k: (tune.grid_search(v) if cfg.tune.search == "grid" else tune.choice(v))
+        for k, v in cfg.tune.search_space.items()
+    }
+    parent = mlflow_run.start_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"})
+    n_reports = max(1, cfg.train.max_steps // cfg.train.eval_every) if cfg.train.eval_every else 1
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
+                      grace_period=min(cfg.tune.grace_period, n_reports), reduction_factor=2)
+        if cfg.tune.scheduler == "asha" else FIFOScheduler()
+    )
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(_trial, prep=prep, keys=keys, parent_run_id=parent),
+            {"CPU": 0.1},
+        ),
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=cfg.tune.metric, mode=cfg.tune.mode,
+                                    scheduler=scheduler, num_samples=cfg.tune.num_samples,
+                                    max_concurrent_trials=cfg.tune.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"{cfg.name}-sweep-{parent[:8]}",
+                                  storage_path=cfg.train.storage_path),
+    )
+    try:
+        grid = tuner.fit()
+        if grid.errors:
+            raise RuntimeError(f"{len(grid.errors)} trial(s) failed: {grid.errors[0]}")
+        best = grid.get_best_result(metric=cfg.tune.metric, mode=cfg.tune.mode)
+    except BaseException:
+        mlflow_run.end_run(cfg.tracking.tracking_uri, parent, "FAILED")
+        raise
+    table = []
+    for res in grid:
+        m = res.metrics or {}
+        table.append({**{k: res.config.get(k) for k in keys},
+                      cfg.tune.metric: m.get(cfg.tune.metric),
+                      "mlflow_run_id": m.get("mlflow_run_id"),
+                      "iterations": m.get("training_iteration")})
+    best_over = {k: best.config[k] for k in keys}
+    best_metric = float(best.metrics[cfg.tune.metric])
+    best_run = str(best.metrics.get("mlflow_run_id", ""))
+    uri = cfg.tracking.tracking_uri
+    mlflow_run.log_metrics(uri, parent, {f"best_{cfg.tune.metric}": best_metric})
+    mlflow_run.log_dict(uri, parent, {"best": best_over, "best_run_id": best_run,
+                                      "trials": table}, "sweep.json")
+    mlflow_run.set_tags(uri, parent, {"ecglm.best_run_id": best_run})
+    mlflow_run.end_run(uri, parent)
+    return SweepResult(best_over, best_metric, best_run, parent, len(table), table)

@@ -1,0 +1,65 @@
+"""Start or join Ray with settings that work on a 2-core laptop and on a cluster.
+
+Ray Data needs CPUs besides the Train workers (with ``num_cpus == workers`` a dataset never
+yields a row), so a local instance declares ``train.ray_num_cpus`` logical CPUs.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: Environment every ecglm process (driver and Ray workers) runs with.
+WORKER_ENV: dict[str, str] = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "DS_ACCELERATOR": "cpu",
+    "TOKENIZERS_PARALLELISM": "false",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "OMP_NUM_THREADS": "1",
+}
+
+
+def set_process_env() -> None:
+    """Put :data:`WORKER_ENV` defaults into this process's environment (explicit values win)."""
+    for key, value in WORKER_ENV.items():
+        if key == "DS_ACCELERATOR" and _has_cuda():
+            continue
+        os.environ.setdefault(key, value)
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
+    """Join the cluster named by ``RAY_ADDRESS`` or start a local instance (no-op if running).
+
+    Args:
+        num_cpus: logical CPUs of a *local* instance (ignored when joining a cluster).
+        object_store_bytes: object store size of a local instance, bytes.
+    """
+    import ray
+    from ray.data import DataContext
+
+    set_process_env()
+    if not ray.is_initialized():
+        env_vars = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(runtime_env={"env_vars": env_vars}, log_to_driver=True)
+        else:
+            ray.init(
+                num_cpus=num_cpus,
+                object_store_memory=object_store_bytes,
+                include_dashboard=False,
+                runtime_env={"env_vars": env_vars},
+                log_to_driver=True,
+            )
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
