@@ -101,6 +101,11 @@ def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         client.set_tag(run_id, k, v)
 
 
+def run_status(tracking_uri: str, run_id: str) -> str:
+    """``RUNNING``, ``FINISHED``, ``FAILED`` or ``KILLED``."""
+    return str(_client(tracking_uri).get_run(run_id).info.status)
+
+
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark the run ``FINISHED`` or ``FAILED``."""
     _client(tracking_uri).set_terminated(run_id, status=status)

@@ -154,6 +154,8 @@ def run_training(
     if local.exists():
         shutil.rmtree(local)
     best.to_directory(str(local))
+    # the retrieval artifact travels with the checkpoint: serving needs both
+    shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
     mlflow_run.log_artifacts(uri, run_id, local, "checkpoint")
     mlflow_run.log_artifacts(uri, run_id, prep.retrieval.folder, "retrieval")
     metrics = dict(result.metrics or {})

@@ -99,11 +99,16 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
         table.append({**{k: res.config.get(k) for k in keys},
                       cfg.tune.metric: m.get(cfg.tune.metric),
                       "mlflow_run_id": m.get("mlflow_run_id"),
-                      "iterations": m.get("training_iteration")})
+                      "iterations": m.get("training_iteration"), "early_stopped": False})
+    uri = cfg.tracking.tracking_uri
+    for row in table:  # trials stopped early by the scheduler never reached end_run
+        if row["mlflow_run_id"] and mlflow_run.run_status(uri, row["mlflow_run_id"]) == "RUNNING":
+            mlflow_run.set_tags(uri, row["mlflow_run_id"], {"ecglm.early_stopped": "true"})
+            mlflow_run.end_run(uri, row["mlflow_run_id"], "KILLED")
+            row["early_stopped"] = True
     best_over = {k: best.config[k] for k in keys}
     best_metric = float(best.metrics[cfg.tune.metric])
     best_run = str(best.metrics.get("mlflow_run_id", ""))
-    uri = cfg.tracking.tracking_uri
     mlflow_run.log_metrics(uri, parent, {f"best_{cfg.tune.metric}": best_metric})
     mlflow_run.log_dict(uri, parent, {"best": best_over, "best_run_id": best_run,
                                       "trials": table}, "sweep.json")

@@ -17,6 +17,7 @@ WORKER_ENV: dict[str, str] = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "OMP_NUM_THREADS": "1",
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
 }
 
 
@@ -56,7 +57,10 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
             ray.init(
                 num_cpus=num_cpus,
                 object_store_memory=object_store_bytes,
-                include_dashboard=False,
+                # The dashboard serves the State API, which Ray Train's placement-group
+                # cleaner needs to free a finished trial's workers inside Ray Tune.
+                include_dashboard=True,
+                dashboard_host="127.0.0.1",
                 runtime_env={"env_vars": env_vars},
                 log_to_driver=True,
             )

@@ -1,0 +1,52 @@
+"""Ray Tune sweep: 2 trials, each a Ray Train run with its own MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ecglm.config import ConfigError
+from ecglm.tuning.sweep import run_sweep
+from tests.train.conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweep_two_trials(ray_session, tiny_root: Path) -> None:
+    cfg = tiny_config(tiny_root, "train.max_steps=4", "train.eval_every=2",
+                      "tune.search_space={lora.r: [2, 4]}", "tune.scheduler=asha")
+    res = run_sweep(cfg)
+    assert res.n_trials == 2
+    assert sorted(row["lora.r"] for row in res.table) == [2, 4]
+    metrics = [row["val_loss"] for row in res.table]
+    assert res.best_metric == pytest.approx(min(metrics))
+
+    client = MlflowClient(f"sqlite:///{tiny_root}/mlflow.db")
+    parent = client.get_run(res.parent_run_id)
+    assert parent.data.tags["ecglm.best_run_id"] == res.best_mlflow_run_id
+    assert parent.info.status == "FINISHED"
+    for row in res.table:
+        child = client.get_run(row["mlflow_run_id"])
+        assert child.data.tags["mlflow.parentRunId"] == res.parent_run_id
+        assert child.data.params["lora.r"] == str(row["lora.r"])
+        assert child.data.metrics["val_loss"] == pytest.approx(row["val_loss"])
+        if row["early_stopped"]:  # ASHA stopped it: closed as KILLED by the sweep driver
+            assert child.info.status == "KILLED"
+        else:
+            assert child.info.status == "FINISHED"
+            assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"checkpoint"}
+    assert len({row["mlflow_run_id"] for row in res.table}) == 2
+    best = client.get_run(res.best_mlflow_run_id)
+    assert best.info.status == "FINISHED"
+    assert best.data.metrics["val_loss"] == pytest.approx(res.best_metric)
+
+
+def test_search_space_keys_are_checked(tiny_root: Path) -> None:
+    cfg = tiny_config(tiny_root, "tune.search_space={lora.rank: [2]}")
+    with pytest.raises(ConfigError, match=r"^tune\.search_space\.lora\.rank"):
+        run_sweep(cfg)
+    cfg = tiny_config(tiny_root, "tune.search_space={lora.r: [0]}")
+    with pytest.raises(ConfigError, match=r"^lora\.r"):
+        run_sweep(cfg)
