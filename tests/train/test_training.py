@@ -62,3 +62,37 @@ def test_training_run(ray_session, tiny_root: Path, strategy: str, overrides: li
     ck = {a.path for a in client.list_artifacts(res.run_id, "checkpoint")}
     assert f"checkpoint/{TRAINABLE_FILE}" in ck
     assert res.metrics["val_loss"] == pytest.approx(run.data.metrics["val_loss"])
+
+
+def test_train_then_evaluate_logs_exact_match(ray_session, tiny_root: Path) -> None:
+    """`ecglm train` path: train, then exact match per type on held-out patients, in MLflow."""
+    import json
+
+    from ecglm.train.run import qa_rows
+    from ecglm.workflows import train_and_evaluate
+
+    cfg = tiny_config(tiny_root, "train.max_steps=2", "train.eval_every=0")
+    out = train_and_evaluate(cfg)
+    metrics = out["eval"]["metrics"]
+    assert 0.0 <= metrics["em/overall"] <= 1.0
+    summary = json.loads(Path(out["eval"]["summary"]).read_text())
+    assert summary["split"] == "test" and summary["metrics"] == metrics
+    preds = json.loads((Path(out["eval"]["summary"]).parent / "predictions.json").read_text())
+    # evaluated items are exactly the test split, whose patients never occur in training
+    from ecglm.train.run import prepare
+
+    prep = prepare(cfg)  # same config: reuses the shards and retrieval folder
+    test_rows, train_rows = qa_rows(prep, "test"), qa_rows(prep, "train")
+    assert sorted(p["sample_id"] for p in preds) == sorted(int(r["sample_id"]) for r in test_rows)
+    train_patients = {int(p) for r in train_rows for p in r["patient_ids"]}
+    assert not train_patients & {int(p) for r in test_rows for p in r["patient_ids"]}
+    assert metrics["n/overall"] == len(test_rows)
+    for p in preds:
+        assert set(p["parsed"]) <= set(next(r for r in test_rows
+                                            if int(r["sample_id"]) == p["sample_id"])["options"])
+    client = MlflowClient(out["tracking_uri"])
+    run = client.get_run(out["mlflow_run_id"])
+    assert run.data.metrics["eval/em/overall"] == pytest.approx(metrics["em/overall"])
+    assert run.data.tags["ecglm.stage"] == "evaluated"
+    eval_files = {a.path for a in client.list_artifacts(out["mlflow_run_id"], "eval")}
+    assert {"eval/eval_summary.json", "eval/predictions.json", "eval/em_per_type.png"} <= eval_files

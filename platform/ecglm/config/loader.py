@@ -130,7 +130,7 @@ def flatten(cfg: ExperimentConfig | Mapping[str, Any], prefix: str = "") -> dict
 
 def _is_leaf_mapping(key: str) -> bool:
     """Mappings that are values in their own right (not config sections)."""
-    return key == "tune.search_space"
+    return key in ("tune.search_space", "tune.trial_overrides")
 
 
 def _parse_value(text: str) -> Any:

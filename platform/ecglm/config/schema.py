@@ -25,6 +25,78 @@ def _require(cond: bool, key: str, msg: str) -> None:
 
 
 @dataclass
+class NormalizeConfig:
+    """How raw records become the canonical ``(12, T)`` float32 mV ECG (``data.normalize``).
+
+    Every policy is explicit, part of the shard content hash and written to the shard
+    manifest. Steps run in this order: lead matching (case-insensitive) -> non-finite values ->
+    amplitude plausibility -> filters (at the source rate) -> resampling -> crop/pad.
+    """
+
+    missing_leads: Literal["error", "mask"] = "error"
+    """A canonical lead absent from the record: ``error`` rejects the record; ``mask`` fills it
+    with zeros and marks it ``False`` in the record's ``lead_mask``."""
+    min_leads: int = 1
+    """With ``missing_leads: mask``: records with fewer canonical leads present are rejected."""
+    extra_leads: Literal["drop", "error"] = "drop"
+    """Channels that are not one of the 12 leads (Frank ``vx/vy/vz``, ``MLII`` ...): ``drop``
+    them (listed in the record metadata) or reject the record."""
+    amplitude_policy: Literal["reject", "flag"] = "reject"
+    """Implausible amplitude (wrong gain/units): ``reject`` the record, or keep it and add a
+    flag (never used silently)."""
+    max_abs_mv: float = 25.0
+    """Largest plausible ``|x - median|`` of any lead, mV (int16 microvolt shards clip at
+    32.767 mV)."""
+    min_peak_to_peak_mv: float = 0.05
+    """The largest peak-to-peak amplitude over the leads must reach this, mV (a header gain
+    1000x too large gives ~0.002 mV)."""
+    nonfinite: Literal["reject", "interpolate", "zero"] = "reject"
+    """NaN/Inf samples: ``reject`` the record, ``interpolate`` linearly between finite
+    neighbours, or set them to ``zero``; repaired records are flagged."""
+    max_nonfinite_fraction: float = 0.1
+    """``interpolate``/``zero``: a lead with a larger non-finite fraction counts as missing."""
+    resample_method: Literal["polyphase", "fft"] = "polyphase"
+    """Anti-aliased resampling to ``data.fs``: ``polyphase`` (``scipy.signal.resample_poly``,
+    Kaiser-windowed FIR) or ``fft`` (``scipy.signal.resample``, ideal low-pass)."""
+    crop: Literal["start", "center"] = "start"
+    """Which ``data.seconds`` window of a longer record is kept."""
+    pad: Literal["zero", "edge"] = "zero"
+    """How a shorter record is padded at the end (``zero`` or repeat the last sample)."""
+    min_seconds: float = 1.0
+    """Records shorter than this (s) are rejected."""
+    baseline_filter: bool = False
+    """Remove baseline wander with a zero-phase Butterworth high-pass at
+    ``baseline_cutoff_hz``."""
+    baseline_cutoff_hz: float = 0.5
+    """High-pass cut-off of the baseline filter, Hz."""
+    bandpass: Optional[list[float]] = None
+    """``[lo, hi]`` Hz zero-phase Butterworth band-pass, or ``null`` for none."""
+    filter_order: int = 4
+    """Butterworth order of the baseline and band-pass filters."""
+    powerline_hz: Optional[int] = None
+    """Notch filter at 50 or 60 Hz (``null``: none); skipped when above the Nyquist rate of the
+    source (anti-aliasing removes it)."""
+
+    def __post_init__(self) -> None:
+        key = "data.normalize"
+        _require(1 <= self.min_leads <= 12, f"{key}.min_leads", "must be in [1, 12]")
+        _require(self.max_abs_mv > 0, f"{key}.max_abs_mv", "must be > 0 mV")
+        _require(self.min_peak_to_peak_mv >= 0, f"{key}.min_peak_to_peak_mv", "must be >= 0 mV")
+        _require(self.min_peak_to_peak_mv < self.max_abs_mv, f"{key}.min_peak_to_peak_mv",
+                 "must be < data.normalize.max_abs_mv")
+        _require(0.0 <= self.max_nonfinite_fraction <= 1.0, f"{key}.max_nonfinite_fraction",
+                 "must be in [0, 1]")
+        _require(self.min_seconds >= 0, f"{key}.min_seconds", "must be >= 0 s")
+        _require(self.baseline_cutoff_hz > 0, f"{key}.baseline_cutoff_hz", "must be > 0 Hz")
+        _require(self.bandpass is None or (len(self.bandpass) == 2
+                                           and 0 < self.bandpass[0] < self.bandpass[1]),
+                 f"{key}.bandpass", "must be null or [lo, hi] with 0 < lo < hi (Hz)")
+        _require(1 <= self.filter_order <= 8, f"{key}.filter_order", "must be in [1, 8]")
+        _require(self.powerline_hz in (None, 50, 60), f"{key}.powerline_hz",
+                 "must be null, 50 or 60")
+
+
+@dataclass
 class DataConfig:
     """Where ECGs and questions come from and how they are sharded."""
 
@@ -56,6 +128,11 @@ class DataConfig:
     """Rows per Parquet file."""
     max_items: Optional[int] = None
     """Cap on the number of QA items (after filtering), ``null`` for all."""
+    scp_min_likelihood: float = 0.0
+    """PTB-XL labels: keep diagnostic SCP statements with likelihood >= this (0-100; PTB-XL's
+    own example code keeps all, i.e. 0). Form and rhythm statements carry no likelihood."""
+    normalize: NormalizeConfig = field(default_factory=NormalizeConfig)
+    """Reader normalisation policies (see :class:`NormalizeConfig`)."""
 
     def __post_init__(self) -> None:
         _require(self.max_ecg_id > 0, "data.max_ecg_id", "must be > 0")
@@ -70,6 +147,13 @@ class DataConfig:
         _require(self.seconds > 0, "data.seconds", "must be > 0 s")
         _require(self.synthetic_records >= 10, "data.synthetic_records", "must be >= 10")
         _require(self.records_per_shard > 0, "data.records_per_shard", "must be > 0")
+        _require(0.0 <= self.scp_min_likelihood <= 100.0, "data.scp_min_likelihood",
+                 "must be in [0, 100]")
+        nyquist = self.fs / 2.0
+        _require(self.normalize.bandpass is None or self.normalize.bandpass[1] < nyquist,
+                 "data.normalize.bandpass", f"upper edge must be < data.fs / 2 = {nyquist} Hz")
+        _require(self.normalize.baseline_cutoff_hz < nyquist, "data.normalize.baseline_cutoff_hz",
+                 f"must be < data.fs / 2 = {nyquist} Hz")
 
     @property
     def n_samples(self) -> int:
@@ -286,6 +370,8 @@ class TuneConfig:
     search_space: dict[str, list[Any]] = field(
         default_factory=lambda: {"lora.r": [4, 8]}
     )
+    trial_overrides: dict[str, Any] = field(default_factory=dict)
+    """Dotted overrides applied to every trial (e.g. fewer ``train.max_steps`` than a full run)."""
     search: Literal["grid", "random"] = "grid"
     """``grid``: every combination, ``num_samples`` times; ``random``: ``num_samples`` draws."""
     num_samples: int = 1

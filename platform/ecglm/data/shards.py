@@ -37,7 +37,7 @@ from ecglm.data.source import DataSource, resolve_source
 from ecglm.data.splits import SPLITS, record_splits
 from ecglm.utils.ray_env import init_ray
 
-SHARD_FORMAT_VERSION = 1
+SHARD_FORMAT_VERSION = 2  # 2: cross-split comparison items quarantined
 """Bumped when the shard layout or encoding changes (part of the content hash)."""
 OBJECT_STORE_BYTES = 1536 * 1024**2
 """Object store of a local Ray instance started by :func:`build_shards` (1.5 GiB)."""
@@ -247,7 +247,13 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, out: Pat
             quarantine.append({"id": f"qa:{it.sample_id}",
                                "reason": f"ECG(s) {bad} quarantined"})
             continue
-        split = splits[it.ecg_ids[0]]
+        item_splits = sorted({splits[e] for e in it.ecg_ids})
+        if len(item_splits) > 1:  # a comparison across splits would leak patients
+            quarantine.append({"id": f"qa:{it.sample_id}",
+                               "reason": f"ECGs {list(it.ecg_ids)} fall in different splits "
+                                         f"{item_splits}; left out to keep splits disjoint"})
+            continue
+        split = item_splits[0]
         rows[split].append({
             "sample_id": it.sample_id, "template_id": it.template_id,
             "question_type": it.question_type, "attribute_type": it.attribute_type,

@@ -10,9 +10,28 @@ import torch
 
 from ecglm.config import ExperimentConfig
 from ecglm.data.shards import decode_signals
-from ecglm.models.prompting import collate, encode_prompt, encode_train_example, prompt_for_row
+from ecglm.models.prompting import (
+    collate,
+    encode_prompt,
+    encode_train_example,
+    prompt_for_row,
+    render_prompt,
+)
 
 Row = Mapping[str, Any]
+
+
+def row_prompt(row: Row, tokenizer: Any, cfg: ExperimentConfig,
+               rng: Optional[random.Random]) -> str:
+    """The prompt text for one QA row, exactly as training, evaluation and serving build it.
+
+    Retrieved reports are used when ``retrieval.enabled`` (cut to ``retrieval.max_report_chars``);
+    ``llm.use_chat_template`` wraps the text in the tokenizer's chat template.
+    """
+    k = cfg.retrieval.top_k if cfg.retrieval.enabled else 0
+    text = prompt_for_row(dict(row), rng, cfg.prompt, k,
+                          max_report_chars=cfg.retrieval.max_report_chars)
+    return render_prompt(tokenizer, text, cfg.llm.use_chat_template)
 
 
 def stack_signals(rows: Iterable[Row]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,10 +63,8 @@ def train_batch(
     ``attention_mask (B,S)``, ``labels (B,S)`` (-100 except on answer tokens).
     """
     examples = [
-        encode_train_example(
-            tokenizer, prompt_for_row(dict(r), rng, cfg.prompt, cfg.retrieval.top_k),
-            list(r["answer"]), cfg.llm.max_length,
-        )
+        encode_train_example(tokenizer, row_prompt(r, tokenizer, cfg, rng), list(r["answer"]),
+                             cfg.llm.max_length)
         for r in rows
     ]
     batch = collate(examples, tokenizer.pad_token_id)
@@ -59,17 +76,10 @@ def prompt_batch(rows: list[Row], tokenizer: Any, cfg: ExperimentConfig) -> dict
     """Tensors for generation: the evaluation prompt without the answer (right-padded)."""
     examples = []
     for r in rows:
-        ids = encode_prompt(tokenizer, prompt_for_row(dict(r), None, cfg.prompt,
-                                                      cfg.retrieval.top_k), cfg.llm.max_length)
+        ids = encode_prompt(tokenizer, row_prompt(r, tokenizer, cfg, None), cfg.llm.max_length)
         examples.append({"input_ids": ids, "labels": [-100] * len(ids)})
     batch = collate(examples, tokenizer.pad_token_id)
     batch.pop("labels")
     batch["signals"], batch["ecg_mask"] = stack_signals(rows)
     return batch
 
-
-def with_neighbours(rows: list[dict], neighbours: Mapping[int, list[str]]) -> list[dict]:
-    """Attach ``retrieved_reports`` (of the first ECG of each item) to QA rows."""
-    for r in rows:
-        r["retrieved_reports"] = list(neighbours.get(int(list(r["ecg_ids"])[0]), []))
-    return rows

@@ -70,7 +70,7 @@ def qa_dataset(prep: Prepared, split: str):
     import ray.data
 
     path = prep.shards.qa.get(split)
-    n = prep.shards.manifest.get("counts", {}).get("qa_per_split", {}).get(split)
+    n = prep.shards.manifest.get("counts", {}).get("per_split", {}).get(split, {}).get("qa")
     if path is None or not Path(path).exists() or n == 0:
         raise EmptySplitError(
             f"data: split '{split}' has no QA items (see {prep.shards.root / 'manifest.json'}); "

@@ -33,6 +33,9 @@ class SweepResult:
 
 def _check_keys(cfg: ExperimentConfig) -> None:
     known = flatten(cfg)
+    for key in cfg.tune.trial_overrides:
+        if key not in known or key.startswith("tune."):
+            raise ConfigError(f"tune.trial_overrides.{key}: unknown or not allowed config key")
     for key, values in cfg.tune.search_space.items():
         if key not in known:
             raise ConfigError(f"tune.search_space.{key}: unknown config key")
@@ -59,6 +62,8 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     _check_keys(cfg)
+    if cfg.tune.trial_overrides:
+        cfg = apply_overrides(cfg, cfg.tune.trial_overrides)
     prep = prepare(cfg)
     cfg = prep.cfg
     keys = list(cfg.tune.search_space)
