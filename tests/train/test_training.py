@@ -96,3 +96,24 @@ def test_train_then_evaluate_logs_exact_match(ray_session, tiny_root: Path) -> N
     assert run.data.tags["ecglm.stage"] == "evaluated"
     eval_files = {a.path for a in client.list_artifacts(out["mlflow_run_id"], "eval")}
     assert {"eval/eval_summary.json", "eval/predictions.json", "eval/em_per_type.png"} <= eval_files
+
+
+def test_retrieval_never_returns_own_record_or_patient(ray_session, tiny_root: Path) -> None:
+    """The precomputed neighbours used in prompts come from other patients' training records."""
+    import pyarrow.parquet as pq
+
+    from ecglm.train.run import prepare
+
+    prep = prepare(tiny_config(tiny_root))
+    records = pq.read_table(prep.shards.records, columns=["ecg_id", "patient_id", "split",
+                                                          "report"]).to_pylist()
+    patient = {r["ecg_id"]: r["patient_id"] for r in records}
+    split = {r["ecg_id"]: r["split"] for r in records}
+    report = {r["ecg_id"]: r["report"] for r in records}
+    assert set(prep.retrieval.neighbour_ids) == set(patient)
+    for ecg_id, ids in prep.retrieval.neighbour_ids.items():
+        assert len(ids) == prep.cfg.retrieval.top_k
+        assert ecg_id not in ids
+        assert all(patient[i] != patient[ecg_id] for i in ids)
+        assert all(split[i] == "train" for i in ids)  # only training reports are indexed
+        assert prep.retrieval.neighbours[ecg_id] == [report[i] for i in ids]

@@ -44,6 +44,8 @@ class RetrievalArtifact:
     folder: Path
     neighbours: dict[int, list[str]]
     """ecg_id -> top-k retrieved reports, best first."""
+    neighbour_ids: dict[int, list[int]]
+    """ecg_id -> ECG ids of those reports (never the record itself or its patient)."""
     index_size: int
 
 
@@ -96,14 +98,13 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
     """Embed every record, index the training split, precompute neighbours (cached by hash)."""
     key = config_hash(
         {"shards": shards.manifest.get("config_hash"), "encoder": to_dict(cfg.encoder),
-         "seed": cfg.seed, "retrieval": to_dict(cfg.retrieval)}
+         "seed": cfg.seed, "retrieval": to_dict(cfg.retrieval), "format": 2}
     )
     folder = shards.root / f"retrieval-{key}"
     if (folder / NEIGHBOURS).exists():
-        neighbours = {int(k): v for k, v in json.loads((folder / NEIGHBOURS).read_text()).items()}
         index = ReportIndex.load(folder)
         print(f"[retrieval] reusing {folder} ({len(index)} indexed records)")
-        return RetrievalArtifact(folder, neighbours, len(index))
+        return _artifact(folder, json.loads((folder / NEIGHBOURS).read_text()), len(index))
 
     t0 = time.perf_counter()
     encoder = retrieval_encoder(cfg)
@@ -123,15 +124,25 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
         emb, cfg.retrieval.top_k, exclude_ids=ids,
         exclude_patients=pats if cfg.retrieval.exclude_same_patient else None,
     )
-    neighbours = {int(i): [h.report for h in hs] for i, hs in zip(ids, hits)}
+    table = {str(i): [{"ecg_id": h.ecg_id, "report": h.report, "score": h.score} for h in hs]
+             for i, hs in zip(ids, hits)}
     tmp = folder.with_name(folder.name + ".tmp")
     index.save(tmp)
     save_file({k: v.contiguous() for k, v in encoder.state_dict().items()},
               str(tmp / ENCODER_WEIGHTS))
     (tmp / ENCODER_CONFIG).write_text(json.dumps(to_dict(cfg.encoder)))
-    (tmp / NEIGHBOURS).write_text(json.dumps({str(k): v for k, v in neighbours.items()}))
+    (tmp / NEIGHBOURS).write_text(json.dumps(table))
     tmp.rename(folder)
     dt = time.perf_counter() - t0
     print(f"[retrieval] embedded {len(ids)} records ({len(ids) / max(dt, 1e-9):.1f} rec/s), "
           f"indexed {len(train)} training records -> {folder}")
-    return RetrievalArtifact(folder, neighbours, len(index))
+    return _artifact(folder, table, len(index))
+
+
+def _artifact(folder: Path, table: dict[str, list[dict]], size: int) -> RetrievalArtifact:
+    return RetrievalArtifact(
+        folder,
+        {int(k): [h["report"] for h in v] for k, v in table.items()},
+        {int(k): [int(h["ecg_id"]) for h in v] for k, v in table.items()},
+        size,
+    )
