@@ -138,6 +138,8 @@ def run_training(
                 checkpoint_score_order="min",
             ),
             callbacks=callbacks,
+            # fail (not hang) when workers cannot be placed: 3 x 60 s start-up timeouts
+            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=3),
         ),
         datasets=datasets,
     )
