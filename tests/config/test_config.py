@@ -113,3 +113,16 @@ def test_cli_reports_config_errors(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["data", "shard", str(REPO / "jobs/configs/tiny.yaml"), "train.batch_size=-1"])
     assert code == 2
     assert "train.batch_size" in capsys.readouterr().err
+
+
+def test_cluster_yaml_is_a_consistent_launcher_config(repo_root: Path) -> None:
+    import yaml
+
+    data = yaml.safe_load((repo_root / "cluster.yaml").read_text())
+    types = data["available_node_types"]
+    assert data["head_node_type"] in types
+    assert {"cpu_worker", "gpu_worker"} <= set(types)
+    assert sum(t.get("max_workers", 0) for t in types.values()) <= data["max_workers"]
+    assert "~/ecglm" in data["file_mounts"]
+    # the dashboard and the head's services stay on loopback unless the operator opens them
+    assert any("--dashboard-host=127.0.0.1" in c for c in data["head_start_ray_commands"])
