@@ -1,6 +1,7 @@
 """``ecglm`` command line: ``ecglm <command> CONFIG [dotted.key=value ...]``.
 
-Commands: ``train`` (train + evaluate), ``eval``, ``tune``, ``data shard``, ``serve``, ``demo``.
+Commands: ``train`` (train + evaluate), ``eval``, ``tune``, ``data shard``, ``data check``,
+``serve``, ``demo``.
 Bad configs exit with status 2 and a message naming the dotted key.
 """
 
@@ -56,6 +57,18 @@ def _cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ecglm.config import apply_overrides, parse_cli_overrides
+    from ecglm.data.check import run_check
+
+    cfg = (load_config(args.config, args.set) if args.config
+           else apply_overrides(ExperimentConfig(), parse_cli_overrides(args.set)))
+    fs = args.fs or cfg.data.fs
+    seconds = args.seconds or cfg.data.seconds
+    print(run_check(args.paths, cfg.data.normalize, fs, int(round(fs * seconds))), flush=True)
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ecglm.workflows import serve_forever
 
@@ -92,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_cmd",
                                                                        required=True)
     add("shard", _cmd_shard, "write Parquet shards with Ray Data", parent=data)
+    chk = data.add_parser("check", help="validate records/folders; last line: JSON counts")
+    chk.add_argument("paths", nargs="+", help="records (extension optional) or folders")
+    chk.add_argument("--config", type=Path, default=None,
+                     help="experiment YAML whose data.normalize/fs/seconds apply "
+                          "(default: the built-in defaults)")
+    chk.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="dotted overrides, e.g. data.normalize.missing_leads=mask")
+    chk.add_argument("--fs", type=int, default=None, help="target rate in Hz (default data.fs)")
+    chk.add_argument("--seconds", type=float, default=None,
+                     help="target length in s (default data.seconds)")
+    chk.set_defaults(fn=_cmd_check)
     return p
 
 

@@ -15,8 +15,16 @@ from ecglm.train.run import Prepared, TrainResult, prepare, qa_rows, run_trainin
 def _eval_run(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str]) -> dict[str, Any]:
     cfg = prep.cfg
     rows = qa_rows(prep, cfg.evaluation.split)
-    ev = evaluate(cfg, checkpoint_dir, rows, run_id, checkpoint_dir.parent / "eval")
-    return {"metrics": ev.metrics, "summary": str(ev.summary_path)}
+    train_rows = qa_rows(prep, "train") if cfg.evaluation.baselines else None
+    from ecglm.evaluation.sections import build_sections
+
+    sections = build_sections(prep, checkpoint_dir)
+    ev = evaluate(cfg, checkpoint_dir, rows, run_id, checkpoint_dir.parent / "eval", train_rows,
+                  sections)
+    report = ev.summary_path.parent / "report.html"
+    return {"metrics": ev.metrics, "summary": str(ev.summary_path),
+            **{sec.key: sec.summary for sec in sections},
+            **({"report": str(report)} if report.exists() else {})}
 
 
 def train_and_evaluate(cfg: ExperimentConfig, evaluate: bool = True) -> dict[str, Any]:

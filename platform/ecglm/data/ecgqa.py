@@ -1,4 +1,11 @@
-"""ECG-QA items (PTB-XL subset) with Q-HEART-style candidate options."""
+"""ECG-QA items (PTB-XL) with Q-HEART-style candidate options.
+
+All seven question types (single-verify/-choose/-query, comparison_consecutive-verify/-query,
+comparison_irrelevant-verify/-query; comparisons hold two ECGs), template and paraphrased
+wordings, candidate options per template (``answers_for_each_template.csv``) and the Q-HEART
+option rules. Files: the ``*_ecgid_le300.json`` subsets of ../shared/data, any ECG-QA JSON list
+(:func:`load_ecgqa_json`), or the official release layout (:func:`load_ecgqa_split`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,10 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
-from ecglm.data.records import LEADS
+from ecglm.data.canonical import LEADS
+from ecglm.data.errors import CatalogError
 
 VERIFY_OPTIONS: tuple[str, ...] = ("yes", "no", "not sure")
 LEAD_OPTIONS: tuple[str, ...] = tuple(f"lead {lead}" for lead in LEADS)
@@ -20,6 +28,14 @@ RANGE_OPTIONS: tuple[str, ...] = ("below the normal range", "within the normal r
                                   "above the normal range")
 NONE = "none"
 VARIANTS: tuple[str, ...] = ("template", "paraphrased")
+QUESTION_TYPES: tuple[str, ...] = (
+    "single-verify", "single-choose", "single-query",
+    "comparison_consecutive-verify", "comparison_consecutive-query",
+    "comparison_irrelevant-verify", "comparison_irrelevant-query",
+)
+"""The seven ECG-QA question types; ``comparison_*`` items hold two ECGs, ``single-*`` one."""
+ATTRIBUTE_TYPES: tuple[str, ...] = ("scp_code", "noise", "stage_of_infarction",
+                                    "extra_systole", "heart_axis", "numeric_feature")
 
 _RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("what leads", LEAD_OPTIONS),
@@ -42,6 +58,10 @@ class QAItem:
     ecg_ids: list[int]
     options: list[str]
     """Candidate options (Q-HEART rules); always contains every answer."""
+    question_id: int = -1
+    """Shared by the paraphrases of one template question (``-1`` when absent)."""
+    attribute: Optional[list[str]] = None
+    """Attributes the question is about (``None`` for comparison questions)."""
 
 
 def qa_dir(root: Path) -> Path:
@@ -155,7 +175,16 @@ def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str) -
     tid = _field(raw, "template_id", int, where)
     qtype = _field(raw, "question_type", str, where)
     question = _field(raw, "question", str, where)
+    if qtype not in QUESTION_TYPES:
+        raise CatalogError(where, "question_type", f"got {qtype!r}, expected one of "
+                                                   f"{list(QUESTION_TYPES)}")
+    n_expected = 2 if qtype.startswith("comparison") else 1
+    if len(ecg_ids) != n_expected:
+        raise CatalogError(where, "ecg_id", f"{qtype} needs {n_expected} ECG id(s), got "
+                                            f"{ecg_ids!r}")
     attr_type = raw.get("attribute_type") or ""
+    attribute = raw.get("attribute")
+    qid = raw.get("question_id", -1)
     return QAItem(
         sample_id=_field(raw, "sample_id", int, where),
         template_id=tid,
@@ -165,6 +194,8 @@ def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str) -
         answer=list(answer),
         ecg_ids=[int(e) for e in ecg_ids],
         options=candidate_options(qtype, question, answer, classes.get(tid), tid),
+        question_id=qid if isinstance(qid, int) and not isinstance(qid, bool) else -1,
+        attribute=[str(a) for a in attribute] if isinstance(attribute, list) else None,
     )
 
 
@@ -191,3 +222,46 @@ def load_ecgqa_items(root: Path, variant: str, available_ecg_ids: set[int]) -> l
         raise ValueError(f"{path}: expected a JSON list of items")
     items = [parse_item(raw, classes, str(path)) for raw in data]
     return [it for it in items if all(e in available_ecg_ids for e in it.ecg_ids)]
+
+
+def load_ecgqa_json(path: Path, root: Path,
+                    available_ecg_ids: set[int] | None = None) -> list[QAItem]:
+    """Items of one ECG-QA JSON list (any split or variant), options from ``root``'s
+    ``answers_for_each_template.csv``; ``available_ecg_ids`` keeps only items whose ECGs are all
+    in it (``None``: every item).
+
+    Raises:
+        FileNotFoundError: the JSON or the template CSV is missing.
+        ValueError: not a JSON list, or a malformed item (names file, sample_id and field).
+    """
+    path = Path(path)
+    data = json.loads(path.read_text())
+    if not isinstance(data, list):
+        raise CatalogError(str(path), "<root>", "expected a JSON list of items")
+    classes = load_template_classes(root)
+    items = [parse_item(raw, classes, str(path)) for raw in data]
+    if available_ecg_ids is None:
+        return items
+    return [it for it in items if all(e in available_ecg_ids for e in it.ecg_ids)]
+
+
+def load_ecgqa_split(root: Path, variant: str, split: str,
+                     available_ecg_ids: set[int] | None = None) -> list[QAItem]:
+    """One split of the official release: ``<root>/ecgqa/ptbxl/<variant>/<split>.json`` or the
+    folder ``<variant>/<split>/*.json`` (files in name order).
+
+    Raises:
+        FileNotFoundError: neither exists.
+        ValueError: unknown variant/split or a malformed item.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"data.qa_variant: expected one of {list(VARIANTS)}, got {variant!r}")
+    if split not in ("train", "valid", "test"):
+        raise ValueError(f"split: expected train, valid or test, got {split!r}")
+    base = qa_dir(root) / variant
+    files = ([base / f"{split}.json"] if (base / f"{split}.json").is_file()
+             else sorted((base / split).glob("*.json")))
+    if not files:
+        raise FileNotFoundError(f"{base / split}.json or {base / split}/*.json: ECG-QA "
+                                f"{variant} {split} split not found")
+    return [it for f in files for it in load_ecgqa_json(f, root, available_ecg_ids)]

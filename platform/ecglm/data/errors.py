@@ -22,3 +22,24 @@ class RecordError(ValueError):
 
     def __reduce__(self):  # keeps the attributes when pickled across Ray workers
         return (type(self), (self.record, self.field, self.reason))
+
+
+class CatalogError(ValueError):
+    """A catalog/metadata file (CSV, JSON) is malformed.
+
+    Attributes:
+        source: the file (and item, e.g. ``train.json: item 17``).
+        field: the column/key at fault.
+        reason: what was expected.
+
+    ``str(err) == "<source>: <field>: <reason>"``.
+    """
+
+    def __init__(self, source: str, field: str, reason: str) -> None:
+        self.source = str(source)
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{self.source}: {field}: {reason}")
+
+    def __reduce__(self):  # keeps the attributes when pickled across Ray workers
+        return (type(self), (self.source, self.field, self.reason))

@@ -1,4 +1,9 @@
-"""PTB-XL metadata catalog (``ptbxl_database.csv``) restricted to records present on disk."""
+"""PTB-XL metadata catalog (``ptbxl_database.csv``) restricted to records present on disk, and
+the SCP-code labels (diagnostic superclass/subclass, form, rhythm) from ``scp_statements.csv``.
+
+Splits: ``strat_fold`` 1-8 train, 9 valid, 10 test (patient-level by construction), see
+:data:`ecglm.data.splits.FOLD_SPLITS`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
+from ecglm.data.errors import CatalogError
 
 CATALOG_COLUMNS: tuple[str, ...] = ("ecg_id", "patient_id", "report", "scp_codes",
                                     "strat_fold", "path")
@@ -81,3 +88,69 @@ def load_ptbxl_catalog(root: Path, max_ecg_id: int) -> pd.DataFrame:
         "path": df["path"].astype(str),
     })
     return out.sort_values("ecg_id").reset_index(drop=True)
+
+
+LABEL_KINDS: tuple[str, ...] = ("superclass", "subclass", "diagnostic", "form", "rhythm")
+"""Label groups of :func:`scp_labels` (PTB-XL benchmark tasks, Wagner et al./Strodthoff et al.)."""
+_STATEMENT_COLUMNS = ("diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass")
+
+
+def load_scp_statements(root: Path) -> pd.DataFrame | None:
+    """``scp_statements.csv`` indexed by SCP code, or ``None`` when the file is absent (the
+    synthetic dataset has none).
+
+    Raises:
+        CatalogError: a required column is missing.
+    """
+    path = ptbxl_dir(root) / "scp_statements.csv"
+    if not path.is_file():
+        return None
+    table = pd.read_csv(path, index_col=0)
+    missing = [c for c in _STATEMENT_COLUMNS if c not in table.columns]
+    if missing:
+        raise CatalogError(str(path), ", ".join(missing), "missing column(s), expected "
+                                                          f"{list(_STATEMENT_COLUMNS)}")
+    return table
+
+
+def scp_labels(codes: dict[str, float], statements: pd.DataFrame | None,
+               min_likelihood: float = 0.0) -> dict[str, list[str]]:
+    """Aggregate one record's SCP codes into the PTB-XL label groups.
+
+    Args:
+        codes: ``{code: likelihood}`` (likelihood 0-100 for diagnostic statements; form and
+            rhythm statements are recorded with 0).
+        statements: :func:`load_scp_statements` (``None``: every group empty).
+        min_likelihood: diagnostic statements below it are ignored (form/rhythm never are).
+
+    Returns:
+        ``{"superclass": [...], "subclass": [...], "diagnostic": [...], "form": [...],
+        "rhythm": [...]}``, each sorted and unique; unknown codes are ignored.
+    """
+    out: dict[str, set[str]] = {k: set() for k in LABEL_KINDS}
+    if statements is not None:
+        for code, likelihood in codes.items():
+            if code not in statements.index:
+                continue
+            row = statements.loc[code]
+            if row["diagnostic"] == 1.0 and float(likelihood) >= min_likelihood:
+                out["diagnostic"].add(code)
+                if isinstance(row["diagnostic_class"], str):
+                    out["superclass"].add(row["diagnostic_class"])
+                if isinstance(row["diagnostic_subclass"], str):
+                    out["subclass"].add(row["diagnostic_subclass"])
+            if row["form"] == 1.0:
+                out["form"].add(code)
+            if row["rhythm"] == 1.0:
+                out["rhythm"].add(code)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def add_scp_labels(catalog: pd.DataFrame, root: Path, min_likelihood: float = 0.0
+                   ) -> pd.DataFrame:
+    """``catalog`` (from :func:`load_ptbxl_catalog`) plus a ``labels`` column: JSON text of
+    :func:`scp_labels` for each row's ``scp_codes``."""
+    statements = load_scp_statements(root)
+    labels = [json.dumps(scp_labels(json.loads(c), statements, min_likelihood), sort_keys=True)
+              for c in catalog["scp_codes"]]
+    return catalog.assign(labels=labels)

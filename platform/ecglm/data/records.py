@@ -1,6 +1,7 @@
-"""Read a WFDB record into the canonical 12-lead array.
+"""Canonical 12-lead array from a record path (:func:`read_wfdb`) and array helpers.
 
-Canonical ECG: ``float32`` array of shape ``(12, T)`` in millivolts, leads in :data:`LEADS`
+The readers live in :mod:`ecglm.data.readers`, the policies in :mod:`ecglm.data.normalize`;
+this module keeps the original entry points. Canonical ECG: ``float32`` array of shape ``(12, T)`` in millivolts, leads in :data:`LEADS`
 order, sampled at ``fs`` Hz.
 """
 
@@ -13,52 +14,14 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
+from ecglm.config.schema import NormalizeConfig
+from ecglm.data.canonical import LEADS
 from ecglm.data.errors import RecordError
+from ecglm.data.readers import read_record
+from ecglm.data.readers.wfdb_format import header_units, unit_scale_to_mv
 
-LEADS: tuple[str, ...] = ("I", "II", "III", "aVR", "aVL", "aVF",
-                          "V1", "V2", "V3", "V4", "V5", "V6")
-"""Canonical lead order."""
-
-_UNIT_TO_MV: dict[str, float] = {
-    "uv": 1e-3,
-    "\u00b5v": 1e-3,  # micro sign
-    "\u03bcv": 1e-3,  # greek mu
-    "mv": 1.0,
-    "v": 1e3,
-}
-
-
-def unit_scale_to_mv(unit: str | None, record: str, lead: str) -> float:
-    """Factor that converts values in ``unit`` (uV, mV, V; case-insensitive) to mV.
-
-    Raises:
-        RecordError: the unit is missing or not a voltage unit.
-    """
-    key = (unit or "").strip().lower()
-    if key not in _UNIT_TO_MV:
-        raise RecordError(record, "units",
-                          f"lead {lead} has unit {unit!r}, expected one of uV, mV, V")
-    return _UNIT_TO_MV[key]
-
-
-def header_units(path: str | Path, n_sig: int) -> list[str | None]:
-    """Units of each signal as written in ``path``.hea (``None`` where none is given).
-
-    wfdb drops non-ASCII characters from units (``µV`` becomes ``V``), so the header text is
-    parsed here (UTF-8, else Latin-1).
-    """
-    raw = Path(str(path) + ".hea").read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    units: list[str | None] = []
-    for line in lines[1:1 + n_sig]:
-        tokens = line.split()
-        gain = tokens[2] if len(tokens) > 2 else ""
-        units.append(gain.split("/", 1)[1] if "/" in gain else None)
-    return units if len(units) == n_sig else [None] * n_sig
+__all__ = ["LEADS", "fit_length", "header_units", "lead_indices", "read_wfdb", "resample_ecg",
+           "unit_scale_to_mv"]
 
 
 def resample_ecg(x: np.ndarray, fs: float, target_fs: int) -> np.ndarray:
@@ -98,51 +61,26 @@ def lead_indices(names: list[str], record: str) -> list[int]:
     return [index[lead.lower()] for lead in LEADS]
 
 
-def read_wfdb(path: str | Path, target_fs: int, n_samples: int) -> tuple[np.ndarray, int]:
-    """Read a WFDB record as a canonical 12-lead ECG.
+def read_wfdb(path: str | Path, target_fs: int, n_samples: int,
+              policy: NormalizeConfig | None = None) -> tuple[np.ndarray, int]:
+    """Read a record (WFDB, WFDB + ``.mat``, CPSC2018 ``.mat``) as a canonical 12-lead ECG.
 
     Args:
         path: record path without extension (``.../00001_hr``).
-        target_fs: output sampling rate in Hz (resampled with ``scipy.signal.resample_poly``).
-        n_samples: output length per lead (cropped from the start or zero-padded at the end).
+        target_fs: output sampling rate in Hz (anti-aliased polyphase resampling by default).
+        n_samples: output length per lead (cropped from the start or zero-padded at the end
+            by default).
+        policy: normalisation policies; ``None`` = the defaults of
+            :class:`~ecglm.config.schema.NormalizeConfig` (missing leads, non-finite values and
+            implausible amplitudes are errors).
 
     Returns:
         ``(signal, target_fs)`` with ``signal`` float32 ``(12, n_samples)`` in mV, lead order
         :data:`LEADS`.
 
     Raises:
-        RecordError: missing/truncated/empty files, unknown units, a missing lead, or
-            non-finite values; the message names the record and the reason.
+        RecordError: missing/truncated/empty files, unknown units, a missing lead, non-finite
+            values or an implausible amplitude; the message names the record and the reason.
     """
-    import wfdb  # local import: wfdb is slow to import and only needed here
-
-    record = str(path)
-    try:
-        rec = wfdb.rdrecord(record, physical=True)
-    except FileNotFoundError as exc:
-        raise RecordError(record, "file", f"missing file {exc.filename or exc}") from exc
-    except Exception as exc:  # wfdb raises bare ValueError/IndexError on corrupt files
-        raise RecordError(record, "file",
-                          f"unreadable WFDB record (truncated or corrupt?): "
-                          f"{type(exc).__name__}: {exc}") from exc
-    sig = rec.p_signal
-    if sig is None or sig.ndim != 2 or sig.shape[0] == 0:
-        raise RecordError(record, "signal", "empty signal (0 samples)")
-    if rec.sig_len and sig.shape[0] != rec.sig_len:
-        raise RecordError(record, "signal",
-                          f"header declares {rec.sig_len} samples, file holds {sig.shape[0]}")
-    fs = float(rec.fs or 0.0)
-    if not math.isfinite(fs) or fs <= 0:
-        raise RecordError(record, "fs", f"sampling rate {rec.fs!r}, expected > 0 Hz")
-    names = list(rec.sig_name or [])
-    raw_units = header_units(record, len(names))
-    units = [raw or parsed for raw, parsed in zip(raw_units, rec.units or [None] * len(names))]
-    idx = lead_indices(names, record)
-    scales = np.array([unit_scale_to_mv(units[i], record, names[i]) for i in idx])
-    x = sig[:, idx].T * scales[:, None]
-    if not np.all(np.isfinite(x)):
-        bad = [LEADS[i] for i in range(len(LEADS)) if not np.all(np.isfinite(x[i]))]
-        raise RecordError(record, "signal", f"non-finite values (NaN/inf) in lead(s) "
-                                            f"{', '.join(bad)}")
-    x = fit_length(resample_ecg(x, fs, target_fs), n_samples)
-    return np.ascontiguousarray(x, dtype=np.float32), int(target_fs)
+    rec = read_record(path, policy or NormalizeConfig(), target_fs, n_samples)
+    return rec.signal, rec.fs

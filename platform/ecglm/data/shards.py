@@ -2,10 +2,17 @@
 
 Layout under ``<data.shard_dir>/<content_hash>/``::
 
-    records/*.parquet          one row per readable ECG
+    records/*.parquet          one row per usable ECG (:data:`RECORD_SCHEMA`)
     qa/{train,valid,test}/*.parquet   one row per QA item with its ECGs' signals
-    quarantine.jsonl           {"id", "reason"} per rejected record ("ecg:<id>") or item ("qa:<id>")
-    manifest.json              source, kind, config_hash, counts, quarantine path
+    quarantine.jsonl           {"id", "reason"[, "fp"]} per rejected record ("ecg:<id>") or
+                               item ("qa:<id>")
+    manifest.json              source, kind, config_hash, input_fingerprint, normalize policies,
+                               counts (in = ok + quarantined), checksums, quarantine path
+
+The folder name hashes the ``data`` config (normalisation policies included), the source kind,
+the seed and the format version. A re-run with the same config and unchanged input files reuses
+the folder as is; when input files changed, only the changed records are read again. Reading
+prints live progress (records/s, MB/s).
 
 Signals are int16 microvolts (clipped), row-major ``(n_ecg, 12, n_samples)`` bytes; see
 :func:`encode_signals` / :func:`decode_signals`.
@@ -13,6 +20,7 @@ Signals are int16 microvolts (clipped), row-major ``(n_ecg, 12, n_samples)`` byt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -29,24 +37,28 @@ import pyarrow.parquet as pq
 
 from ecglm.config import config_hash, to_dict
 from ecglm.config.schema import ExperimentConfig
-from ecglm.data.ecgqa import QAItem, load_ecgqa_items
-from ecglm.data.errors import RecordError
-from ecglm.data.ptbxl import load_ptbxl_catalog
-from ecglm.data.records import LEADS, read_wfdb
+from ecglm.data.canonical import LEADS
+from ecglm.data.ecgqa import QAItem, load_ecgqa_items, qa_dir
+from ecglm.data.ptbxl import add_scp_labels, load_ptbxl_catalog, ptbxl_dir
+from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, checksums, decode_signals,
+                                 encode_signals, files_fingerprint, fingerprints, ok_rows,
+                                 read_records_batch, reusable_rows, run_with_progress)
 from ecglm.data.source import DataSource, resolve_source
 from ecglm.data.splits import SPLITS, record_splits
 from ecglm.utils.ray_env import init_ray
 
-SHARD_FORMAT_VERSION = 2  # 2: cross-split comparison items quarantined
+__all__ = ["OBJECT_STORE_BYTES", "QA_SCHEMA", "RECORD_SCHEMA", "SHARD_FORMAT_VERSION",
+           "ShardSet", "build_shards", "decode_signals", "encode_signals",
+           "read_records_batch", "shard_hash"]
+
+SHARD_FORMAT_VERSION = 3  # 2: cross-split comparison items quarantined; 3: normalize policies,
+#                           labels/lead_mask/flags/source_fp record columns
 """Bumped when the shard layout or encoding changes (part of the content hash)."""
 OBJECT_STORE_BYTES = 1536 * 1024**2
 """Object store of a local Ray instance started by :func:`build_shards` (1.5 GiB)."""
+PROGRESS_EVERY_S = 2.0
+"""Seconds between progress lines while records are read."""
 
-RECORD_SCHEMA = pa.schema([
-    ("ecg_id", pa.int64()), ("patient_id", pa.int64()), ("split", pa.string()),
-    ("fs", pa.int64()), ("n_samples", pa.int64()), ("signal", pa.binary()),
-    ("report", pa.string()), ("scp_codes", pa.string()),
-])
 QA_SCHEMA = pa.schema([
     ("sample_id", pa.int64()), ("template_id", pa.int64()), ("question_type", pa.string()),
     ("attribute_type", pa.string()), ("question", pa.string()),
@@ -65,24 +77,6 @@ class ShardSet:
     records: Path
     qa: dict[str, Path]
     manifest: dict
-
-
-def encode_signals(x: np.ndarray) -> bytes:
-    """``x`` ``(n_ecg, 12, T)`` float mV -> int16 microvolt bytes (clipped, row-major)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 3 or x.shape[1] != len(LEADS):
-        raise ValueError(f"signals: expected shape (n_ecg, 12, T), got {x.shape}")
-    return np.clip(np.rint(x * 1000.0), -32768, 32767).astype("<i2").tobytes()
-
-
-def decode_signals(b: bytes, n_ecg: int, n_samples: int) -> np.ndarray:
-    """Inverse of :func:`encode_signals`: float32 ``(n_ecg, 12, n_samples)`` in mV."""
-    expected = n_ecg * len(LEADS) * n_samples * 2
-    if len(b) != expected:
-        raise ValueError(f"signals: expected {expected} bytes for n_ecg={n_ecg}, "
-                         f"n_samples={n_samples}, got {len(b)}")
-    arr = np.frombuffer(b, dtype="<i2").reshape(n_ecg, len(LEADS), n_samples)
-    return arr.astype(np.float32) / np.float32(1000.0)
 
 
 def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
@@ -109,38 +103,17 @@ def _ray_data_settings() -> Iterator[None]:
          ctx.execution_options.preserve_order) = saved
 
 
-def read_records_batch(batch: pd.DataFrame, fs: int, n_samples: int) -> pd.DataFrame:
-    """Ray Data UDF: read each ``path`` of ``batch``; failures go to the ``error`` column."""
-    signals, errors = [], []
-    for path in batch["path"]:
-        try:
-            x, _ = read_wfdb(path, fs, n_samples)
-            signals.append(encode_signals(x[None]))
-            errors.append("")
-        except RecordError as exc:
-            signals.append(b"")
-            errors.append(str(exc))
-    out = batch.drop(columns=["path"]).copy()
-    out["fs"] = fs
-    out["n_samples"] = n_samples
-    out["signal"] = signals
-    out["error"] = errors
-    return out
-
-
-def _ok_rows(batch: pd.DataFrame) -> pa.Table:
-    ok = batch[batch["error"] == ""][list(RECORD_SCHEMA.names)]
-    return pa.Table.from_pandas(ok, schema=RECORD_SCHEMA, preserve_index=False)
-
-
-def _write(ds: Any, n_rows: int, path: Path, schema: pa.Schema, rows_per_file: int) -> None:
-    """Write ``ds`` as Parquet (an empty file with ``schema`` when there are no rows)."""
+def _write(ds: Any, n_rows: int, path: Path, schema: pa.Schema, rows_per_file: int,
+           compression: str = "none") -> None:
+    """Write ``ds`` as Parquet (no dictionary pages: the 120 kB signal values are unique); an
+    empty file with ``schema`` when there are no rows."""
     path.mkdir(parents=True, exist_ok=True)
+    args = {"compression": compression, "use_dictionary": False}
     if n_rows == 0:
-        pq.write_table(schema.empty_table(), path / "empty.parquet")
+        pq.write_table(schema.empty_table(), path / "empty.parquet", **args)
         return
     n_files = max(1, -(-n_rows // rows_per_file))
-    ds.repartition(n_files).write_parquet(str(path), max_rows_per_file=rows_per_file)
+    ds.repartition(n_files).write_parquet(str(path), max_rows_per_file=rows_per_file, **args)
 
 
 def _select_items(items: list[QAItem], max_items: int | None, seed: int) -> list[QAItem]:
@@ -161,12 +134,41 @@ def _load_existing(root: Path, digest: str) -> ShardSet | None:
                     qa={s: root / "qa" / s for s in SPLITS}, manifest=manifest)
 
 
+def _catalog(cfg: ExperimentConfig, source: DataSource) -> pd.DataFrame:
+    """PTB-XL catalog with ``split``, ``labels`` (JSON) and the files' ``source_fp`` /
+    ``source_bytes``."""
+    dcfg = cfg.data
+    catalog = load_ptbxl_catalog(source.root, dcfg.max_ecg_id)
+    if catalog.empty:
+        raise ValueError(f"data.max_ecg_id: no PTB-XL record with ecg_id <= {dcfg.max_ecg_id} "
+                         f"found under {source.root}")
+    splits = record_splits(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist(),
+                           catalog["strat_fold"].tolist(), dcfg.qa_split, dcfg.valid_fraction,
+                           dcfg.test_fraction, cfg.seed, source.root)
+    catalog = add_scp_labels(catalog.assign(split=catalog["ecg_id"].map(splits)), source.root,
+                             dcfg.scp_min_likelihood)
+    fps = fingerprints(catalog["path"].tolist())
+    return catalog.assign(source_fp=[fps[p][0] for p in catalog["path"]],
+                          source_bytes=[fps[p][1] for p in catalog["path"]])
+
+
+def _input_fingerprint(catalog: pd.DataFrame, root: Path) -> str:
+    """Digest of the metadata files (PTB-XL CSVs, ECG-QA files) and every record's files."""
+    meta = [f for d in (ptbxl_dir(root), qa_dir(root)) if d.is_dir()
+            for f in d.iterdir() if f.is_file()]
+    h = hashlib.sha1(files_fingerprint(meta).encode())
+    for e, fp in sorted(zip(catalog["ecg_id"].tolist(), catalog["source_fp"].tolist())):
+        h.update(f"{e}:{fp};".encode())
+    return h.hexdigest()
+
+
 def build_shards(cfg: ExperimentConfig) -> ShardSet:
     """Resolve the data source, read every record with Ray Data and write the shard folder.
 
-    Reuses ``<data.shard_dir>/<content_hash>`` when its manifest carries the same hash.
-    Starts Ray (``train.ray_num_cpus`` CPUs, 1.5 GiB object store) only if it is not running;
-    a Ray instance started here is left running for the caller.
+    Reuses ``<data.shard_dir>/<content_hash>`` when its manifest carries the same config hash
+    and input fingerprint; when only input files changed, unchanged records are copied from it
+    and the rest are read again. Starts Ray (``train.ray_num_cpus`` CPUs, 1.5 GiB object store)
+    only if it is not running; a Ray instance started here is left running for the caller.
 
     Returns:
         The :class:`ShardSet`; ``manifest["counts"]`` has ``records_in = records_ok +
@@ -176,66 +178,109 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     source = resolve_source(dcfg, cfg.seed)
     digest = shard_hash(cfg, source.kind)
     final = Path(dcfg.shard_dir).resolve() / digest
+    catalog = _catalog(cfg, source)
+    inputs = _input_fingerprint(catalog, source.root)
     existing = _load_existing(final, digest)
-    if existing is not None:
-        print(f"[ecglm.data] reusing shards {final} (content hash {digest})")
+    if existing is not None and existing.manifest.get("input_fingerprint") == inputs:
+        print(f"[ecglm.data] reusing shards {final} (content hash {digest}, input unchanged)")
         return existing
+    if existing is not None:
+        print(f"[ecglm.data] input files changed since {final} was built: re-reading the "
+              f"changed records only")
     tmp = final.parent / f".{digest}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     init_ray(cfg.train.ray_num_cpus, OBJECT_STORE_BYTES)
     try:
         with _ray_data_settings():
-            manifest = _build_into(cfg, source, digest, tmp, final)
+            manifest = _build_into(cfg, source, digest, catalog, inputs, tmp, final,
+                                   final if existing is not None else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     concurrent = _load_existing(final, digest)
-    if concurrent is not None:  # another process finished the same build first
-        shutil.rmtree(tmp, ignore_errors=True)
+    if concurrent is not None and concurrent.manifest.get("input_fingerprint") == inputs:
+        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same build first
         return concurrent
-    if final.exists():  # an incomplete folder without a matching manifest
+    if final.exists():  # a stale or incomplete folder
         shutil.rmtree(final)
     os.replace(tmp, final)
     return ShardSet(root=final, records=final / "records",
                     qa={s: final / "qa" / s for s in SPLITS}, manifest=manifest)
 
 
-def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, out: Path,
-                final: Path) -> dict:
+def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
+    """Read ``todo`` (catalog rows) with Ray Data and live progress.
+
+    Returns:
+        ``(materialized dataset of read rows or None, status frame with ecg_id, signal, error,
+        flags, source_fp)``.
+    """
+    import ray
+
+    cols = ["ecg_id", "patient_id", "split", "path", "report", "scp_codes", "labels",
+            "source_fp", "source_bytes"]
+    if todo.empty:
+        return None, pd.DataFrame(columns=["ecg_id", "signal", "error", "flags", "source_fp"])
+    progress = ray.remote(num_cpus=0)(ProgressCounter).remote()
+    try:
+        n_blocks = max(1, min(len(todo), 4 * cfg.train.ray_num_cpus))
+        ds = (ray.data.from_items(todo[cols].to_dict("records"), override_num_blocks=n_blocks)
+              .map_batches(read_records_batch, batch_format="pandas", batch_size=16,
+                           fn_kwargs={"fs": cfg.data.fs, "n_samples": cfg.data.n_samples,
+                                      "policy": cfg.data.normalize, "progress": progress}))
+        ds = run_with_progress(ds.materialize,
+                               lambda: ray.get(progress.snapshot.remote(), timeout=10),
+                               len(todo), PROGRESS_EVERY_S)
+    finally:
+        ray.kill(progress)
+    status = ds.select_columns(["ecg_id", "signal", "error", "flags", "source_fp"]).to_pandas()
+    return ds, status
+
+
+def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog: pd.DataFrame,
+                inputs: str, out: Path, final: Path, previous: Path | None) -> dict:
     import ray
 
     dcfg = cfg.data
     n_samples = dcfg.n_samples
-    catalog = load_ptbxl_catalog(source.root, dcfg.max_ecg_id)
-    splits = record_splits(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist(),
-                           catalog["strat_fold"].tolist(), dcfg.qa_split, dcfg.valid_fraction,
-                           dcfg.test_fraction, cfg.seed, source.root)
-    catalog = catalog.assign(split=catalog["ecg_id"].map(splits))
-    if catalog.empty:
-        raise ValueError(f"data.max_ecg_id: no PTB-XL record with ecg_id <= {dcfg.max_ecg_id} "
-                         f"found under {source.root}")
-
-    items = catalog[["ecg_id", "patient_id", "split", "path", "report", "scp_codes"]]
+    splits = dict(zip(catalog["ecg_id"].tolist(), catalog["split"].tolist()))
+    fp_of = dict(zip(catalog["ecg_id"].astype(int).tolist(), catalog["source_fp"].tolist()))
+    reused, reused_bad = reusable_rows(previous, fp_of)
+    reused_ids = set(reused_bad) | (set(reused.column("ecg_id").to_pylist()) if reused else set())
+    if reused_ids:
+        print(f"[ecglm.data] {len(reused_ids)} unchanged records taken from the previous build")
+    todo = catalog[~catalog["ecg_id"].isin(reused_ids)]
     t0 = time.perf_counter()
-    n_blocks = max(1, min(len(items), 4 * cfg.train.ray_num_cpus))
-    ds = (ray.data.from_items(items.to_dict("records"), override_num_blocks=n_blocks)
-          .map_batches(read_records_batch, batch_format="pandas", batch_size=16,
-                       fn_kwargs={"fs": dcfg.fs, "n_samples": n_samples})
-          .materialize())
-    status = ds.select_columns(["ecg_id", "signal", "error"]).to_pandas()
+    ds, status = _read_records(cfg, todo)
     dt = max(time.perf_counter() - t0, 1e-9)
     failed = status[status["error"] != ""]
+    n_read_bytes = int(todo["source_bytes"].sum())
     print(f"[ecglm.data] read {len(status)} records in {dt:.1f}s ({len(status) / dt:.1f} "
-          f"records/s): {len(status) - len(failed)} ok, {len(failed)} quarantined")
-    _write(ds.map_batches(_ok_rows, batch_format="pandas"), len(status) - len(failed),
-           out / "records", RECORD_SCHEMA, dcfg.records_per_shard)
+          f"records/s, {n_read_bytes / dt / 1e6:.1f} MB/s): {len(status) - len(failed)} ok, "
+          f"{len(failed)} quarantined", flush=True)
+    parts = [ds.map_batches(ok_rows, batch_format="pandas")] if ds is not None else []
+    if reused is not None:
+        parts.append(ray.data.from_arrow(reused))
+    n_ok = len(catalog) - len(failed) - len(reused_bad)
+    combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0] if parts else None
+    _write(combined, n_ok, out / "records", RECORD_SCHEMA, dcfg.records_per_shard,
+           dcfg.shard_compression)
 
-    quarantine = [{"id": f"ecg:{int(e)}", "reason": r}
-                  for e, r in zip(failed["ecg_id"], failed["error"])]
-    bad_ids = set(int(e) for e in failed["ecg_id"])
+    quarantine = [{"id": f"ecg:{int(e)}", "reason": r, "fp": f}
+                  for e, r, f in zip(failed["ecg_id"], failed["error"], failed["source_fp"])]
+    quarantine += [{"id": f"ecg:{e}", "reason": r, "fp": fp_of[e]}
+                   for e, r in sorted(reused_bad.items())]
+    n_rec_bad = len(quarantine)
+    bad_ids = {int(e) for e in failed["ecg_id"]} | set(reused_bad)
     signal_of = {int(e): s for e, s, err in zip(status["ecg_id"], status["signal"],
                                                 status["error"]) if not err}
+    n_flagged = int(sum(len(f) > 0 for f, err in zip(status["flags"], status["error"])
+                        if not err))
+    if reused is not None:
+        signal_of.update(zip(reused.column("ecg_id").to_pylist(),
+                             reused.column("signal").to_pylist()))
+        n_flagged += sum(len(f) > 0 for f in reused.column("flags").to_pylist())
     patient_of = dict(zip(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist()))
     qa_items = _select_items(
         load_ecgqa_items(source.root, dcfg.qa_variant, set(catalog["ecg_id"].tolist())),
@@ -265,27 +310,35 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, out: Pat
         part = sorted(rows[split], key=lambda r: r["sample_id"])
         table = pa.Table.from_pylist(part, schema=QA_SCHEMA)
         _write(ray.data.from_arrow(table), len(part), out / "qa" / split, QA_SCHEMA,
-               dcfg.records_per_shard)
+               dcfg.records_per_shard, dcfg.shard_compression)
 
     with (out / "quarantine.jsonl").open("w") as fh:
         for entry in quarantine:
             fh.write(json.dumps(entry) + "\n")
-    n_qa_bad = len(quarantine) - len(failed)
+    n_qa_bad = len(quarantine) - n_rec_bad
     ok_records = catalog[~catalog["ecg_id"].isin(bad_ids)]
     manifest = {
         "source": str(source.root), "kind": source.kind, "config_hash": digest,
+        "input_fingerprint": inputs,
         "format_version": SHARD_FORMAT_VERSION, "fs": dcfg.fs, "n_samples": n_samples,
         "leads": list(LEADS), "signal_encoding": "int16 microvolts, (n_ecg, 12, n_samples)",
         "qa_split": dcfg.qa_split, "qa_variant": dcfg.qa_variant,
+        "normalize": to_dict(dcfg.normalize), "scp_min_likelihood": dcfg.scp_min_likelihood,
         "counts": {
-            "records_in": len(status), "records_ok": len(status) - len(failed),
-            "records_quarantined": len(failed), "qa_in": len(qa_items),
-            "qa_ok": len(qa_items) - n_qa_bad, "qa_quarantined": n_qa_bad,
+            "records_in": len(catalog), "records_ok": len(catalog) - n_rec_bad,
+            "records_quarantined": n_rec_bad, "records_flagged": n_flagged,
+            "records_read": len(status), "records_reused": len(reused_ids),
+            "qa_in": len(qa_items), "qa_ok": len(qa_items) - n_qa_bad,
+            "qa_quarantined": n_qa_bad,
             "per_split": {s: {"records": int((ok_records["split"] == s).sum()),
                               "qa": len(rows[s])} for s in SPLITS},
         },
+        "throughput": {"read_seconds": round(dt, 3),
+                       "records_per_s": round(len(status) / dt, 2),
+                       "mb_per_s": round(n_read_bytes / dt / 1e6, 3)},
         "records": "records", "qa": {s: f"qa/{s}" for s in SPLITS},
         "quarantine": str(final / "quarantine.jsonl"),
+        "checksums": checksums(out),
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

@@ -88,14 +88,21 @@ def record_splits(ecg_ids: list[int], patient_ids: list[int], strat_folds: list[
                   root: Path) -> dict[int, str]:
     """Split of every record.
 
-    ``seeded``: the split of its patient (:func:`assign_splits`); ``official``: ECG-QA's list,
-    records in no list fall back to the PTB-XL strat_fold convention (:data:`FOLD_SPLITS`).
+    ``seeded``: the split of its patient (:func:`assign_splits`); ``strat_fold``: PTB-XL's
+    folds (:data:`FOLD_SPLITS`); ``official``: ECG-QA's list, records in no list fall back to
+    the strat_fold convention.
     """
     if mode == "seeded":
         by_patient = assign_splits(patient_ids, valid_fraction, test_fraction, seed)
         return {e: by_patient[p] for e, p in zip(ecg_ids, patient_ids)}
+    if mode == "strat_fold":
+        bad = sorted({f for f in strat_folds if f not in FOLD_SPLITS})
+        if bad:
+            raise ValueError(f"data.qa_split: strat_fold: folds {bad[:5]} outside 1-10")
+        return {e: FOLD_SPLITS[f] for e, f in zip(ecg_ids, strat_folds)}
     if mode == "official":
         official = load_official_splits(root)
         return {e: official.get(e, FOLD_SPLITS.get(f, "train"))
                 for e, f in zip(ecg_ids, strat_folds)}
-    raise ValueError(f"data.qa_split: expected 'seeded' or 'official', got {mode!r}")
+    raise ValueError(f"data.qa_split: expected 'seeded', 'strat_fold' or 'official', "
+                     f"got {mode!r}")

@@ -1,0 +1,88 @@
+"""ECG-Expert-QA scoring: per-task BLEU-1, ROUGE-L, METEOR and optional judge scores.
+
+Input rows are dicts ``{"task", "question", "reference", "prediction"}`` (one per answered
+turn; a dialogue contributes one row per turn). :func:`reference_rows` turns loaded items
+(:func:`ecglm.data.expertqa.load_expert_qa`) into such rows without predictions.
+
+Per task: corpus BLEU-1 (coco-caption), mean ROUGE-L and mean METEOR over the task's rows;
+``overall/...`` is the macro mean over tasks and ``micro/...`` the score of all rows pooled.
+With a :class:`~ecglm.evaluation.judge.Judge` (criteria ``m2m``: model-to-model agreement,
+1-5), each row is judged against its reference; ``<task>/judge/agreement`` is the mean over
+successfully judged rows and ``<task>/judge/failures`` counts the rest.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Optional, Sequence
+
+from ecglm.evaluation.metrics import TextScorer
+
+TEXT_KEYS = ("bleu1", "rouge_l", "meteor")
+REQUIRED = ("task", "question", "reference", "prediction")
+
+
+def reference_rows(items: Sequence[Any]) -> list[dict[str, str]]:
+    """One row per turn of ECG-Expert-QA items (``prediction`` empty, to be filled).
+
+    The context (disease or medical advice) is prefixed to the question as
+    ``"<context kind>: <context>\\n<question>"``; rows also carry ``item_id`` and ``turn``.
+    """
+    rows = []
+    for it in items:
+        ctx = f"{it.context_kind}: {it.context}\n" if it.context else ""
+        for k, t in enumerate(it.turns):
+            rows.append({"task": it.task, "item_id": it.item_id, "turn": str(k),
+                         "question": ctx + t.question, "reference": t.answer,
+                         "prediction": ""})
+    return rows
+
+
+def _check(rows: Sequence[dict]) -> None:
+    for i, r in enumerate(rows):
+        missing = [k for k in REQUIRED if k not in r]
+        if missing:
+            raise ValueError(f"expert-qa rows[{i}]: missing {missing} (need {list(REQUIRED)})")
+        if not str(r["reference"]).strip():
+            raise ValueError(f"expert-qa rows[{i}] (task {r['task']}): empty reference")
+
+
+def score_expert_qa(rows: Sequence[dict], scorer: Optional[TextScorer] = None,
+                    judge: Optional[Any] = None) -> dict[str, float]:
+    """Metrics per task (``<task>/bleu1``, ``<task>/rouge_l``, ``<task>/meteor``,
+    ``<task>/n``, judge keys when ``judge`` is given) plus ``overall/...`` (macro over tasks)
+    and ``micro/...`` (all rows).
+
+    Args:
+        rows: dicts with ``task``, ``question``, ``reference``, ``prediction``.
+        scorer: text scorer (default: no BERTScore).
+        judge: a :class:`~ecglm.evaluation.judge.Judge`, normally ``criteria="m2m"``.
+    """
+    _check(rows)
+    scorer = scorer or TextScorer(use_bertscore=False)
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_task[str(r["task"])].append(r)
+    out: dict[str, float] = {}
+    for task in sorted(by_task):
+        rs = by_task[task]
+        m = scorer.score([str(r["prediction"]) for r in rs], [str(r["reference"]) for r in rs])
+        out.update({f"{task}/{k}": float(m[k]) for k in TEXT_KEYS})
+        out[f"{task}/n"] = float(len(rs))
+        if judge is not None:
+            jm, _ = judge.score_many([str(r["prediction"]) for r in rs],
+                                     [str(r["reference"]) for r in rs],
+                                     [str(r["question"]) for r in rs])
+            out.update({f"{task}/{k}": v for k, v in jm.items() if k != "judge/n"})
+    if by_task:
+        keys = list(TEXT_KEYS) + sorted({k.split("/", 1)[1] for k in out
+                                         if "/judge/" in k and not k.endswith("failures")})
+        for k in keys:
+            vals = [out[f"{t}/{k}"] for t in by_task if f"{t}/{k}" in out]
+            if vals:
+                out[f"overall/{k}"] = sum(vals) / len(vals)
+        m = scorer.score([str(r["prediction"]) for r in rows], [str(r["reference"]) for r in rows])
+        out.update({f"micro/{k}": float(m[k]) for k in TEXT_KEYS})
+        out["overall/n_tasks"] = float(len(by_task))
+        out["micro/n"] = float(len(rows))
+    return out
