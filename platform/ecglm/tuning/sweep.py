@@ -104,7 +104,8 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
         table.append({**{k: res.config.get(k) for k in keys},
                       cfg.tune.metric: m.get(cfg.tune.metric),
                       "mlflow_run_id": m.get("mlflow_run_id"),
-                      "iterations": m.get("training_iteration"), "early_stopped": False})
+                      "step": m.get("step"), "iterations": m.get("training_iteration"),
+                      "early_stopped": False})
     uri = cfg.tracking.tracking_uri
     for row in table:  # trials stopped early by the scheduler never reached end_run
         if row["mlflow_run_id"] and mlflow_run.run_status(uri, row["mlflow_run_id"]) == "RUNNING":
