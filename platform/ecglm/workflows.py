@@ -126,6 +126,13 @@ def run_demo(cfg: ExperimentConfig) -> dict[str, Any]:
     em = {k: round(v, 3) for k, v in ev["metrics"].items() if k.startswith("em/")}
     print(f"data source           : {kind}")
     print(f"exact match ({cfg.evaluation.split:5s})   : {json.dumps(em)}")
+    for name in ("majority", "blind"):
+        base = {k.split("/", 2)[2]: round(v, 3) for k, v in ev["metrics"].items()
+                if k.startswith(f"baseline/{name}/em/") and k.count("/") == 3}
+        if base:
+            print(f"  {name + ' baseline':20s}: {json.dumps(base)}")
+    if ev.get("report"):
+        print(f"evaluation report     : {ev['report']}")
     print(f"MLflow training run   : {res.run_id}")
     print(f"MLflow sweep run      : {sweep.parent_run_id} (best trial {sweep.best_mlflow_run_id})")
     print(f"MLflow UI             : bash mlflow/start_server.sh  "
