@@ -126,3 +126,12 @@ def test_cluster_yaml_is_a_consistent_launcher_config(repo_root: Path) -> None:
     assert "~/ecglm" in data["file_mounts"]
     # the dashboard and the head's services stay on loopback unless the operator opens them
     assert any("--dashboard-host=127.0.0.1" in c for c in data["head_start_ray_commands"])
+
+
+def test_qa_training_refuses_record_only_datasets(tmp_path: Path) -> None:
+    from ecglm.train.run import prepare
+
+    cfg = load_config(REPO / "jobs/configs/quickstart.yaml",
+                      ["data.dataset=ludb", "data.source=shared", f"output_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match=r"^data\.dataset: QA training"):
+        prepare(cfg)

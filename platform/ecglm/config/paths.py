@@ -36,6 +36,8 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
         overrides[key] = _abs(getattr(obj, leaf), base)
     if cfg.llm.path and (base / cfg.llm.path).exists():
         overrides["llm.path"] = _abs(cfg.llm.path, base)
+    if cfg.data.mimic_root:
+        overrides["data.mimic_root"] = _abs(cfg.data.mimic_root, base)
     if cfg.encoder.checkpoint:
         overrides["encoder.checkpoint"] = _abs(cfg.encoder.checkpoint, base)
     uri = cfg.tracking.tracking_uri

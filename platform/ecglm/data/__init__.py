@@ -18,6 +18,7 @@ _EXPORTS: dict[str, str] = {
     "clean_report": "catalogs", "load_cinc_catalog": "catalogs",
     "load_ludb_catalog": "catalogs", "load_mimic_catalog": "catalogs",
     "CheckResult": "check", "check_paths": "check",
+    "cinc_ecg_id": "datasets", "load_dataset_catalog": "datasets",
     "QAItem": "ecgqa", "candidate_options": "ecgqa", "load_ecgqa_items": "ecgqa",
     "load_ecgqa_json": "ecgqa", "load_ecgqa_split": "ecgqa",
     "CatalogError": "errors", "RecordError": "errors",
@@ -28,7 +29,8 @@ _EXPORTS: dict[str, str] = {
     "read_wfdb": "records",
     "ShardSet": "shards", "build_shards": "shards", "decode_signals": "sharding",
     "encode_signals": "sharding",
-    "DataSource": "source", "DataSourceError": "source", "resolve_source": "source",
+    "DataSource": "source", "DataSourceError": "source", "dataset_root": "source",
+    "resolve_source": "source",
     "assign_splits": "splits", "load_official_splits": "splits",
     "write_synthetic_dataset": "synthetic",
 }

@@ -36,6 +36,16 @@ RECORD_SCHEMA = pa.schema([
 """Records Parquet: one ECG per row; ``labels`` JSON (PTB-XL label groups), ``lead_mask``
 (12 bools, False = zero-filled lead), ``flags`` (see :class:`ecglm.data.canonical.ECGRecord`),
 ``source_fp`` (fingerprint of the record's files, for incremental re-runs)."""
+NAMED_RECORD_SCHEMA = RECORD_SCHEMA.append(pa.field("record", pa.string()))
+"""Records Parquet of the datasets besides PTB-XL (``data.dataset`` ``ludb``, ``cinc2021``,
+``mimic``): :data:`RECORD_SCHEMA` plus ``record``, the original record name (see
+:mod:`ecglm.data.datasets`). PTB-XL shards keep :data:`RECORD_SCHEMA` (the id is the name)."""
+
+
+def record_schema(dataset: str) -> pa.Schema:
+    """Records schema of ``data.dataset``: :data:`RECORD_SCHEMA` for ``ptbxl``, else
+    :data:`NAMED_RECORD_SCHEMA`."""
+    return RECORD_SCHEMA if dataset == "ptbxl" else NAMED_RECORD_SCHEMA
 
 
 def encode_signals(x: np.ndarray) -> bytes:
@@ -172,10 +182,11 @@ def read_records_batch(batch: pd.DataFrame, fs: int, n_samples: int,
     return out
 
 
-def ok_rows(batch: pd.DataFrame) -> pa.Table:
-    """Rows without error, in :data:`RECORD_SCHEMA`."""
-    ok = batch[batch["error"] == ""][list(RECORD_SCHEMA.names)]
-    return pa.Table.from_pandas(ok, schema=RECORD_SCHEMA, preserve_index=False)
+def ok_rows(batch: pd.DataFrame, schema: pa.Schema = RECORD_SCHEMA) -> pa.Table:
+    """Rows without error, in ``schema`` (:data:`RECORD_SCHEMA` or
+    :data:`NAMED_RECORD_SCHEMA`)."""
+    ok = batch[batch["error"] == ""][list(schema.names)]
+    return pa.Table.from_pandas(ok, schema=schema, preserve_index=False)
 
 
 def run_with_progress(fn: Callable[[], Any], poll: Callable[[], tuple[int, int, int]],
@@ -208,10 +219,10 @@ def run_with_progress(fn: Callable[[], Any], poll: Callable[[], tuple[int, int, 
     return result.get("value")
 
 
-def reusable_rows(previous: Path | None, fps: dict[int, str]) -> tuple[pa.Table | None,
-                                                                        dict[int, str]]:
-    """Rows of a previous build's records Parquet (and quarantine reasons) whose
-    ``source_fp`` still matches ``fps`` (``{ecg_id: fingerprint}``).
+def reusable_rows(previous: Path | None, fps: dict[int, str],
+                  schema: pa.Schema = RECORD_SCHEMA) -> tuple[pa.Table | None, dict[int, str]]:
+    """Rows of a previous build's records Parquet (read in ``schema``) and quarantine reasons
+    whose ``source_fp`` still matches ``fps`` (``{ecg_id: fingerprint}``).
 
     Returns:
         ``(table of reusable ok rows or None, {ecg_id: reason} of reusable quarantined)``.
@@ -219,7 +230,7 @@ def reusable_rows(previous: Path | None, fps: dict[int, str]) -> tuple[pa.Table 
     if previous is None or not (previous / "records").is_dir():
         return None, {}
     try:
-        table = pq.read_table(previous / "records", schema=RECORD_SCHEMA)
+        table = pq.read_table(previous / "records", schema=schema)
     except (pa.ArrowInvalid, OSError, ValueError):
         return None, {}
     ids = table.column("ecg_id").to_pylist()

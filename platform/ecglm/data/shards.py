@@ -2,17 +2,24 @@
 
 Layout under ``<data.shard_dir>/<content_hash>/``::
 
-    records/*.parquet          one row per usable ECG (:data:`RECORD_SCHEMA`)
+    records/*.parquet          one row per usable ECG (:data:`RECORD_SCHEMA`; other datasets
+                               than PTB-XL: ``NAMED_RECORD_SCHEMA``)
     qa/{train,valid,test}/*.parquet   one row per QA item with its ECGs' signals
-    quarantine.jsonl           {"id", "reason"[, "fp"]} per rejected record ("ecg:<id>") or
-                               item ("qa:<id>")
+    quarantine.jsonl           {"id", "reason"[, "fp"][, "record"]} per rejected record
+                               ("ecg:<id>") or item ("qa:<id>")
     manifest.json              source, kind, config_hash, input_fingerprint, normalize policies,
                                counts (in = ok + quarantined), checksums, quarantine path
 
-The folder name hashes the ``data`` config (normalisation policies included), the source kind,
-the seed and the format version. A re-run with the same config and unchanged input files reuses
-the folder as is; when input files changed, only the changed records are read again. Reading
-prints live progress (records/s, MB/s).
+``data.dataset`` picks the catalog: ``ptbxl`` (PTB-XL records + ECG-QA items) or ``ludb``,
+``cinc2021``, ``mimic`` (:mod:`ecglm.data.datasets`): record shards in
+:data:`~ecglm.data.sharding.NAMED_RECORD_SCHEMA` (``record`` = original name), the same
+manifest and quarantine file, and empty QA splits (those datasets have no QA items).
+
+The folder name hashes the ``data`` config (normalisation policies included; ``dataset``,
+``mimic_root`` and ``max_records`` only when ``dataset`` is not ``ptbxl``, so PTB-XL hashes are
+those of earlier builds), the source kind, the seed and the format version. A re-run with the
+same config and unchanged input files reuses the folder as is; when input files changed, only
+the changed records are read again. Reading prints live progress (records/s, MB/s).
 
 Signals are int16 microvolts (clipped), row-major ``(n_ecg, 12, n_samples)`` bytes; see
 :func:`encode_signals` / :func:`decode_signals`.
@@ -38,11 +45,13 @@ import pyarrow.parquet as pq
 from ecglm.config import config_hash, to_dict
 from ecglm.config.schema import ExperimentConfig
 from ecglm.data.canonical import LEADS
+from ecglm.data.datasets import load_dataset_catalog, meta_files
 from ecglm.data.ecgqa import QAItem, load_ecgqa_items, qa_dir
 from ecglm.data.ptbxl import add_scp_labels, load_ptbxl_catalog, ptbxl_dir
 from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, checksums, decode_signals,
                                  encode_signals, files_fingerprint, fingerprints, ok_rows,
-                                 read_records_batch, reusable_rows, run_with_progress)
+                                 read_records_batch, record_schema, reusable_rows,
+                                 run_with_progress)
 from ecglm.data.source import DataSource, resolve_source
 from ecglm.data.splits import SPLITS, record_splits
 from ecglm.utils.ray_env import init_ray
@@ -79,10 +88,32 @@ class ShardSet:
     manifest: dict
 
 
+NON_PTBXL_KEYS: tuple[str, ...] = ("dataset", "mimic_root", "max_records")
+"""``data`` keys hashed only when ``data.dataset`` is not ``ptbxl``."""
+
+
 def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
-    """Content hash of a shard folder: data section + source kind + seed + format version."""
-    return config_hash({"data": to_dict(cfg.data), "source": kind, "seed": cfg.seed,
+    """Content hash of a shard folder: data section + source kind + seed + format version.
+
+    For ``data.dataset: ptbxl`` the keys of :data:`NON_PTBXL_KEYS` are left out, so PTB-XL
+    folders keep the hash they had before those keys existed."""
+    data = to_dict(cfg.data)
+    if cfg.data.dataset == "ptbxl":
+        for key in NON_PTBXL_KEYS:
+            data.pop(key, None)
+    return config_hash({"data": data, "source": kind, "seed": cfg.seed,
                         "format": SHARD_FORMAT_VERSION})
+
+
+def require_qa_dataset(cfg: ExperimentConfig) -> None:
+    """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl``: QA training and
+    QA evaluation read QA shards, which only PTB-XL (with ECG-QA) has."""
+    from ecglm.config.schema import ConfigError
+
+    if cfg.data.dataset != "ptbxl":
+        raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' (ECG-QA items "
+                          f"exist for PTB-XL only), got {cfg.data.dataset!r}; "
+                          f"'ecglm data shard' writes record shards for it")
 
 
 @contextmanager
@@ -134,10 +165,18 @@ def _load_existing(root: Path, digest: str) -> ShardSet | None:
                     qa={s: root / "qa" / s for s in SPLITS}, manifest=manifest)
 
 
+def _with_fingerprints(catalog: pd.DataFrame) -> pd.DataFrame:
+    fps = fingerprints(catalog["path"].tolist())
+    return catalog.assign(source_fp=[fps[p][0] for p in catalog["path"]],
+                          source_bytes=[fps[p][1] for p in catalog["path"]])
+
+
 def _catalog(cfg: ExperimentConfig, source: DataSource) -> pd.DataFrame:
-    """PTB-XL catalog with ``split``, ``labels`` (JSON) and the files' ``source_fp`` /
-    ``source_bytes``."""
+    """Catalog of ``data.dataset`` with ``split``, ``labels`` (JSON) and the files'
+    ``source_fp`` / ``source_bytes`` (plus ``record`` for datasets other than PTB-XL)."""
     dcfg = cfg.data
+    if dcfg.dataset != "ptbxl":
+        return _with_fingerprints(load_dataset_catalog(dcfg, source.root, cfg.seed))
     catalog = load_ptbxl_catalog(source.root, dcfg.max_ecg_id)
     if catalog.empty:
         raise ValueError(f"data.max_ecg_id: no PTB-XL record with ecg_id <= {dcfg.max_ecg_id} "
@@ -147,15 +186,15 @@ def _catalog(cfg: ExperimentConfig, source: DataSource) -> pd.DataFrame:
                            dcfg.test_fraction, cfg.seed, source.root)
     catalog = add_scp_labels(catalog.assign(split=catalog["ecg_id"].map(splits)), source.root,
                              dcfg.scp_min_likelihood)
-    fps = fingerprints(catalog["path"].tolist())
-    return catalog.assign(source_fp=[fps[p][0] for p in catalog["path"]],
-                          source_bytes=[fps[p][1] for p in catalog["path"]])
+    return _with_fingerprints(catalog)
 
 
-def _input_fingerprint(catalog: pd.DataFrame, root: Path) -> str:
-    """Digest of the metadata files (PTB-XL CSVs, ECG-QA files) and every record's files."""
-    meta = [f for d in (ptbxl_dir(root), qa_dir(root)) if d.is_dir()
-            for f in d.iterdir() if f.is_file()]
+def _input_fingerprint(catalog: pd.DataFrame, root: Path, dataset: str = "ptbxl") -> str:
+    """Digest of the metadata files (PTB-XL CSVs and ECG-QA files, or the dataset's catalog
+    files) and every record's files."""
+    meta = ([f for d in (ptbxl_dir(root), qa_dir(root)) if d.is_dir()
+             for f in d.iterdir() if f.is_file()] if dataset == "ptbxl"
+            else meta_files(dataset, root))
     h = hashlib.sha1(files_fingerprint(meta).encode())
     for e, fp in sorted(zip(catalog["ecg_id"].tolist(), catalog["source_fp"].tolist())):
         h.update(f"{e}:{fp};".encode())
@@ -179,7 +218,7 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     digest = shard_hash(cfg, source.kind)
     final = Path(dcfg.shard_dir).resolve() / digest
     catalog = _catalog(cfg, source)
-    inputs = _input_fingerprint(catalog, source.root)
+    inputs = _input_fingerprint(catalog, source.root, dcfg.dataset)
     existing = _load_existing(final, digest)
     if existing is not None and existing.manifest.get("input_fingerprint") == inputs:
         print(f"[ecglm.data] reusing shards {final} (content hash {digest}, input unchanged)")
@@ -219,7 +258,7 @@ def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.Da
     import ray
 
     cols = ["ecg_id", "patient_id", "split", "path", "report", "scp_codes", "labels",
-            "source_fp", "source_bytes"]
+            "source_fp", "source_bytes"] + (["record"] if "record" in todo.columns else [])
     if todo.empty:
         return None, pd.DataFrame(columns=["ecg_id", "signal", "error", "flags", "source_fp"])
     progress = ray.remote(num_cpus=0)(ProgressCounter).remote()
@@ -246,7 +285,8 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
     n_samples = dcfg.n_samples
     splits = dict(zip(catalog["ecg_id"].tolist(), catalog["split"].tolist()))
     fp_of = dict(zip(catalog["ecg_id"].astype(int).tolist(), catalog["source_fp"].tolist()))
-    reused, reused_bad = reusable_rows(previous, fp_of)
+    schema = record_schema(dcfg.dataset)
+    reused, reused_bad = reusable_rows(previous, fp_of, schema)
     reused_ids = set(reused_bad) | (set(reused.column("ecg_id").to_pylist()) if reused else set())
     if reused_ids:
         print(f"[ecglm.data] {len(reused_ids)} unchanged records taken from the previous build")
@@ -259,18 +299,22 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
     print(f"[ecglm.data] read {len(status)} records in {dt:.1f}s ({len(status) / dt:.1f} "
           f"records/s, {n_read_bytes / dt / 1e6:.1f} MB/s): {len(status) - len(failed)} ok, "
           f"{len(failed)} quarantined", flush=True)
-    parts = [ds.map_batches(ok_rows, batch_format="pandas")] if ds is not None else []
+    parts = ([ds.map_batches(ok_rows, batch_format="pandas", fn_kwargs={"schema": schema})]
+             if ds is not None else [])
     if reused is not None:
         parts.append(ray.data.from_arrow(reused))
     n_ok = len(catalog) - len(failed) - len(reused_bad)
     combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0] if parts else None
-    _write(combined, n_ok, out / "records", RECORD_SCHEMA, dcfg.records_per_shard,
+    _write(combined, n_ok, out / "records", schema, dcfg.records_per_shard,
            dcfg.shard_compression)
 
     quarantine = [{"id": f"ecg:{int(e)}", "reason": r, "fp": f}
                   for e, r, f in zip(failed["ecg_id"], failed["error"], failed["source_fp"])]
     quarantine += [{"id": f"ecg:{e}", "reason": r, "fp": fp_of[e]}
                    for e, r in sorted(reused_bad.items())]
+    if "record" in catalog.columns:  # original record names of non-PTB-XL datasets
+        name_of = dict(zip(catalog["ecg_id"].astype(int).tolist(), catalog["record"]))
+        quarantine = [{**q, "record": name_of[int(q["id"][4:])]} for q in quarantine]
     n_rec_bad = len(quarantine)
     bad_ids = {int(e) for e in failed["ecg_id"]} | set(reused_bad)
     signal_of = {int(e): s for e, s, err in zip(status["ecg_id"], status["signal"],
@@ -282,9 +326,9 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
                              reused.column("signal").to_pylist()))
         n_flagged += sum(len(f) > 0 for f in reused.column("flags").to_pylist())
     patient_of = dict(zip(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist()))
-    qa_items = _select_items(
+    qa_items = _select_items(  # ECG-QA exists for PTB-XL only: other datasets get no items
         load_ecgqa_items(source.root, dcfg.qa_variant, set(catalog["ecg_id"].tolist())),
-        dcfg.max_items, cfg.seed)
+        dcfg.max_items, cfg.seed) if dcfg.dataset == "ptbxl" else []
     rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
     for it in qa_items:
         bad = [e for e in it.ecg_ids if e in bad_ids]
@@ -318,7 +362,8 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
     n_qa_bad = len(quarantine) - n_rec_bad
     ok_records = catalog[~catalog["ecg_id"].isin(bad_ids)]
     manifest = {
-        "source": str(source.root), "kind": source.kind, "config_hash": digest,
+        "source": str(source.root), "kind": source.kind, "dataset": dcfg.dataset,
+        "config_hash": digest,
         "input_fingerprint": inputs,
         "format_version": SHARD_FORMAT_VERSION, "fs": dcfg.fs, "n_samples": n_samples,
         "leads": list(LEADS), "signal_encoding": "int16 microvolts, (n_ecg, 12, n_samples)",

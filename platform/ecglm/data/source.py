@@ -1,4 +1,5 @@
-"""Choose where ECGs and questions come from: the shared PTB-XL/ECG-QA copy or the simulator."""
+"""Choose where ECGs and questions come from: the shared PTB-XL/ECG-QA copy or the simulator
+(``data.dataset: ptbxl``), or the folder of another catalog (LUDB, CinC 2021, MIMIC-IV-ECG)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ecglm.data.synthetic import marker_for, read_marker, write_synthetic_datase
 
 @dataclass
 class DataSource:
-    """A data root holding ``ptbxl/`` and ``ecgqa/ptbxl/`` (PTB-XL + ECG-QA layout)."""
+    """A data root: for ``data.dataset: ptbxl`` one holding ``ptbxl/`` and ``ecgqa/ptbxl/``
+    (PTB-XL + ECG-QA layout), else the dataset's own folder (:func:`dataset_root`)."""
 
     root: Path
     kind: Literal["shared", "synthetic"]
@@ -35,6 +37,33 @@ def ensure_synthetic(root: Path, n_records: int, seed: int, fs: int, seconds: fl
     return root
 
 
+DATASET_MARKERS: dict[str, str] = {"ludb": "ludb.csv", "cinc2021": "*.hea",
+                                    "mimic": "record_list.csv"}
+"""A file (glob) that must exist in the root of each non-PTB-XL dataset."""
+
+
+def dataset_root(cfg: DataConfig) -> Path:
+    """Folder of a non-PTB-XL ``cfg.dataset``: ``<shared_root>/ludb``,
+    ``<shared_root>/cinc2021`` or ``mimic_root`` (relative paths from the current directory).
+
+    Raises:
+        DataSourceError: the folder or its marker file (:data:`DATASET_MARKERS`) is missing;
+            names ``data.shared_root`` or ``data.mimic_root``.
+        ValueError: ``cfg.dataset`` is ``ptbxl`` (use :func:`resolve_source`).
+    """
+    if cfg.dataset == "ptbxl":
+        raise ValueError("data.dataset: dataset_root() is for datasets other than 'ptbxl'")
+    if cfg.dataset == "mimic":
+        key, root = "data.mimic_root", Path(cfg.mimic_root or "").resolve()
+    else:
+        key, root = "data.shared_root", Path(cfg.shared_root).resolve() / cfg.dataset
+    marker = DATASET_MARKERS[cfg.dataset]
+    if not root.is_dir() or not any(root.glob(marker)):
+        raise DataSourceError(f"{key}: {root / marker} not found (data.dataset is "
+                              f"{cfg.dataset!r})")
+    return root
+
+
 def resolve_source(cfg: DataConfig, seed: int) -> DataSource:
     """Resolve ``cfg.source`` to a concrete data root.
 
@@ -43,11 +72,16 @@ def resolve_source(cfg: DataConfig, seed: int) -> DataSource:
       ``fs``, ``seconds``) and reused afterwards;
     * ``auto``: shared when present, else synthetic.
 
-    Relative paths are taken relative to the current working directory.
+    Relative paths are taken relative to the current working directory. For
+    ``cfg.dataset`` other than ``ptbxl`` the source is always ``shared``:
+    :func:`dataset_root`.
 
     Raises:
-        DataSourceError: ``source: shared`` and the shared PTB-XL catalog is missing.
+        DataSourceError: ``source: shared`` and the shared PTB-XL catalog is missing, or the
+            folder of a non-PTB-XL dataset is missing.
     """
+    if cfg.dataset != "ptbxl":
+        return DataSource(root=dataset_root(cfg), kind="shared")
     shared = Path(cfg.shared_root).resolve()
     if cfg.source == "shared" or (cfg.source == "auto" and has_ptbxl(shared)):
         if not has_ptbxl(shared):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ecglm.config import ExperimentConfig, to_dict
 from ecglm.config.paths import resolve_paths
-from ecglm.data.shards import ShardSet, build_shards
+from ecglm.data.shards import ShardSet, build_shards, require_qa_dataset
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
 from ecglm.tracking import mlflow_run
 from ecglm.train.loop import train_loop_per_worker
@@ -48,6 +48,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     from ecglm.models.llm import prepare_llm_dir
 
     cfg = resolve_paths(cfg)
+    require_qa_dataset(cfg)  # QA training/evaluation needs ECG-QA items (PTB-XL)
     init_ray(cfg.train.ray_num_cpus)
     shards = build_shards(cfg)
     retrieval = build_retrieval(cfg, shards)
