@@ -100,6 +100,15 @@ class NormalizeConfig:
 class DataConfig:
     """Where ECGs and questions come from and how they are sharded."""
 
+    dataset: Literal["ptbxl", "ludb", "cinc2021", "mimic"] = "ptbxl"
+    """Catalog to shard: ``ptbxl`` (+ ECG-QA; the only one with QA shards, so the only one
+    training can use), ``ludb`` / ``cinc2021`` (``<shared_root>/<dataset>``) or ``mimic``
+    (``mimic_root``): record shards only, seeded patient-level split, needs ``source``
+    auto/shared and ``qa_split: seeded`` (see :mod:`ecglm.data.datasets`)."""
+    mimic_root: Optional[str] = None
+    """MIMIC-IV-ECG folder (``record_list.csv``, ``files/``...); required for ``mimic``."""
+    max_records: Optional[int] = None
+    """Non-PTB-XL datasets: first N records by record id (``null``: all; PTB-XL: max_ecg_id)."""
     source: Literal["auto", "shared", "synthetic"] = "auto"
     """``auto``: use ``shared_root`` when it holds PTB-XL, else the synthetic set."""
     shared_root: str = "../shared/data"
@@ -154,6 +163,14 @@ class DataConfig:
         _require(self.records_per_shard > 0, "data.records_per_shard", "must be > 0")
         _require(0.0 <= self.scp_min_likelihood <= 100.0, "data.scp_min_likelihood",
                  "must be in [0, 100]")
+        other = self.dataset != "ptbxl"
+        _require(not other or (self.source != "synthetic" and self.qa_split == "seeded"),
+                 "data.dataset", f"{self.dataset!r} needs data.source auto/shared (synthetic "
+                 f"simulates PTB-XL only) and data.qa_split 'seeded' (no PTB-XL folds)")
+        _require(self.max_records is None or (other and self.max_records > 0),
+                 "data.max_records", "must be > 0, and only for data.dataset != 'ptbxl'")
+        _require(self.dataset != "mimic" or bool(self.mimic_root), "data.mimic_root",
+                 "required when data.dataset is 'mimic' (the MIMIC-IV-ECG folder)")
         nyquist = self.fs / 2.0
         _require(self.normalize.bandpass is None or self.normalize.bandpass[1] < nyquist,
                  "data.normalize.bandpass", f"upper edge must be < data.fs / 2 = {nyquist} Hz")
@@ -386,8 +403,31 @@ class EvalConfig:
     classification: bool = False
     """Also run the zero-shot PTB-XL superclass classifier (encoder embeddings vs prototypes
     of training records)."""
+    transfer: Optional[str] = None
+    """Zero-shot transfer of that classifier (prototypes from the train split) to another
+    dataset: None (off) or ``cinc2021`` (PhysioNet/CinC 2021 records, SNOMED Dx codes mapped to
+    PTB-XL superclasses; logged as ``eval/transfer/cinc2021/...``)."""
+    transfer_root: Optional[str] = None
+    """Folder of the transfer dataset's ``.hea``/``.mat`` files; None: ``<data.shared_root>/
+    <evaluation.transfer>``."""
+    judge: Literal["none", "local", "openai"] = "none"
+    """LLM judge of the QA answers against the references (criteria set ``m2m``, scores 1-5):
+    ``local`` (Hugging Face folder ``evaluation.judge_model_path``), ``openai`` (endpoint from
+    ``$ECGLM_JUDGE_URL``/``$ECGLM_JUDGE_API_KEY``/``$ECGLM_JUDGE_MODEL``) or ``none``."""
+    judge_model_path: Optional[str] = None
+    """Model folder of the ``local`` judge (required then)."""
+    judge_max_items: Optional[int] = 50
+    """Judge at most this many QA items (the first of the evaluated rows); None: all."""
 
     def __post_init__(self) -> None:
+        _require(self.transfer in (None, "cinc2021"), "evaluation.transfer",
+                 f"must be null or 'cinc2021', got {self.transfer!r}")
+        _require(self.judge in ("none", "local", "openai"), "evaluation.judge",
+                 f"must be 'none', 'local' or 'openai', got {self.judge!r}")
+        _require(self.judge != "local" or bool(self.judge_model_path),
+                 "evaluation.judge_model_path", "required when evaluation.judge is 'local'")
+        _require(self.judge_max_items is None or self.judge_max_items > 0,
+                 "evaluation.judge_max_items", "must be > 0 or null")
         _require(self.batch_size > 0, "evaluation.batch_size", "must be > 0")
         _require(self.report_examples >= 0, "evaluation.report_examples", "must be >= 0")
         _require(self.bertscore_layers >= 0, "evaluation.bertscore_layers", "must be >= 0")
