@@ -1,7 +1,7 @@
 """``ecglm`` command line: ``ecglm <command> CONFIG [dotted.key=value ...]``.
 
-Commands: ``train`` (train + evaluate), ``eval``, ``tune``, ``data shard``, ``data check``,
-``serve``, ``demo``.
+Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``data shard``,
+``data check``, ``serve``, ``demo``.
 Bad configs exit with status 2 and a message naming the dotted key.
 """
 
@@ -32,6 +32,32 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ecglm.workflows import evaluate_checkpoint
 
     print(json.dumps(evaluate_checkpoint(_load(args), args.checkpoint), indent=2))
+    return 0
+
+
+def _cmd_eval_expertqa(args: argparse.Namespace) -> int:
+    from ecglm.data.expertqa import load_expert_qa
+    from ecglm.evaluation.expertqa import (attach_predictions, load_predictions,
+                                           reference_rows, score_expert_qa)
+    from ecglm.evaluation.judging import build_judge
+
+    cfg = _load(args)
+    try:
+        rows, missing = attach_predictions(reference_rows(load_expert_qa(args.data)),
+                                           load_predictions(args.predictions))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    judge, judge_error = None, None
+    try:
+        judge = build_judge(cfg.evaluation.judge, cfg.evaluation.judge_model_path)
+    except Exception as exc:  # recorded in the output, text metrics still computed
+        judge_error = f"{type(exc).__name__}: {exc}"
+    metrics = score_expert_qa(rows, judge=judge)
+    print(json.dumps({"data": str(args.data), "predictions": str(args.predictions),
+                      "n_rows": len(rows), "n_missing": len(missing),
+                      "missing": missing[:20], "judge": cfg.evaluation.judge,
+                      "judge_error": judge_error, "metrics": metrics}, indent=2))
     return 0
 
 
@@ -98,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-eval", action="store_true", help="skip evaluation after training")
     add("eval", _cmd_eval, "evaluate a checkpoint (path or MLflow run id)").add_argument(
         "--checkpoint", required=True)
+    xqa = add("eval-expertqa", _cmd_eval_expertqa,
+              "score ECG-Expert-QA predictions per task (BLEU-1/ROUGE-L/METEOR, optional "
+              "judge from evaluation.judge)")
+    xqa.add_argument("--data", type=Path, required=True,
+                     help="ECG-Expert-QA JSON file or folder of per-task JSON files")
+    xqa.add_argument("--predictions", type=Path, required=True,
+                     help="JSON/JSONL [{item_id: '<task>:<index>', turn, prediction}] or "
+                          "{item_id: answer | [answer per turn]}")
     add("tune", _cmd_tune, "Ray Tune sweep over tune.search_space")
     add("serve", _cmd_serve, "serve a checkpoint with Ray Serve until Ctrl-C").add_argument(
         "--checkpoint", required=True)

@@ -13,7 +13,9 @@ successfully judged rows and ``<task>/judge/failures`` counts the rest.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ecglm.evaluation.metrics import TextScorer
@@ -86,3 +88,63 @@ def score_expert_qa(rows: Sequence[dict], scorer: Optional[TextScorer] = None,
         out["overall/n_tasks"] = float(len(by_task))
         out["micro/n"] = float(len(rows))
     return out
+
+
+def load_predictions(path: Path) -> dict[tuple[str, str], str]:
+    """Predictions keyed by ``(item_id, turn)`` from a JSON list / JSON Lines file of objects
+    ``{"item_id": "<task>:<index>", "turn": 0, "prediction": "..."}`` (``turn`` optional,
+    default 0) or a JSON object ``{item_id: "answer" | ["turn 0 answer", ...]}``.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: unreadable JSON or an entry without ``item_id``/``prediction`` (names the
+            entry).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: predictions file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data: Any = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: neither JSON nor JSON Lines ({err})") from err
+    out: dict[tuple[str, str], str] = {}
+    if isinstance(data, dict):
+        for item_id, pred in data.items():
+            turns = pred if isinstance(pred, list) else [pred]
+            for k, t in enumerate(turns):
+                out[(str(item_id), str(k))] = str(t)
+        return out
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list or an object, got {type(data).__name__}")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict) or "item_id" not in row or "prediction" not in row:
+            raise ValueError(f"{path}: entry {i} needs 'item_id' and 'prediction', got "
+                             f"{row!r:.120}")
+        out[(str(row["item_id"]), str(row.get("turn", 0)))] = str(row["prediction"])
+    return out
+
+
+def attach_predictions(rows: Sequence[dict], preds: dict[tuple[str, str], str]
+                       ) -> tuple[list[dict], list[str]]:
+    """Copies of :func:`reference_rows` rows with ``prediction`` filled in; a turn without a
+    prediction is scored as an empty answer. Returns (rows, ``item_id:turn`` of the missing).
+
+    Raises:
+        ValueError: predictions for items or turns that are not in the benchmark data.
+    """
+    known = {(str(r["item_id"]), str(r["turn"])) for r in rows}
+    unknown = sorted(f"{i}:{t}" for i, t in preds if (i, t) not in known)
+    if unknown:
+        raise ValueError(f"predictions for unknown item/turn(s): {unknown[:5]}"
+                         f"{' ...' if len(unknown) > 5 else ''}")
+    out, missing = [], []
+    for r in rows:
+        key = (str(r["item_id"]), str(r["turn"]))
+        if key not in preds:
+            missing.append(f"{key[0]}:{key[1]}")
+        out.append({**r, "prediction": preds.get(key, "")})
+    return out, missing

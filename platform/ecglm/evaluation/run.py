@@ -109,7 +109,8 @@ def evaluate(
     ``evaluation.report`` a self-contained ``report.html`` is written to ``out_dir``.
     ``evaluation.regime`` picks the items (``ten_percent``: stratified 10% subset) before
     ``evaluation.max_items``; ``evaluation.noise_snr_db`` adds the EM-vs-SNR curve
-    (``noise/<snr>/em/...``).
+    (``noise/<snr>/em/...``); ``evaluation.judge`` adds the LLM-judge section
+    (``judge/m2m/<criterion>``, see :mod:`ecglm.evaluation.judging`).
     """
     from ecglm.evaluation.regimes import select_regime
 
@@ -135,6 +136,12 @@ def evaluate(
         curve = noise_curve(lambda r: predict(model, r, cfg), score, rows,
                             cfg.evaluation.noise_snr_db, cfg.evaluation.noise_seed)
         metrics.update(curve_metrics(curve))
+    if cfg.evaluation.judge != "none":
+        from ecglm.evaluation.judging import judge_section
+
+        sections = [*sections, judge_section(preds, cfg.evaluation.judge,
+                                             cfg.evaluation.judge_model_path,
+                                             cfg.evaluation.judge_max_items)]
     for sec in sections:
         metrics.update({f"{sec.key}/{k}": v for k, v in sec.metrics.items()})
     out_dir.mkdir(parents=True, exist_ok=True)

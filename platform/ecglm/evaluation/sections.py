@@ -6,6 +6,8 @@
 * ``evaluation.classification`` -> ``classification``: zero-shot PTB-XL superclass metrics of
   the checkpoint's ECG encoder and of the retrieval (pre-fine-tuning) encoder, plus labels
   extracted from reference and nearest-neighbour reports.
+* ``evaluation.transfer: cinc2021`` -> ``transfer/cinc2021``: the same zero-shot classifier
+  (prototypes from the train split) on CinC 2021 records (:mod:`ecglm.evaluation.transfer`).
 
 Both read every record of the split (and, for classification, of the train split) into
 memory: fine for the laptop-scale shards; stream in batches before using on all of PTB-XL.
@@ -77,6 +79,33 @@ def classification_section(prep: Any, checkpoint_dir: Path) -> EvalSection:
                        body)
 
 
+def transfer_section(prep: Any, checkpoint_dir: Path) -> EvalSection:
+    """Zero-shot transfer of the superclass classifier to ``evaluation.transfer`` records,
+    for the checkpoint's encoder and the retrieval encoder."""
+    from ecglm.evaluation.classify import (embed_signals, find_statements, read_records,
+                                           superclass_matrix)
+    from ecglm.evaluation.transfer import load_cinc2021, transfer_eval, transfer_html
+    from ecglm.retrieval.build import load_retrieval_encoder
+
+    cfg = prep.cfg
+    name = str(cfg.evaluation.transfer)
+    root = Path(cfg.evaluation.transfer_root or Path(cfg.data.shared_root) / name)
+    target = load_cinc2021(root, cfg.data.fs, int(round(cfg.data.fs * cfg.data.seconds)),
+                           cfg.data.normalize)
+    statements = find_statements([prep.shards.manifest.get("source", ""), cfg.data.shared_root])
+    train = read_records(prep.shards.records, "train")
+    y_tr = superclass_matrix(train.scp_codes, statements)
+    results: dict[str, dict[str, Any]] = {}
+    for enc_name, enc in (("model", load_model(cfg, checkpoint_dir).encoder.eval()),
+                          ("retrieval_encoder", load_retrieval_encoder(prep.retrieval.folder))):
+        results[enc_name] = transfer_eval(embed_signals(enc, train.signals), y_tr,
+                                          embed_signals(enc, target.signals), target)
+    metrics = {f"{enc}/{k}": float(v) for enc, r in results.items()
+               for k, v in r["metrics"].items()}
+    return EvalSection(f"transfer/{name}", f"Zero-shot transfer: {name}", metrics,
+                       {"root": str(root), **results}, transfer_html(name, results))
+
+
 def build_sections(prep: Any, checkpoint_dir: Path) -> list[EvalSection]:
     """The optional sections switched on in ``cfg.evaluation``."""
     cfg = prep.cfg
@@ -85,4 +114,6 @@ def build_sections(prep: Any, checkpoint_dir: Path) -> list[EvalSection]:
         out.append(report_generation_section(prep))
     if cfg.evaluation.classification:
         out.append(classification_section(prep, checkpoint_dir))
+    if cfg.evaluation.transfer:
+        out.append(transfer_section(prep, checkpoint_dir))
     return out
