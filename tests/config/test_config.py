@@ -135,3 +135,15 @@ def test_qa_training_refuses_record_only_datasets(tmp_path: Path) -> None:
                       ["data.dataset=ludb", "data.source=shared", f"output_dir={tmp_path}"])
     with pytest.raises(ConfigError, match=r"^data\.dataset: QA training"):
         prepare(cfg)
+
+
+def test_cli_overrides_may_follow_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from ecglm.cli import build_parser, main
+
+    # a bad override after --checkpoint is still parsed as an override (and named)
+    code = main(["eval", str(REPO / "jobs/configs/tiny.yaml"), "--checkpoint", "x",
+                 "train.max_steps=abc"])
+    assert code == 2 and "train.max_steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", str(REPO / "jobs/configs/tiny.yaml"), "--checkpoint", "x", "--nope"])
+    assert build_parser()  # parser builds without side effects
