@@ -25,8 +25,9 @@ MICROVOLT = np.float32(1e-3)
 """mV per stored int16 unit."""
 
 
-def decode_signal_column(column: pa.ChunkedArray | pa.Array, n_samples: int) -> np.ndarray:
-    """int16 ``(n, 12, n_samples)`` view of a binary signal column (one ECG per row).
+def signal_chunks(column: pa.ChunkedArray | pa.Array, n_samples: int) -> list[np.ndarray]:
+    """Zero-copy int16 ``(n_i, 12, n_samples)`` views, one per Arrow chunk of a binary signal
+    column (one ECG per row); the chunks' row counts add up to the column length.
 
     Raises:
         ValueError: a row does not hold ``12 * n_samples`` int16 values.
@@ -45,6 +46,17 @@ def decode_signal_column(column: pa.ChunkedArray | pa.Array, n_samples: int) -> 
                              f"{sorted(set(np.diff(offsets).tolist()))[:5]}")
         data = np.frombuffer(chunk.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
         parts.append(data.view("<i2").reshape(len(chunk), len(LEADS), n_samples))
+    return parts
+
+
+def decode_signal_column(column: pa.ChunkedArray | pa.Array, n_samples: int) -> np.ndarray:
+    """int16 ``(n, 12, n_samples)`` array of a binary signal column (one ECG per row); a view
+    without copying when the column has one chunk.
+
+    Raises:
+        ValueError: a row does not hold ``12 * n_samples`` int16 values.
+    """
+    parts = signal_chunks(column, n_samples)
     if not parts:
         return np.zeros((0, len(LEADS), n_samples), dtype="<i2")
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -95,7 +107,8 @@ def _batches(table: pa.Table, rng: np.random.Generator, batch_size: int,
              shuffle: bool) -> Iterator[dict[str, torch.Tensor]]:
     """Batches of one shard file, rows permuted with ``rng`` when ``shuffle``."""
     n_samples = int(table.column("n_samples")[0].as_py())
-    sig = decode_signal_column(table.column("signal"), n_samples)
+    parts = signal_chunks(table.column("signal"), n_samples)  # no copy across row groups
+    where = [(c, i) for c, part in enumerate(parts) for i in range(len(part))]
     ids = table.column("ecg_id").to_numpy()
     pids = table.column("patient_id").to_numpy()
     rows = rng.permutation(len(ids)) if shuffle else np.arange(len(ids))
@@ -103,7 +116,8 @@ def _batches(table: pa.Table, rng: np.random.Generator, batch_size: int,
         idx = rows[start:start + batch_size]
         x = np.empty((len(idx), len(LEADS), n_samples), dtype=np.float32)
         for j, i in enumerate(idx):  # one pass: int16 -> float32 mV, in shuffled order
-            np.multiply(sig[i], MICROVOLT, out=x[j], dtype=np.float32)
+            c, k = where[i]
+            np.multiply(parts[c][k], MICROVOLT, out=x[j], dtype=np.float32)
         yield {"ecg_id": torch.from_numpy(ids[idx].astype(np.int64)),
                "patient_id": torch.from_numpy(pids[idx].astype(np.int64)),
                "signal": torch.from_numpy(x)}
