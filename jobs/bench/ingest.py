@@ -19,6 +19,9 @@ when absent). Each phase runs in its own process:
    speedup = median over rounds of ``t_wfdb / t_shards``;
 3. memory: one epoch of each reader alone in a fresh process (peak RSS per reader).
 
+Every phase runs with ``OMP_NUM_THREADS=1`` (the setting of ecglm's Ray workers), the same for
+both readers.
+
 ``MB/s`` counts the bytes of the files each reader consumes. The last line is the JSON
 headline with ``speedup_vs_wfdb_dataset`` (target >= 20), ``max_abs_diff_mv`` (shards vs wfdb
 for one record: int16 microvolt quantisation) and peak RSS per phase.
@@ -181,8 +184,12 @@ def _child(phase: str, payload: dict[str, Any]) -> dict[str, Any]:
         json.dump(payload, fh)
         arg = fh.name
     try:
+        # One intra-op thread, as in ecglm's Ray workers (utils.ray_env.WORKER_ENV): otherwise
+        # torch's OpenMP threads keep spinning after the wfdb DataLoader's collate and steal a
+        # core from whichever reader runs next in the alternating comparison.
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
         out = subprocess.run([sys.executable, __file__, "--phase", phase, "--payload", arg],
-                             check=True, capture_output=True, text=True, cwd=REPO)
+                             check=True, capture_output=True, text=True, cwd=REPO, env=env)
     except subprocess.CalledProcessError as exc:
         sys.stderr.write(exc.stdout[-4000:] + exc.stderr[-4000:])
         raise
