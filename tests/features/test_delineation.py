@@ -81,14 +81,6 @@ def test_bad_fs(fs: object) -> None:
 
 # --- LUDB: expert annotations -------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ludb(shared_data: Path) -> Path:
-    root = shared_data / "ludb" / "data"
-    if not (root / "1.hea").is_file():
-        pytest.skip(f"LUDB not found at {root}")
-    return root
-
-
 @pytest.mark.parametrize("rec", [1, 2, 21, 38, 60])
 def test_ludb_beat_count_matches_experts(ludb: Path, rec: int) -> None:
     """Our beats inside the annotated span match the expert QRS count (+-1)."""

@@ -141,14 +141,6 @@ def test_bad_input_is_typed() -> None:
 
 # --- LUDB ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ludb(shared_data: Path) -> Path:
-    root = shared_data / "ludb" / "data"
-    if not (root / "1.hea").is_file():
-        pytest.skip(f"LUDB not found at {root}")
-    return root
-
-
 def test_ludb_sinus_bradycardia(ludb: Path) -> None:
     """LUDB 1 is sinus bradycardia: slow, regular, P waves with a normal PR."""
     x, fs = read_wfdb(ludb / "1", 500, 5000)

@@ -39,8 +39,10 @@ def fig_to_data_uri(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def em_comparison_plot(systems: dict[str, dict[str, float]]) -> str:
-    """Grouped bars: exact match per question type (x) for each system (model, baselines)."""
+def em_comparison_figure(systems: dict[str, dict[str, float]],
+                         title: str = "Exact match per question type") -> Any:
+    """Grouped bars: exact match per question type (x) for each system (model, baselines);
+    returns the open matplotlib figure."""
     plt = _plt()
     types = sorted({k[3:] for m in systems.values() for k in m
                     if k.startswith("em/") and k.count("/") == 1} - {"overall", "type_avg"})
@@ -55,9 +57,14 @@ def em_comparison_plot(systems: dict[str, dict[str, float]]) -> str:
     ax.set_ylim(0, 1)
     ax.set_ylabel("exact match")
     ax.legend(fontsize=8)
-    ax.set_title("Exact match per question type", fontsize=10)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return fig_to_data_uri(fig)
+    return fig
+
+
+def em_comparison_plot(systems: dict[str, dict[str, float]]) -> str:
+    """:func:`em_comparison_figure` as a PNG data URI (for the HTML report)."""
+    return fig_to_data_uri(em_comparison_figure(systems))
 
 
 def verify_confusion(preds: Sequence[Prediction]) -> np.ndarray:

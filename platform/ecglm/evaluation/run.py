@@ -68,26 +68,13 @@ def load_model(cfg: ExperimentConfig, checkpoint_dir: Path) -> Any:
     return model.eval()
 
 
-def plot_em(metrics: dict[str, float], path: Path, title: str) -> Optional[Path]:
-    """Bar chart of exact match per question type (PNG); None if matplotlib is missing."""
-    try:
-        import matplotlib
+def plot_em(metrics: dict[str, float], path: Path, title: str) -> Path:
+    """Exact match per question type as a PNG (the report's bar chart, model only)."""
+    from ecglm.evaluation.report import em_comparison_figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover
-        return None
-    types = sorted(k[3:] for k in metrics if k.startswith("em/") and k.count("/") == 1)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    vals = [metrics[f"em/{t}"] for t in types]
-    ax.bar(range(len(types)), vals, color="#c0392b")
-    ax.set_xticks(range(len(types)), types, rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("exact match")
-    ax.set_title(title, fontsize=9)
-    for i, v in enumerate(vals):
-        ax.text(i, v + 0.02, f"{v:.2f}", ha="center", fontsize=8)
-    fig.tight_layout()
+    fig = em_comparison_figure({"model": metrics}, title)  # selects the Agg backend
+    import matplotlib.pyplot as plt
+
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
