@@ -17,7 +17,7 @@ from ecglm.config import ConfigError, ExperimentConfig, load_config
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, args.overrides, tiny=bool(getattr(args, "tiny", False)))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp = parent.add_parser(name, help=help_)
         sp.add_argument("config", type=Path, help="experiment YAML (jobs/configs/*.yaml)")
         sp.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+        sp.add_argument("--tiny", action="store_true",
+                        help="shrink the preset to CPU/test size (same architecture; dotted "
+                             "overrides apply after)")
         sp.set_defaults(fn=fn)
         return sp
 

@@ -184,8 +184,10 @@ def parse_cli_overrides(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Load YAML at ``path`` and apply ``key=value`` overrides.
+def load_config(path: str | Path, overrides: Iterable[str] = (), tiny: bool = False
+                ) -> ExperimentConfig:
+    """Load YAML at ``path``, shrink it with :func:`ecglm.config.tiny.shrink` when ``tiny``, then
+    apply ``key=value`` overrides (so overrides win over the tiny sizes).
 
     Raises:
         ConfigError: unknown key, wrong type or bad value; the message names the dotted key.
@@ -196,6 +198,10 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
     if not isinstance(raw, dict):
         raise ConfigError(f"<root>: {path} must hold a mapping, got {type(raw).__name__}")
     cfg = from_dict(raw)
+    if tiny:
+        from ecglm.config.tiny import shrink
+
+        cfg = shrink(cfg)
     ov = parse_cli_overrides(overrides)
     return apply_overrides(cfg, ov) if ov else cfg
 
