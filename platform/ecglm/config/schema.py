@@ -306,6 +306,27 @@ class PromptConfig:
 
 
 @dataclass
+class TextTargetConfig:
+    """Targets of the generation tasks (``task: report | grounding``), built per record from the
+    record shards and cached next to them (``<shards>/tasks/``)."""
+
+    source: Literal["report", "statements", "both"] = "report"
+    """Reference text: the record's free-text ``report`` (PTB-XL: mostly German; MIMIC:
+    English machine reports), the English descriptions of its SCP ``statements`` (PTB-XL
+    only; other datasets fall back to ``report``), or ``both`` joined."""
+    min_tokens: int = 5
+    """MEIT cleaning: ``nan`` and number-only sentences dropped, texts with fewer whitespace
+    tokens quarantined (listed in the task manifest, never dropped silently)."""
+    n_instructions: Optional[int] = None
+    """Use the first N instructions of the task's rephrased pool (``null``: all of it)."""
+
+    def __post_init__(self) -> None:
+        _require(self.min_tokens >= 0, "targets.min_tokens", "must be >= 0")
+        _require(self.n_instructions is None or self.n_instructions > 0,
+                 "targets.n_instructions", "must be > 0 or null")
+
+
+@dataclass
 class TrainConfig:
     """Ray Train run."""
 
@@ -542,6 +563,7 @@ class ExperimentConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    targets: TextTargetConfig = field(default_factory=TextTargetConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluation: EvalConfig = field(default_factory=EvalConfig)

@@ -216,3 +216,64 @@ def prompt_for_row(row: dict[str, Any], rng: random.Random | None, cfg: PromptCo
         options = options.copy()
         rng.shuffle(options)
     return build_prompt(str(row["question"]), options, chosen, n_ecg)
+
+
+def build_generation_prompt(instruction: str, reports: list[str], n_ecg: int = 1) -> str:
+    """Prompt of the generation tasks (report, grounding); it ends with ``"Report:"``.
+
+    Args:
+        instruction: one instruction of the task's pool (:mod:`ecglm.models.instructions`).
+        reports: reference reports of similar ECGs (empty: no reference section).
+        n_ecg: ECGs attached (1 for these tasks).
+    """
+    if n_ecg < 1:
+        raise PromptError(f"n_ecg: expected >= 1, got {n_ecg}")
+    lines = ["The signal tokens above encode one 12-lead ECG." if n_ecg == 1 else
+             f"The signal tokens above encode {n_ecg} 12-lead ECGs, in order."]
+    cleaned = [r.strip() for r in reports if r and r.strip()]
+    if cleaned:
+        lines.append("Reports written for similar ECGs (for reference only):")
+        lines.extend(f"- {r}" for r in cleaned)
+    lines.append(instruction.strip())
+    lines.append("Report:")
+    return "\n".join(lines)
+
+
+def generation_prompt_for_row(row: dict[str, Any], rng: random.Random | None, cfg: PromptConfig,
+                              retrieval_k: int, instructions: Sequence[str], *,
+                              max_report_chars: int | None = None) -> str:
+    """Prompt for one generation-task row (``target`` is not used here).
+
+    Training (``rng`` given): a random instruction of ``instructions`` when
+    ``cfg.random_instruction`` and a random top-k report when ``cfg.random_report``;
+    evaluation/serving (``rng`` None): the first instruction and the top-1 report.
+    """
+    if not instructions:
+        raise PromptError("instructions: expected a non-empty pool")
+    reports_raw = row.get("retrieved_reports")
+    reports = [] if reports_raw is None else _as_str_list(reports_raw, "row.retrieved_reports")
+    top = reports[: max(retrieval_k, 0)]
+    chosen: list[str] = []
+    if top:
+        pick = rng.randrange(len(top)) if (rng is not None and cfg.random_report) else 0
+        chosen = [top[pick]]
+    if max_report_chars is not None:
+        chosen = [r[:max_report_chars] for r in chosen]
+    use_random = rng is not None and cfg.random_instruction
+    instruction = instructions[rng.randrange(len(instructions))] if use_random else instructions[0]
+    return build_generation_prompt(instruction, chosen, _row_n_ecg(row))
+
+
+def encode_text_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str,
+                        max_length: int) -> dict[str, list[int]]:
+    """Token ids of ``prompt + target + eos`` with loss only on ``target + eos`` (generation
+    tasks: the report is the target). The prompt is cut from the left first; the target is cut
+    at ``max_length`` only when it alone is longer.
+    """
+    if tokenizer.eos_token_id is None:
+        raise PromptError("tokenizer: needs an eos token")
+    sep = "" if (not prompt or prompt[-1].isspace()) else " "
+    ids = list(tokenizer(sep + target.strip(), add_special_tokens=False)["input_ids"])
+    ids = (ids + [int(tokenizer.eos_token_id)])[:max_length]
+    prompt_ids = encode_prompt(tokenizer, prompt, max_length - len(ids))
+    return {"input_ids": prompt_ids + ids, "labels": [IGNORE_INDEX] * len(prompt_ids) + ids}

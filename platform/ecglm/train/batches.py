@@ -10,10 +10,13 @@ import torch
 
 from ecglm.config import ExperimentConfig
 from ecglm.data.shards import decode_signals
+from ecglm.models.instructions import instruction_pool
 from ecglm.models.prompting import (
     collate,
     encode_prompt,
+    encode_text_example,
     encode_train_example,
+    generation_prompt_for_row,
     prompt_for_row,
     render_prompt,
 )
@@ -29,9 +32,25 @@ def row_prompt(row: Row, tokenizer: Any, cfg: ExperimentConfig,
     ``llm.use_chat_template`` wraps the text in the tokenizer's chat template.
     """
     k = cfg.retrieval.top_k if cfg.retrieval.enabled else 0
-    text = prompt_for_row(dict(row), rng, cfg.prompt, k,
-                          max_report_chars=cfg.retrieval.max_report_chars)
+    if cfg.task == "qa":
+        text = prompt_for_row(dict(row), rng, cfg.prompt, k,
+                              max_report_chars=cfg.retrieval.max_report_chars)
+    else:
+        text = generation_prompt_for_row(
+            dict(row), rng, cfg.prompt, k,
+            instruction_pool(cfg.task, cfg.targets.n_instructions),
+            max_report_chars=cfg.retrieval.max_report_chars)
     return render_prompt(tokenizer, text, cfg.llm.use_chat_template)
+
+
+def encode_row(row: Row, tokenizer: Any, cfg: ExperimentConfig,
+               rng: Optional[random.Random]) -> dict[str, list[int]]:
+    """Prompt + target ids with labels on the target only: the answer set (``qa``) or the
+    row's ``target`` text (``report``/``grounding``)."""
+    prompt = row_prompt(row, tokenizer, cfg, rng)
+    if cfg.task == "qa":
+        return encode_train_example(tokenizer, prompt, list(row["answer"]), cfg.llm.max_length)
+    return encode_text_example(tokenizer, prompt, str(row["target"]), cfg.llm.max_length)
 
 
 def stack_signals(rows: Iterable[Row]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,11 +81,7 @@ def train_batch(
     evaluation prompt. Returns ``signals (B,E,12,T)``, ``ecg_mask (B,E)``, ``input_ids (B,S)``,
     ``attention_mask (B,S)``, ``labels (B,S)`` (-100 except on answer tokens).
     """
-    examples = [
-        encode_train_example(tokenizer, row_prompt(r, tokenizer, cfg, rng), list(r["answer"]),
-                             cfg.llm.max_length)
-        for r in rows
-    ]
+    examples = [encode_row(r, tokenizer, cfg, rng) for r in rows]
     batch = collate(examples, tokenizer.pad_token_id)
     batch["signals"], batch["ecg_mask"] = stack_signals(rows)
     return batch

@@ -12,6 +12,7 @@ import pandas as pd
 from ecglm.config import ExperimentConfig, to_dict
 from ecglm.config.paths import resolve_paths
 from ecglm.data.shards import ShardSet, build_shards, require_qa_dataset
+from ecglm.data.tasks import TaskRows, build_task_rows
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
 from ecglm.tracking import mlflow_run
 from ecglm.train.loop import train_loop_per_worker
@@ -29,6 +30,24 @@ class Prepared:
     cfg: ExperimentConfig
     shards: ShardSet
     retrieval: RetrievalArtifact
+    tasks: Optional[TaskRows] = None
+    """Rows of the generation tasks (``task: report | grounding``); None for ``qa``."""
+
+    def split_path(self, split: str) -> Optional[Path]:
+        """Parquet rows of ``split`` for ``cfg.task`` (QA shards or task rows)."""
+        if self.tasks is not None:
+            return self.tasks.paths.get(split)
+        return self.shards.qa.get(split)
+
+    def split_count(self, split: str) -> Optional[int]:
+        """Rows of ``split`` according to the manifest (None when unknown)."""
+        if self.tasks is not None:
+            return self.tasks.manifest.get("counts", {}).get("per_split", {}).get(split)
+        return self.shards.manifest.get("counts", {}).get("per_split", {}).get(split, {}).get("qa")
+
+    def manifest_path(self) -> Path:
+        """The manifest that lists the split counts."""
+        return (self.tasks.root if self.tasks is not None else self.shards.root) / "manifest.json"
 
 
 @dataclass
@@ -48,12 +67,14 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     from ecglm.models.llm import prepare_llm_dir
 
     cfg = resolve_paths(cfg)
-    require_qa_dataset(cfg)  # QA training/evaluation needs ECG-QA items (PTB-XL)
+    if cfg.task == "qa":
+        require_qa_dataset(cfg)  # QA training/evaluation needs ECG-QA items (PTB-XL)
     init_ray(cfg.train.ray_num_cpus)
     shards = build_shards(cfg)
-    retrieval = build_retrieval(cfg, shards)
+    tasks = build_task_rows(cfg, shards) if cfg.task != "qa" else None
     prepare_llm_dir(cfg.llm)
-    return Prepared(cfg, shards, retrieval)
+    retrieval = build_retrieval(cfg, shards)
+    return Prepared(cfg, shards, retrieval, tasks)
 
 
 def _add_neighbours(neighbours: Mapping[int, list[str]]):
@@ -67,25 +88,32 @@ def _add_neighbours(neighbours: Mapping[int, list[str]]):
 
 
 def qa_dataset(prep: Prepared, split: str):
-    """Ray Dataset of QA rows of ``split`` with a ``retrieved_reports`` column."""
+    """Ray Dataset of the task's rows of ``split`` (QA items, or records with a ``target`` for
+    the generation tasks) with a ``retrieved_reports`` column."""
     import ray.data
 
-    path = prep.shards.qa.get(split)
-    n = prep.shards.manifest.get("counts", {}).get("per_split", {}).get(split, {}).get("qa")
+    path = prep.split_path(split)
+    n = prep.split_count(split)
     if path is None or not Path(path).exists() or n == 0:
         raise EmptySplitError(
-            f"data: split '{split}' has no QA items (see {prep.shards.root / 'manifest.json'}); "
+            f"data: split '{split}' has no {cfg_items(prep)} (see {prep.manifest_path()}); "
             "adjust data.valid_fraction/data.test_fraction or data.qa_split"
         )
     ds = ray.data.read_parquet(str(path))
     return ds.map_batches(_add_neighbours(prep.retrieval.neighbours), batch_format="pandas")
 
 
+def cfg_items(prep: Prepared) -> str:
+    """What a row is, for messages."""
+    return "QA items" if prep.cfg.task == "qa" else f"{prep.cfg.task} records"
+
+
 def qa_rows(prep: Prepared, split: str) -> list[dict]:
-    """All QA rows of ``split`` (with ``retrieved_reports``) as dicts, in shard order."""
+    """All rows of ``split`` for ``cfg.task`` (with ``retrieved_reports``) as dicts, in shard
+    order (QA items, or records with ``target`` for the generation tasks)."""
     import pyarrow.parquet as pq
 
-    path = prep.shards.qa.get(split)
+    path = prep.split_path(split)
     if path is None or not Path(path).exists():
         return []
     df = pq.read_table(str(path)).to_pandas()
@@ -114,11 +142,13 @@ def run_training(
     datasets = {"train": qa_dataset(prep, "train"), "valid": qa_dataset(prep, "valid")}
     run_id = mlflow_run.start_run(
         cfg, run_name or cfg.name, parent_run_id=parent_run_id,
-        tags={"ecglm.data_source": str(prep.shards.manifest.get("kind")),
+        tags={"ecglm.data_source": str(prep.shards.manifest.get("kind")), "ecglm.task": cfg.task,
               "ecglm.strategy": cfg.train.strategy, **(tags or {})},
     )
     uri = cfg.tracking.tracking_uri
     mlflow_run.log_dict(uri, run_id, prep.shards.manifest, "data/manifest.json")
+    if prep.tasks is not None:
+        mlflow_run.log_dict(uri, run_id, prep.tasks.manifest, f"data/{cfg.task}_manifest.json")
     callbacks = []
     if tune_report:
         from ray.tune.integration.ray_train import TuneReportCallback

@@ -28,11 +28,13 @@ def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
-    """Cosine decay with linear warmup over ``train.max_steps``."""
-    from transformers import get_cosine_schedule_with_warmup
+    """Linear warmup over ``train.warmup_ratio`` of ``train.max_steps``, then cosine
+    (``train.schedule: cosine``, Q-HEART) or linear (``linear``, MEIT) decay to 0."""
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    return get_cosine_schedule_with_warmup(opt, int(cfg.warmup_ratio * cfg.max_steps),
-                                           cfg.max_steps)
+    make = (get_linear_schedule_with_warmup if cfg.schedule == "linear"
+            else get_cosine_schedule_with_warmup)
+    return make(opt, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps)
 
 
 class DDPStrategy:
