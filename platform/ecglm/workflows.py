@@ -19,8 +19,15 @@ def _eval_run(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str]) -> di
     from ecglm.evaluation.sections import build_sections
 
     sections = build_sections(prep, checkpoint_dir)
-    ev = evaluate(cfg, checkpoint_dir, rows, run_id, checkpoint_dir.parent / "eval", train_rows,
-                  sections)
+    if cfg.task == "qa":
+        ev = evaluate(cfg, checkpoint_dir, rows, run_id, checkpoint_dir.parent / "eval",
+                      train_rows, sections)
+    else:
+        from ecglm.evaluation.generation import evaluate_generation
+
+        ev = evaluate_generation(cfg, checkpoint_dir, rows, run_id,
+                                 checkpoint_dir.parent / "eval", train_rows,
+                                 prep.retrieval.neighbour_ids, sections)
     report = ev.summary_path.parent / "report.html"
     return {"metrics": ev.metrics, "summary": str(ev.summary_path),
             **{sec.key: sec.summary for sec in sections},
@@ -28,7 +35,8 @@ def _eval_run(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str]) -> di
 
 
 def train_and_evaluate(cfg: ExperimentConfig, evaluate: bool = True) -> dict[str, Any]:
-    """Train (Ray Train + MLflow), then score exact match on ``evaluation.split``."""
+    """Train (Ray Train + MLflow), then evaluate on ``evaluation.split`` (exact match for
+    ``qa``; text and grounding metrics for ``report``/``grounding``)."""
     res: TrainResult = run_training(cfg)
     out: dict[str, Any] = {
         "mlflow_run_id": res.run_id,

@@ -41,7 +41,7 @@ def _rows(shard: Any, batch_size: int, seed: int) -> Iterator[list[dict]]:
             n += len(df)
             yield df.to_dict("records")
         if n == 0:
-            raise RuntimeError("train dataset shard is empty: no QA items reached this worker")
+            raise RuntimeError("train dataset shard is empty: no rows reached this worker")
         epoch += 1
 
 
