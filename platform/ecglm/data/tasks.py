@@ -25,6 +25,7 @@ Targets:
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from ecglm.data.catalogs.mimic import clean_report
 from ecglm.data.sharding import decode_signals
 
 SPLITS = ("train", "valid", "test")
+_SENTENCE_END = re.compile(r"\.(?:\s+|$)")
 TASKS_FORMAT_VERSION = 1
 PROGRESS_EVERY_S = 5.0
 
@@ -87,7 +89,7 @@ def reference_text(report: str, scp_codes: str, source: str, statements: Optiona
     if source in ("statements", "both") and stmts:
         parts.append(", ".join(stmts))
     if source in ("report", "both") or (source == "statements" and not stmts):
-        parts.append(str(report or ""))
+        parts.extend(_SENTENCE_END.split(str(report or "")))
     return clean_report(parts, min_tokens=min_tokens)
 
 
@@ -148,14 +150,17 @@ def build_task_rows(cfg: ExperimentConfig, shards: Any) -> TaskRows:
     t0 = last = time.perf_counter()
     for i in range(n):
         ecg_id = int(data["ecg_id"][i])
+        # grounding: the impression may be short, the minimum applies to the whole target
         text = reference_text(data["report"][i], data["scp_codes"][i] or "{}",
-                              cfg.targets.source, statements, cfg.targets.min_tokens)
+                              cfg.targets.source, statements,
+                              cfg.targets.min_tokens if cfg.task == "report" else 0)
         reason = "" if text else (f"reference text has fewer than {cfg.targets.min_tokens} "
                                   f"tokens after cleaning (targets.source={cfg.targets.source})")
-        if not reason and cfg.task == "grounding":
+        if cfg.task == "grounding":
             signal = decode_signals(data["signal"][i], 1, int(data["n_samples"][i]))[0]
             try:
                 text = grounded_text(signal, cfg.data.fs, text)
+                reason = ""
             except ValueError as exc:  # SignalError is a ValueError
                 reason = f"grounding features: {exc}"
         if reason:
