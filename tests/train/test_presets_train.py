@@ -28,7 +28,8 @@ def test_preset_trains_and_evaluates_tiny(ray_session, tiny_root: Path, capsys,
                f"train.storage_path={root}/ray"])
     assert rc == 0
     out = capsys.readouterr().out
-    result = json.loads(out[out.index("{\n"):])
+    start = 0 if out.startswith("{\n") else out.index("\n{\n") + 1
+    result = json.loads(out[start:])
     assert metric in result["eval"]["metrics"]
     state = load_file(str(Path(result["checkpoint"]) / "trainable.safetensors"))
     assert any("lora_" in k for k in state) and state
