@@ -81,8 +81,9 @@ def predict(model: Any, rows: list[dict], cfg: ExperimentConfig) -> list[Predict
     for i in range(0, len(rows), bs):
         part = rows[i : i + bs]
         batch = prompt_batch(part, model.tokenizer, cfg)
-        texts = model.generate(batch["signals"], batch["ecg_mask"], batch["input_ids"],
-                               batch["attention_mask"], cfg.llm.max_new_tokens)
+        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
+        # input_ids, attention_mask and, with fusion.position=placeholder, prefix_at
+        texts = model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)
         for r, text in zip(part, texts):
             options = list(r["options"])
             parsed = sorted(parse_answer(text, options))

@@ -40,7 +40,24 @@ def row_prompt(row: Row, tokenizer: Any, cfg: ExperimentConfig,
             dict(row), rng, cfg.prompt, k,
             instruction_pool(cfg.task, cfg.targets.n_instructions),
             max_report_chars=cfg.retrieval.max_report_chars)
+    if uses_placeholder(cfg):  # the ECG tokens open the user turn (LLaVA-style)
+        text = f"{cfg.fusion.placeholder}\n{text}"
     return render_prompt(tokenizer, text, cfg.llm.use_chat_template)
+
+
+def uses_placeholder(cfg: ExperimentConfig) -> bool:
+    """True when ECG tokens are spliced at ``fusion.placeholder`` instead of prepended."""
+    return cfg.fusion.name == "input_prefix" and cfg.fusion.position == "placeholder"
+
+
+def _split(prompt: str, tokenizer: Any, cfg: ExperimentConfig) -> tuple[list[int], str]:
+    """Placeholder mode: ids of the text before the placeholder and the text after it."""
+    from ecglm.models.fusion import split_at_placeholder
+
+    before, _, after = prompt.partition(cfg.fusion.placeholder)
+    ids, pos = split_at_placeholder(tokenizer, before + cfg.fusion.placeholder,
+                                    cfg.fusion.placeholder)
+    return ids[:pos], after
 
 
 def encode_row(row: Row, tokenizer: Any, cfg: ExperimentConfig,
@@ -48,9 +65,27 @@ def encode_row(row: Row, tokenizer: Any, cfg: ExperimentConfig,
     """Prompt + target ids with labels on the target only: the answer set (``qa``) or the
     row's ``target`` text (``report``/``grounding``)."""
     prompt = row_prompt(row, tokenizer, cfg, rng)
+    head: list[int] = []
+    if uses_placeholder(cfg):
+        head, prompt = _split(prompt, tokenizer, cfg)
+    room = cfg.llm.max_length - len(head)
     if cfg.task == "qa":
-        return encode_train_example(tokenizer, prompt, list(row["answer"]), cfg.llm.max_length)
-    return encode_text_example(tokenizer, prompt, str(row["target"]), cfg.llm.max_length)
+        ex = encode_train_example(tokenizer, prompt, list(row["answer"]), room)
+    else:
+        ex = encode_text_example(tokenizer, prompt, str(row["target"]), room)
+    if uses_placeholder(cfg):
+        ex = {"input_ids": head + ex["input_ids"], "labels": [-100] * len(head) + ex["labels"],
+              "prefix_at": len(head)}
+    return ex
+
+
+def _with_prefix_at(batch: dict[str, torch.Tensor], examples: list[dict[str, Any]]
+                    ) -> dict[str, torch.Tensor]:
+    """Add ``prefix_at (B,)`` (placeholder mode) from the examples."""
+    if examples and "prefix_at" in examples[0]:
+        batch["prefix_at"] = torch.tensor([int(e["prefix_at"]) for e in examples],
+                                          dtype=torch.long)
+    return batch
 
 
 def stack_signals(rows: Iterable[Row]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,21 +114,29 @@ def train_batch(
 
     ``rng`` set: dynamic prompting (shuffled options, random top-k report); ``None``: the fixed
     evaluation prompt. Returns ``signals (B,E,12,T)``, ``ecg_mask (B,E)``, ``input_ids (B,S)``,
-    ``attention_mask (B,S)``, ``labels (B,S)`` (-100 except on answer tokens).
+    ``attention_mask (B,S)``, ``labels (B,S)`` (-100 except on answer tokens) and, with
+    ``fusion.position: placeholder``, ``prefix_at (B,)`` (where the ECG tokens go).
     """
     examples = [encode_row(r, tokenizer, cfg, rng) for r in rows]
-    batch = collate(examples, tokenizer.pad_token_id)
+    batch = _with_prefix_at(collate(examples, tokenizer.pad_token_id), examples)
     batch["signals"], batch["ecg_mask"] = stack_signals(rows)
     return batch
 
 
 def prompt_batch(rows: list[Row], tokenizer: Any, cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     """Tensors for generation: the evaluation prompt without the answer (right-padded)."""
-    examples = []
+    examples: list[dict[str, Any]] = []
     for r in rows:
-        ids = encode_prompt(tokenizer, row_prompt(r, tokenizer, cfg, None), cfg.llm.max_length)
-        examples.append({"input_ids": ids, "labels": [-100] * len(ids)})
-    batch = collate(examples, tokenizer.pad_token_id)
+        prompt = row_prompt(r, tokenizer, cfg, None)
+        head: list[int] = []
+        if uses_placeholder(cfg):
+            head, prompt = _split(prompt, tokenizer, cfg)
+        ids = head + encode_prompt(tokenizer, prompt, cfg.llm.max_length - len(head))
+        ex: dict[str, Any] = {"input_ids": ids, "labels": [-100] * len(ids)}
+        if uses_placeholder(cfg):
+            ex["prefix_at"] = len(head)
+        examples.append(ex)
+    batch = _with_prefix_at(collate(examples, tokenizer.pad_token_id), examples)
     batch.pop("labels")
     batch["signals"], batch["ecg_mask"] = stack_signals(rows)
     return batch
