@@ -100,7 +100,7 @@ def test_build_encoder_freezes_and_loads_checkpoint(tmp_path: Path) -> None:
 def test_mapper_shapes_and_both_paths_matter() -> None:
     torch.manual_seed(0)
     enc = CMELTEncoder(_enc_cfg()).eval()
-    mapper = build_mapper(MapperConfig(n_tokens=12, n_layers=1, n_heads=2, dropout=0.0), 32, 64)
+    mapper = build_mapper(MapperConfig(n_tokens=12, n_layers=1, n_heads=2, dropout=0.0), enc, 64)
     out = enc(_signals(2))
     mapped = mapper(out)
     assert mapped.shape == (2, 12, 64)
@@ -109,14 +109,15 @@ def test_mapper_shapes_and_both_paths_matter() -> None:
     assert not torch.allclose(mapper(shuffled), mapped, atol=1e-4)
     # without the skip path only the pooled vector matters
     no_skip = build_mapper(MapperConfig(n_tokens=12, n_layers=1, n_heads=2, lead_skip=False,
-                                        dropout=0.0), 32, 64)
+                                        dropout=0.0), enc, 64)
     torch.testing.assert_close(no_skip(shuffled), no_skip(out))
     assert not any("skip" in name for name, _ in no_skip.named_parameters())
 
 
 def test_mapper_heads_must_divide_llm_width() -> None:
+    enc = CMELTEncoder(_enc_cfg())
     with pytest.raises(ConfigError, match="mapper.n_heads"):
-        build_mapper(MapperConfig(n_heads=4), 32, 66)
+        build_mapper(MapperConfig(n_heads=4), enc, 66)
     with pytest.raises(ModelInputError, match="pooled"):
-        build_mapper(MapperConfig(n_heads=2), 32, 64)(
+        build_mapper(MapperConfig(n_heads=2), enc, 64)(
             EncoderOutput(pooled=torch.zeros(2, 16), tokens=torch.zeros(2, 5, 16)))

@@ -5,7 +5,14 @@ The artifact folder holds:
 * ``encoder.safetensors`` + ``encoder.json``: the *retrieval* encoder (the ECG encoder as it was
   when the index was built: ``encoder.checkpoint`` weights, or a seeded initialisation). Queries at
   serving time must be embedded by this same encoder, even after the model's own encoder was
-  fine-tuned.
+  fine-tuned. The weights file holds the encoder's *time-series* part only
+  (:func:`~ecglm.models.encoders.time_series_part`): the whole encoder for ``cmelt``,
+  ``temporal_conv`` and ``ts_transformer``, the ``ts_transformer`` of ``dual``, nothing for
+  ``image``. Vision towers (often gigabytes, and frozen) are not copied: they are rebuilt from
+  ``encoder.image`` (the same ``path``, or the seeded tiny tower, which is deterministic), so a
+  ``path`` tower must still be readable where the artifact is loaded.
+* ``encoder_build.json``: the other :func:`~ecglm.models.encoders.build_encoder` arguments
+  (``fs``, ``llm_head_dim``, ``cache_dir``); artifacts without it were built with the defaults.
 * ``index.faiss`` + ``reports.json``: :class:`~ecglm.retrieval.index.ReportIndex` over the
   training split.
 * ``neighbours.json``: for every record in the shards, the top-k reports of *other* training
@@ -18,22 +25,29 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ecglm.config import ExperimentConfig, config_hash, to_dict
 from ecglm.config.loader import build_section
 from ecglm.config.schema import EncoderConfig
 from ecglm.data.shards import ShardSet, decode_signals
-from ecglm.models.encoders import CMELTEncoder, build_encoder
+from ecglm.models.dims import llm_dims
+from ecglm.models.encoders import (
+    ECGEncoder,
+    build_encoder,
+    load_encoder_checkpoint,
+    time_series_part,
+)
 from ecglm.retrieval.index import ReportIndex
 
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_CONFIG = "encoder.json"
+ENCODER_BUILD = "encoder_build.json"
 NEIGHBOURS = "neighbours.json"
 
 
@@ -64,7 +78,7 @@ def _record_batches(records: Path, n_samples: int, batch: int) -> Iterator[dict]
 
 
 @torch.no_grad()
-def embed(encoder: CMELTEncoder, signals: np.ndarray) -> np.ndarray:
+def embed(encoder: ECGEncoder, signals: np.ndarray) -> np.ndarray:
     """Pooled encoder embeddings.
 
     Args:
@@ -78,28 +92,63 @@ def embed(encoder: CMELTEncoder, signals: np.ndarray) -> np.ndarray:
     return encoder(torch.from_numpy(np.ascontiguousarray(signals))).pooled.float().numpy()
 
 
-def retrieval_encoder(cfg: ExperimentConfig) -> CMELTEncoder:
-    """The encoder used for retrieval: ``encoder.checkpoint`` or a ``seed``-initialised one."""
+def encoder_build_args(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Keyword arguments of :func:`build_encoder` for ``cfg``: ``fs`` (``data.fs``),
+    ``llm_head_dim`` (only for ``temporal_conv`` without ``out_dim``: prepares the LLM folder to
+    read it) and ``cache_dir`` (``llm.cache_dir``, where a tiny image tower is written)."""
+    head_dim = None
+    if cfg.encoder.name == "temporal_conv" and cfg.encoder.temporal_conv.out_dim is None:
+        head_dim = llm_dims(cfg.llm).head_dim
+    return {"fs": float(cfg.data.fs), "llm_head_dim": head_dim, "cache_dir": cfg.llm.cache_dir}
+
+
+def retrieval_encoder(cfg: ExperimentConfig,
+                      build_args: dict[str, Any] | None = None) -> ECGEncoder:
+    """The encoder used for retrieval: ``encoder.checkpoint`` or a ``seed``-initialised one.
+
+    ``build_args``: precomputed :func:`encoder_build_args` (computed when ``None``).
+    """
+    args = encoder_build_args(cfg) if build_args is None else build_args
     torch.manual_seed(cfg.seed)
-    return build_encoder(cfg.encoder).eval()
+    return build_encoder(cfg.encoder, **args).eval()
 
 
-def load_retrieval_encoder(folder: str | Path) -> CMELTEncoder:
-    """Rebuild the retrieval encoder saved in an artifact folder."""
+def retrieval_weights(encoder: ECGEncoder) -> dict[str, torch.Tensor]:
+    """The state dict stored in ``encoder.safetensors``: the time-series part only (empty for
+    an image-only encoder)."""
+    part = time_series_part(encoder)
+    if part is None:
+        return {}
+    return {k: v.contiguous() for k, v in part.state_dict().items()}
+
+
+def load_retrieval_encoder(folder: str | Path) -> ECGEncoder:
+    """Rebuild the retrieval encoder saved in an artifact folder.
+
+    Raises:
+        CheckpointError: the stored weights do not fit the rebuilt encoder.
+    """
     folder = Path(folder)
-    enc_cfg = build_section(EncoderConfig, json.loads((folder / ENCODER_CONFIG).read_text()), "encoder")
+    enc_cfg = build_section(EncoderConfig, json.loads((folder / ENCODER_CONFIG).read_text()),
+                            "encoder")
     enc_cfg.checkpoint = None
-    enc = build_encoder(enc_cfg)
-    enc.load_state_dict(load_file(str(folder / ENCODER_WEIGHTS)))
+    build_file = folder / ENCODER_BUILD
+    args = json.loads(build_file.read_text()) if build_file.is_file() else {}
+    enc = build_encoder(enc_cfg, **args)
+    weights = folder / ENCODER_WEIGHTS
+    if time_series_part(enc) is not None:
+        load_encoder_checkpoint(enc, weights)
     return enc.eval()
 
 
 def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifact:
     """Embed every record, index the training split, precompute neighbours (cached by hash)."""
-    key = config_hash(
-        {"shards": shards.manifest.get("config_hash"), "encoder": to_dict(cfg.encoder),
-         "seed": cfg.seed, "retrieval": to_dict(cfg.retrieval), "format": 2}
-    )
+    build_args = encoder_build_args(cfg)
+    key_data = {"shards": shards.manifest.get("config_hash"), "encoder": to_dict(cfg.encoder),
+                "seed": cfg.seed, "retrieval": to_dict(cfg.retrieval), "format": 2}
+    if cfg.encoder.name != "cmelt":  # cmelt ignores fs/head dim: keep its existing cache keys
+        key_data["build"] = {"fs": build_args["fs"], "llm_head_dim": build_args["llm_head_dim"]}
+    key = config_hash(key_data)
     folder = shards.root / f"retrieval-{key}"
     if (folder / NEIGHBOURS).exists():
         index = ReportIndex.load(folder)
@@ -107,7 +156,7 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
         return _artifact(folder, json.loads((folder / NEIGHBOURS).read_text()), len(index))
 
     t0 = time.perf_counter()
-    encoder = retrieval_encoder(cfg)
+    encoder = retrieval_encoder(cfg, build_args)
     ids, pats, splits, reports, embs = [], [], [], [], []
     for b in _record_batches(shards.records, cfg.data.n_samples, batch=16):
         embs.append(embed(encoder, b["signal"]))
@@ -115,7 +164,7 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
         pats += b["patient_id"]
         splits += b["split"]
         reports += b["report"]
-    emb = np.concatenate(embs) if embs else np.zeros((0, cfg.encoder.d_model), np.float32)
+    emb = np.concatenate(embs) if embs else np.zeros((0, encoder.out_dim), np.float32)
     train = [i for i, s in enumerate(splits) if s == "train"]
     index = ReportIndex(emb.shape[1])
     index.add(emb[train], [ids[i] for i in train], [reports[i] for i in train],
@@ -128,9 +177,9 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
              for i, hs in zip(ids, hits)}
     tmp = folder.with_name(folder.name + ".tmp")
     index.save(tmp)
-    save_file({k: v.contiguous() for k, v in encoder.state_dict().items()},
-              str(tmp / ENCODER_WEIGHTS))
+    save_file(retrieval_weights(encoder), str(tmp / ENCODER_WEIGHTS))
     (tmp / ENCODER_CONFIG).write_text(json.dumps(to_dict(cfg.encoder)))
+    (tmp / ENCODER_BUILD).write_text(json.dumps(build_args))
     (tmp / NEIGHBOURS).write_text(json.dumps(table))
     tmp.rename(folder)
     dt = time.perf_counter() - t0

@@ -9,41 +9,12 @@ pooled embedding is the mean over tokens.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from ecglm.config.schema import EncoderConfig
-
-N_LEADS = 12
-"""Leads per ECG, in the canonical order of ``ecglm.data.records.LEADS``."""
-
-
-class ModelInputError(ValueError):
-    """A tensor handed to a model has the wrong shape, dtype or size.
-
-    The message names the argument, the expected value and what was received.
-    """
-
-
-class CheckpointError(RuntimeError):
-    """A weights file is missing or does not fit the module it is loaded into."""
-
-
-@dataclass
-class EncoderOutput:
-    """Encoder result.
-
-    Attributes:
-        pooled: ``(B, d_model)`` mean over the token axis.
-        tokens: ``(B, L, d_model)`` per-position features, ``L = conv_output_length(T)``.
-    """
-
-    pooled: Tensor
-    tokens: Tensor
+from ecglm.models.encoders.base import N_LEADS, ECGEncoder, EncoderOutput, check_ecg_input
 
 
 def _group_count(channels: int, max_groups: int = 32) -> int:
@@ -77,7 +48,7 @@ class ConvBlock(nn.Module):
         return self.norm(self.act(self.conv(x)))
 
 
-class CMELTEncoder(nn.Module):
+class CMELTEncoder(ECGEncoder):
     """Conv feature extractor + transformer over 12-lead ECGs.
 
     Args:
@@ -89,7 +60,7 @@ class CMELTEncoder(nn.Module):
     """
 
     def __init__(self, cfg: EncoderConfig) -> None:
-        super().__init__()
+        super().__init__(cfg.lead_mask_prob)
         self.cfg = cfg
         blocks: list[nn.Module] = []
         c_in = N_LEADS
@@ -115,6 +86,11 @@ class CMELTEncoder(nn.Module):
         """Width of the output tokens."""
         return self.cfg.d_model
 
+    @property
+    def out_dim(self) -> int:
+        """Width of ``pooled`` and ``tokens`` (``d_model``)."""
+        return self.cfg.d_model
+
     def min_samples(self) -> int:
         """Smallest ``T`` that leaves at least one token after the conv stack."""
         need = 1
@@ -129,22 +105,9 @@ class CMELTEncoder(nn.Module):
             length = (length - kernel) // stride + 1
         return length
 
-    def _mask_leads(self, x: Tensor) -> Tensor:
-        """Zero whole leads at random (training only): ``(B, 12, T) -> (B, 12, T)``."""
-        p = self.cfg.lead_mask_prob
-        if not self.training or p <= 0.0:
-            return x
-        keep = torch.rand(x.shape[0], x.shape[1], 1, device=x.device) >= p
-        return x * keep.to(x.dtype)
-
     def forward(self, x: Tensor) -> EncoderOutput:
         """Encode ``x: (B, 12, T)`` mV into tokens ``(B, L, d)`` and pooled ``(B, d)``."""
-        if x.ndim != 3 or x.shape[1] != N_LEADS:
-            raise ModelInputError(f"encoder input x: expected shape (B, {N_LEADS}, T), "
-                                  f"got {tuple(x.shape)}")
-        if x.shape[2] < self.min_samples():
-            raise ModelInputError(f"encoder input x: expected T >= {self.min_samples()} samples "
-                                  f"for the configured conv stack, got T={x.shape[2]}")
+        check_ecg_input(x, self.min_samples())
         x = self._mask_leads(x.to(self.proj.weight.dtype))
         feats = self.features(x)  # (B, C, L)
         tokens = self.proj_norm(self.proj(feats.transpose(1, 2)))  # (B, L, d)
@@ -152,30 +115,3 @@ class CMELTEncoder(nn.Module):
                                                tokens.device, tokens.dtype)
         tokens = self.out_norm(self.transformer(self.dropout(tokens)))
         return EncoderOutput(pooled=tokens.mean(dim=1), tokens=tokens)
-
-
-def load_encoder_checkpoint(encoder: CMELTEncoder, path: str | Path) -> None:
-    """Load encoder weights from a safetensors file (strict: every key must match).
-
-    Raises:
-        CheckpointError: the file is missing or its keys/shapes do not match the encoder.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise CheckpointError(f"encoder.checkpoint: file not found: {file}")
-    state = load_file(str(file))
-    try:
-        encoder.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise CheckpointError(f"encoder.checkpoint: {file} does not fit the configured "
-                              f"encoder: {exc}") from exc
-
-
-def build_encoder(cfg: EncoderConfig) -> CMELTEncoder:
-    """Build the encoder, load ``cfg.checkpoint`` when set, freeze it when not ``cfg.trainable``."""
-    encoder = CMELTEncoder(cfg)
-    if cfg.checkpoint:
-        load_encoder_checkpoint(encoder, cfg.checkpoint)
-    if not cfg.trainable:
-        encoder.requires_grad_(False)
-    return encoder

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ecglm.config.schema import ConfigError, MapperConfig
-from ecglm.models.encoders import EncoderOutput, ModelInputError
+from ecglm.models.encoders.base import EncoderOutput, ModelInputError
 
 
 class ETMapper(nn.Module):
@@ -80,8 +80,3 @@ class ETMapper(nn.Module):
         skip = self.skip_act(self.skip_conv(tokens.transpose(1, 2)))  # (B, in_dim, L)
         skip = self.skip_pool(skip).transpose(1, 2)  # (B, n_tokens, in_dim)
         return main + self.skip_proj(skip)
-
-
-def build_mapper(cfg: MapperConfig, in_dim: int, out_dim: int) -> ETMapper:
-    """Build the ET-Mapper for encoder width ``in_dim`` and LLM hidden size ``out_dim``."""
-    return ETMapper(cfg, in_dim, out_dim)
