@@ -31,17 +31,23 @@ CONFIG_FILE = "config.yaml"
 
 
 def _rows(shard: Any, batch_size: int, seed: int) -> Iterator[list[dict]]:
-    """Endless stream of row batches; a new seeded local shuffle every epoch."""
+    """Endless stream of full row batches; a new seeded local shuffle every epoch.
+
+    The last partial batch of an epoch is dropped (every step sees ``batch_size`` examples;
+    BatchNorm encoders such as MEIT's cannot train on a batch of one), and a new shuffle puts
+    those rows in next epoch's batches.
+    """
     epoch = 0
     while True:
         n = 0
         for df in shard.iter_batches(batch_size=batch_size, batch_format="pandas",
                                      local_shuffle_buffer_size=256,
-                                     local_shuffle_seed=seed + epoch, drop_last=False):
+                                     local_shuffle_seed=seed + epoch, drop_last=True):
             n += len(df)
             yield df.to_dict("records")
         if n == 0:
-            raise RuntimeError("train dataset shard is empty: no rows reached this worker")
+            raise RuntimeError(f"train dataset shard has fewer rows than train.batch_size="
+                               f"{batch_size}: no full batch reached this worker")
         epoch += 1
 
 
