@@ -109,6 +109,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from ecglm.pretrain.data import PretrainDataError
+    from ecglm.pretrain.run import run_pretraining
+
+    try:
+        res = run_pretraining(_load(args))
+    except PretrainDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({"mlflow_run_id": res.run_id, "encoder_path": str(res.encoder_path),
+                      "output_dir": str(res.output_dir), "metrics": res.metrics}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ecglm", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("serve", _cmd_serve, "serve a checkpoint with Ray Serve until Ctrl-C").add_argument(
         "--checkpoint", required=True)
     add("demo", _cmd_demo, "shard, train, evaluate, sweep and serve one request")
+    add("pretrain", _cmd_pretrain, "contrastive ECG<->text (SigLIP) pretraining of the "
+        "encoder with Ray Train, then zero-shot superclass AUC")
     data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_cmd",
                                                                        required=True)
     add("shard", _cmd_shard, "write Parquet shards with Ray Data", parent=data)
