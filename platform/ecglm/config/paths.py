@@ -26,8 +26,9 @@ def _abs(path: str, base: Path) -> str:
 
 
 def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> ExperimentConfig:
-    """Return ``cfg`` with :data:`PATH_KEYS`, a local ``llm.path``, ``encoder.checkpoint`` and a
-    sqlite ``tracking.tracking_uri`` made absolute against ``base`` (default: cwd)."""
+    """Return ``cfg`` with :data:`PATH_KEYS`, a local ``llm.path`` / ``encoder.image.path``,
+    ``encoder.checkpoint``, ``pretrain.text_model_path`` and a sqlite ``tracking.tracking_uri``
+    made absolute against ``base`` (default: cwd)."""
     base = (base or Path.cwd()).resolve()
     overrides: dict[str, str] = {}
     for key in PATH_KEYS:
@@ -40,6 +41,10 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
         overrides["data.mimic_root"] = _abs(cfg.data.mimic_root, base)
     if cfg.encoder.checkpoint:
         overrides["encoder.checkpoint"] = _abs(cfg.encoder.checkpoint, base)
+    if cfg.encoder.image.path and (base / cfg.encoder.image.path).exists():
+        overrides["encoder.image.path"] = _abs(cfg.encoder.image.path, base)
+    if cfg.pretrain.text_model_path:
+        overrides["pretrain.text_model_path"] = _abs(cfg.pretrain.text_model_path, base)
     uri = cfg.tracking.tracking_uri
     if uri.startswith(SQLITE_PREFIX) and not uri.startswith(SQLITE_PREFIX + "/"):
         db = Path(_abs(uri[len(SQLITE_PREFIX):], base))
