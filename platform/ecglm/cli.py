@@ -35,6 +35,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from ecglm.evaluation.run import load_model, resolve_checkpoint
+    from ecglm.models.export import export_merged
+
+    cfg = _load(args)
+    folder, run_id = resolve_checkpoint(cfg, args.checkpoint)
+    out = export_merged(load_model(cfg, folder), args.out, in_place=True)
+    print(json.dumps({"checkpoint": str(folder), "mlflow_run_id": run_id, "out": str(out)},
+                     indent=2))
+    return 0
+
+
 def _cmd_eval_expertqa(args: argparse.Namespace) -> int:
     from ecglm.data.expertqa import load_expert_qa
     from ecglm.evaluation.expertqa import (attach_predictions, load_predictions,
@@ -141,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-eval", action="store_true", help="skip evaluation after training")
     add("eval", _cmd_eval, "evaluate a checkpoint (path or MLflow run id)").add_argument(
         "--checkpoint", required=True)
+    exp = add("export", _cmd_export, "merge LoRA into the LLM and write a peft-free folder "
+              "(merged LLM + tokenizer, ECG-side weights, config)")
+    exp.add_argument("--checkpoint", required=True, help="checkpoint folder or MLflow run id")
+    exp.add_argument("--out", type=Path, required=True, help="output folder")
     xqa = add("eval-expertqa", _cmd_eval_expertqa,
               "score ECG-Expert-QA predictions per task (BLEU-1/ROUGE-L/METEOR, optional "
               "judge from evaluation.judge)")

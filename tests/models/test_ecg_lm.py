@@ -224,3 +224,63 @@ def test_generate_equals_manual_greedy(tiny_model: ECGLanguageModel,
                                     batch["attention_mask"][1:, : lengths[1]], max_new_tokens=steps)
     assert tiny_model.training
     assert alone == got[1:]
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints of the other fusions (kv_prefix with batch-norm encoder, placeholder splice)
+# --------------------------------------------------------------------------------------------
+
+def _fusion_cfg(kind: str, make_cfg: Callable[..., ExperimentConfig], seed: int,
+                encoder_trainable: bool = True) -> ExperimentConfig:
+    from tests.models.test_fusion import kv_cfg, placeholder_cfg
+
+    if kind == "kv_prefix":
+        return kv_cfg(make_cfg, seed=seed, encoder_trainable=encoder_trainable)
+    return placeholder_cfg(make_cfg, seed=seed)
+
+
+@pytest.mark.parametrize("kind", ["kv_prefix", "placeholder"])
+def test_trainable_roundtrip_other_fusions(kind: str, make_cfg: Callable[..., ExperimentConfig],
+                                           make_signals: Signals, tmp_path: Path) -> None:
+    from tests.models.test_fusion import prompt_batch, randomize_lora
+
+    trained = build_ecg_lm(_fusion_cfg(kind, make_cfg, seed=0))
+    randomize_lora(trained)
+    batch = prompt_batch(trained)
+    at = None if kind == "kv_prefix" else torch.tensor([1, 4])
+    signals = make_signals(2, 1)
+    trained.train()
+    with torch.no_grad():  # training-mode passes move batch-norm running statistics
+        for seed in range(2):
+            trained(make_signals(2, 1, seed=seed + 10), None, **batch, prefix_at=at)
+    trained.eval()
+    state = trained.trainable_state_dict()
+    if kind == "kv_prefix":
+        stats = [k for k in state if k.startswith("encoder.") and "running_mean" in k]
+        assert stats and any(state[k].abs().sum() > 0 for k in stats)
+    path = trained.save_trainable(tmp_path / "trainable.safetensors")
+    fresh = build_ecg_lm(_fusion_cfg(kind, make_cfg, seed=123)).eval()
+    assert set(fresh.trainable_state_dict()) == set(state)
+    with torch.no_grad():
+        expected = trained(signals, None, **batch, prefix_at=at).logits
+        before = fresh(signals, None, **batch, prefix_at=at).logits
+        fresh.load_trainable(path)
+        after = fresh(signals, None, **batch, prefix_at=at).logits
+    assert (before - expected).abs().amax() > 1e-3
+    torch.testing.assert_close(after, expected, atol=0, rtol=0)
+
+
+def test_frozen_batchnorm_encoder_is_not_checkpointed_and_stays_fixed(
+        make_cfg: Callable[..., ExperimentConfig], make_signals: Signals) -> None:
+    from tests.models.test_fusion import prompt_batch
+
+    model = build_ecg_lm(_fusion_cfg("kv_prefix", make_cfg, seed=0, encoder_trainable=False))
+    model.train()
+    norms = [m for m in model.encoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    assert norms and not any(m.training for m in norms)
+    assert model.llm.training  # the rest is in training mode
+    stats = {k: v.clone() for k, v in model.encoder.state_dict().items() if "running" in k}
+    with torch.no_grad():
+        model(make_signals(2, 1), None, **prompt_batch(model))
+    assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in stats.items())
+    assert all(k.startswith("llm.") and "lora_" in k for k in model.trainable_state_dict())

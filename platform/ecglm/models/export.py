@@ -1,0 +1,130 @@
+"""Merged export: one self-contained folder per trained model, loadable without peft.
+
+Layout written by :func:`export_merged`::
+
+    out_dir/
+      llm/                  plain Hugging Face folder: LoRA merged into the base weights
+                            (``save_pretrained``) + tokenizer
+      ecg.safetensors       full state dicts of the encoder (``encoder.*``) and mapper
+                            (``mapper.*``), buffers included (batch-norm statistics)
+      config.yaml           the experiment config (``encoder.checkpoint`` cleared: the weights
+                            are in ecg.safetensors)
+      ecglm_export.json     format version and file names
+
+:func:`load_exported` rebuilds an :class:`~ecglm.models.ecg_lm.ECGLanguageModel` around the
+plain merged LLM (no peft). Merging changes the arithmetic (``x (W + s B A)^T`` instead of
+``x W^T + s (x A^T) B^T``), so logits agree up to float rounding (tests: ``atol 1e-5`` in
+float32 on the tiny models).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from ecglm.config.loader import dump_yaml, from_dict
+from ecglm.config.schema import ExperimentConfig
+from ecglm.models.ecg_lm import COMPONENTS, ECGLanguageModel
+from ecglm.models.encoders import CheckpointError
+from ecglm.models.llm import load_tokenizer
+
+EXPORT_VERSION = 1
+MANIFEST_FILE = "ecglm_export.json"
+LLM_DIR = "llm"
+ECG_FILE = "ecg.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+def merged_llm(llm: nn.Module, in_place: bool = False) -> nn.Module:
+    """The LLM with LoRA merged into its weights, as a plain HF model (no peft wrapper).
+
+    Args:
+        llm: a peft ``PeftModel`` (or an already plain model, returned as is / copied).
+        in_place: merge into ``llm`` itself (saves memory; ``llm`` is unusable afterwards).
+            Default: merge a deep copy, leaving the live model untouched.
+    """
+    target = llm if in_place else copy.deepcopy(llm)
+    merge = getattr(target, "merge_and_unload", None)
+    return merge() if callable(merge) else target
+
+
+def ecg_state_dict(model: ECGLanguageModel) -> dict[str, torch.Tensor]:
+    """Full state dicts (parameters + persistent buffers) of the ECG-side parts, keys prefixed
+    ``encoder.``/``mapper.``; CPU, contiguous, unshared copies (safetensors-ready)."""
+    state: dict[str, torch.Tensor] = {}
+    for name in COMPONENTS:
+        for key, value in getattr(model, name).state_dict().items():
+            state[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
+    return state
+
+
+def export_merged(model: ECGLanguageModel, out_dir: str | Path, *,
+                  in_place: bool = False) -> Path:
+    """Write ``model`` as a merged, peft-free folder (layout in the module docstring).
+
+    Args:
+        model: trained model (LoRA LLM).
+        out_dir: target folder (created; existing files with the same names are replaced).
+        in_place: merge LoRA into ``model.llm`` itself instead of a copy (for a throw-away
+            model, e.g. in ``ecglm export``); ``model`` must not be used afterwards.
+
+    Returns:
+        ``out_dir`` as a :class:`Path`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    merged = merged_llm(model.llm, in_place=in_place)
+    merged.save_pretrained(str(out / LLM_DIR))
+    model.tokenizer.save_pretrained(str(out / LLM_DIR))
+    save_file(ecg_state_dict(model), str(out / ECG_FILE),
+              metadata={"format": "pt", "content": "ecglm-ecg-side"})
+    cfg = replace(model.cfg, encoder=replace(model.cfg.encoder, checkpoint=None))
+    (out / CONFIG_FILE).write_text(dump_yaml(cfg))
+    (out / MANIFEST_FILE).write_text(json.dumps(
+        {"version": EXPORT_VERSION, "llm": LLM_DIR, "ecg": ECG_FILE, "config": CONFIG_FILE,
+         "fusion": cfg.fusion.name, "lora_merged": True}, indent=2))
+    return out
+
+
+def load_exported(out_dir: str | Path, dtype: torch.dtype = torch.float32) -> ECGLanguageModel:
+    """Load a folder written by :func:`export_merged` (eval mode, everything frozen).
+
+    Raises:
+        CheckpointError: not an export folder, or the ECG-side weights do not fit the config.
+    """
+    root = Path(out_dir)
+    manifest = root / MANIFEST_FILE
+    if not manifest.is_file():
+        raise CheckpointError(f"{root}: no {MANIFEST_FILE} (not an ecglm export folder)")
+    info = json.loads(manifest.read_text())
+    if info.get("version") != EXPORT_VERSION:
+        raise CheckpointError(f"{manifest}: export version {info.get('version')!r}, this code "
+                              f"reads version {EXPORT_VERSION}")
+    raw = yaml.safe_load((root / str(info["config"])).read_text()) or {}
+    cfg: ExperimentConfig = from_dict(raw)
+    llm_dir = root / str(info["llm"])
+    tokenizer = load_tokenizer(llm_dir)
+    llm = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=dtype)
+    llm.requires_grad_(False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = ECGLanguageModel(cfg, llm, tokenizer)
+    state = load_file(str(root / str(info["ecg"])))
+    for name in COMPONENTS:
+        prefix = f"{name}."
+        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            getattr(model, name).load_state_dict(part, strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(f"{root / str(info['ecg'])}: {name} weights do not fit the "
+                                  f"exported config: {exc}") from exc
+    model.requires_grad_(False)
+    return model.to(dtype).eval()
