@@ -1,6 +1,6 @@
 """``ecglm`` command line: ``ecglm <command> CONFIG [dotted.key=value ...]``.
 
-Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``data shard``,
+Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``, ``export``, ``data shard``,
 ``data check``, ``serve``, ``demo``.
 Bad configs exit with status 2 and a message naming the dotted key.
 """
