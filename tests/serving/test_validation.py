@@ -215,3 +215,17 @@ def test_body_size_is_checked_before_parsing() -> None:
     assert _error(raw=b"{}", content_length="-1", serve=small).status == 400
     # exactly at the limit: the size passes, then JSON parsing decides
     assert _error(raw=b"{" + b" " * 999, content_length="1000", serve=small).status == 400
+
+
+def test_generation_endpoint_takes_only_ecg_and_fs() -> None:
+    from ecglm.serving.validation import validate_request
+
+    body = _request()
+    req = validate_request({"ecg": body["ecg"], "fs": body["fs"]}, SERVE, DATA, "report")
+    assert req.question == "" and req.options == [] and req.signal.shape == (12, DATA.n_samples)
+    with pytest.raises(RequestError) as exc:
+        validate_request(body, SERVE, DATA, "report")
+    assert exc.value.status == 422 and exc.value.field in ("options", "question")
+    with pytest.raises(RequestError) as exc:
+        validate_request({"ecg": body["ecg"]}, SERVE, DATA, "grounding")
+    assert exc.value.field == "fs"

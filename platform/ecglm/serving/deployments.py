@@ -246,12 +246,15 @@ class Ingress:
     """HTTP entry point: ``POST /`` answers a question about an ECG, ``GET /healthz``."""
 
     def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle,
-                 llm: DeploymentHandle, serve_cfg: ServeConfig, data_cfg: DataConfig) -> None:
+                 llm: DeploymentHandle, serve_cfg: ServeConfig, data_cfg: DataConfig,
+                 task: str = "qa") -> None:
         self.encoder = encoder
         self.retriever = retriever
         self.llm = llm
         self.serve_cfg = serve_cfg
         self.data_cfg = data_cfg
+        self.task = task
+        """``qa``: answer ``question``; ``report``/``grounding``: write the report."""
 
     async def __call__(self, request: Request) -> Response:
         path = route(request)
@@ -278,7 +281,7 @@ class Ingress:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         body = await read_body(request, self.serve_cfg.max_body_bytes)
-        req = validate_request(parse_json(body), self.serve_cfg, self.data_cfg)
+        req = validate_request(parse_json(body), self.serve_cfg, self.data_cfg, self.task)
         timings["validate"] = _ms(t0)
 
         t = time.perf_counter()
@@ -292,6 +295,11 @@ class Ingress:
             enc.prefix, enc.prefix_mask, req.question, req.options, [h.report for h in hits]))
         timings["generate"] = _ms(t)
         timings["total"] = _ms(t0)
+        reports = [{"ecg_id": h.ecg_id, "report": h.report, "score": round(h.score, 6)}
+                   for h in hits]
+        if self.task != "qa":
+            return {"task": self.task, "report": gen.generated, "retrieved_reports": reports,
+                    "timings_ms": timings}
         return {
             "answer": gen.answer,
             "generated": gen.generated,

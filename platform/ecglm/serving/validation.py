@@ -32,6 +32,8 @@ YES_NO_OPTIONS: tuple[str, ...] = ("yes", "no", "not sure")
 YES_NO_FIRST_WORDS = frozenset({"does", "is", "are", "do", "was", "were"})
 """First words that mark a yes/no question."""
 ALLOWED_FIELDS = frozenset({"ecg", "fs", "question", "options"})
+GENERATION_FIELDS = frozenset({"ecg", "fs"})
+"""Fields of a request to a report/grounding endpoint (the instruction is fixed)."""
 
 
 class RequestError(ValueError):
@@ -250,22 +252,29 @@ def to_model_signal(x: np.ndarray, fs: float, data: DataConfig) -> np.ndarray:
 
 
 def validate_request(data: Mapping[str, Any], serve: ServeConfig,
-                     target: DataConfig) -> ECGRequest:
+                     target: DataConfig, task: str = "qa") -> ECGRequest:
     """Check a decoded request object field by field and convert its ECG for the model.
+
+    ``task`` is the served model's task: ``qa`` needs ``question`` (and ``options`` unless it
+    is a yes/no question); ``report``/``grounding`` take only ``ecg`` and ``fs``.
 
     Raises:
         RequestError: 422 naming the first invalid field.
     """
-    unknown = sorted(set(data) - ALLOWED_FIELDS)
+    allowed = ALLOWED_FIELDS if task == "qa" else GENERATION_FIELDS
+    unknown = sorted(set(data) - allowed)
     if unknown:
-        raise RequestError(422, unknown[0], f"unknown field(s) {unknown}; allowed: "
-                                            f"{sorted(ALLOWED_FIELDS)}")
-    for key in ("ecg", "fs", "question"):
+        raise RequestError(422, unknown[0], f"unknown field(s) {unknown} for a {task!r} "
+                                            f"endpoint; allowed: {sorted(allowed)}")
+    for key in ("ecg", "fs", "question") if task == "qa" else ("ecg", "fs"):
         if key not in data:
             raise RequestError(422, key, "missing required field")
     x = validate_ecg(data["ecg"])
     fs = validate_fs(data["fs"], serve)
     validate_duration(x.shape[1], fs, serve)
+    if task != "qa":
+        return ECGRequest(signal=to_model_signal(x, fs, target), question="", options=[],
+                          options_defaulted=False, input_fs=fs, input_samples=int(x.shape[1]))
     question = validate_question(data["question"], serve)
     options, defaulted = validate_options(data.get("options"), question, serve)
     return ECGRequest(signal=to_model_signal(x, fs, target), question=question, options=options,
@@ -273,9 +282,9 @@ def validate_request(data: Mapping[str, Any], serve: ServeConfig,
 
 
 def parse_request(body: bytes, content_length: Optional[str], serve: ServeConfig,
-                  target: DataConfig) -> ECGRequest:
+                  target: DataConfig, task: str = "qa") -> ECGRequest:
     """Size check, JSON decoding and validation of a raw body, in that order."""
     check_content_length(content_length, serve.max_body_bytes)
     check_body_size(len(body), serve.max_body_bytes)
-    return validate_request(parse_json(body), serve, target)
+    return validate_request(parse_json(body), serve, target, task)
 
