@@ -1,7 +1,7 @@
 """``ecglm`` command line: ``ecglm <command> CONFIG [dotted.key=value ...]``.
 
-Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``, ``export``, ``data shard``,
-``data check``, ``serve``, ``demo``.
+Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
+``export``, ``data shard``, ``data check``, ``serve``, ``demo``. ``--tiny`` shrinks any preset.
 Bad configs exit with status 2 and a message naming the dotted key.
 """
 
