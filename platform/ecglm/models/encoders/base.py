@@ -10,9 +10,8 @@ freezes and ``encoder.checkpoint`` loads into), ``None`` for an image-only encod
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from safetensors.torch import load_file
@@ -33,9 +32,9 @@ class CheckpointError(RuntimeError):
     """A weights file is missing or does not fit the module it is loaded into."""
 
 
-@dataclass
-class EncoderOutput:
-    """Encoder result.
+class EncoderOutput(NamedTuple):
+    """Encoder result (a NamedTuple, so DeepSpeed ZeRO-3 sees the tensors inside a module's
+    output and registers its backward hooks on them; a dataclass would hide them).
 
     Attributes:
         pooled: ``(B, D)`` summary embedding, ``D = encoder.out_dim``.
