@@ -76,6 +76,9 @@ def test_reference_text_sources_and_cleaning(shared_data: Path) -> None:
     # no statement table: statements fall back to the report
     assert "sinusrhythmus" in reference_text(report, codes, "statements", None, 0)
     assert reference_text("too short", "{}", "report", table, 5) == ""
+    # curated statements are short by nature: the minimum applies to free text only
+    assert reference_text("x", codes, "statements", table, 5) != ""
+    assert reference_text("x", "{}", "statements", table, 5) == ""  # falls back to the report
 
 
 @pytest.mark.parametrize("task", ["report", "grounding"])

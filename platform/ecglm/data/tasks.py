@@ -42,7 +42,7 @@ from ecglm.data.sharding import decode_signals
 
 SPLITS = ("train", "valid", "test")
 _SENTENCE_END = re.compile(r"\.(?:\s+|$)")
-TASKS_FORMAT_VERSION = 1
+TASKS_FORMAT_VERSION = 2
 PROGRESS_EVERY_S = 5.0
 
 TASK_SCHEMA = pa.schema([
@@ -82,7 +82,8 @@ def reference_text(report: str, scp_codes: str, source: str, statements: Optiona
     """Cleaned reference text of one record ("" when too short: the caller quarantines it).
 
     ``statements`` falls back to ``report`` when no statement table is available (synthetic
-    data), ``both`` then equals ``report``.
+    data), ``both`` then equals ``report``. ``min_tokens`` applies to free text (``report``,
+    ``both``, the fallback); statement descriptions only need to be non-empty.
     """
     parts: list[str] = []
     stmts = statement_texts(scp_codes, statements)
@@ -90,7 +91,10 @@ def reference_text(report: str, scp_codes: str, source: str, statements: Optiona
         parts.append(", ".join(stmts))
     if source in ("report", "both") or (source == "statements" and not stmts):
         parts.extend(_SENTENCE_END.split(str(report or "")))
-    return clean_report(parts, min_tokens=min_tokens)
+    # MEIT's minimum length filters noisy free-text reports; curated statements ("normal
+    # ECG, sinus rhythm") are short by nature and only need to be non-empty
+    curated = source == "statements" and bool(stmts)
+    return clean_report(parts, min_tokens=1 if curated else min_tokens)
 
 
 def grounded_text(signal: np.ndarray, fs: float, impression: str) -> str:

@@ -75,9 +75,10 @@ def validation_loss(strategy: Any, rows: list[dict], tokenizer: Any, cfg: Experi
         part, weight = (local[i], 1.0) if i < len(local) else (fallback, 0.0)
         batch = train_batch(part, tokenizer, cfg, None)
         out = strategy.eval_forward(**batch)
-        n_tok = float((batch["labels"] != -100).sum())
-        total += weight * float(out.loss) * n_tok
-        count += weight * n_tok
+        if weight:  # padding forwards only keep collectives in step (0 * NaN would be NaN)
+            n_tok = float((batch["labels"] != -100).sum())
+            total += float(out.loss) * n_tok
+            count += n_tok
     strategy.module.train()
     total, count = _all_reduce([total, count])
     return total / count if count > 0 else float("nan")
