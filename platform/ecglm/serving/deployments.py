@@ -215,25 +215,17 @@ class LLM:
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Prompts -> ``(B, S)`` right-padded ids -> greedy decoding -> parsed answers."""
-        from ecglm.models.fusion import split_at_placeholder
-        from ecglm.models.prompting import collate, encode_prompt, parse_answer
+        from ecglm.models.prompting import parse_answer
+        from ecglm.train.batches import prompt_ids_batch
 
         tok = self.model.tokenizer
-        fusion, max_length = self.cfg.fusion, self.cfg.llm.max_length
         prompts = [qa_prompt(self.cfg, tok, r.question, r.options, r.reports) for r in requests]
-        prefix_at = None
-        if fusion.name == "input_prefix" and fusion.position == "placeholder":
-            split = [split_at_placeholder(tok, p, fusion.placeholder, max_length) for p in prompts]
-            examples = [{"input_ids": ids} for ids, _ in split]
-            prefix_at = torch.tensor([at for _, at in split], dtype=torch.long)
-        else:
-            examples = [{"input_ids": encode_prompt(tok, p, max_length)} for p in prompts]
-        batch = collate(examples, tok.pad_token_id)
+        batch = prompt_ids_batch(prompts, tok, self.cfg)  # exactly as evaluation encodes them
         prefix = torch.cat([r.prefix for r in requests], dim=0)
         prefix_mask = torch.cat([r.prefix_mask for r in requests], dim=0)
         ids = self.model.generate_from_prefix(prefix, prefix_mask, batch["input_ids"],
                                               batch["attention_mask"], self.cfg.llm.max_new_tokens,
-                                              prefix_at=prefix_at)
+                                              prefix_at=batch.get("prefix_at"))
         out = []
         for r, row in zip(requests, ids):
             text = tok.decode(row, skip_special_tokens=True).strip()

@@ -125,19 +125,29 @@ def train_batch(
 
 def prompt_batch(rows: list[Row], tokenizer: Any, cfg: ExperimentConfig) -> dict[str, torch.Tensor]:
     """Tensors for generation: the evaluation prompt without the answer (right-padded)."""
-    examples: list[dict[str, Any]] = []
-    for r in rows:
-        prompt = row_prompt(r, tokenizer, cfg, None)
-        head: list[int] = []
-        if uses_placeholder(cfg):
-            head, prompt = _split(prompt, tokenizer, cfg)
-        ids = head + encode_prompt(tokenizer, prompt, cfg.llm.max_length - len(head))
-        ex: dict[str, Any] = {"input_ids": ids, "labels": [-100] * len(ids)}
-        if uses_placeholder(cfg):
-            ex["prefix_at"] = len(head)
-        examples.append(ex)
-    batch = _with_prefix_at(collate(examples, tokenizer.pad_token_id), examples)
-    batch.pop("labels")
+    batch = prompt_ids_batch([row_prompt(r, tokenizer, cfg, None) for r in rows], tokenizer, cfg)
     batch["signals"], batch["ecg_mask"] = stack_signals(rows)
     return batch
 
+
+def prompt_example(prompt: str, tokenizer: Any, cfg: ExperimentConfig) -> dict[str, Any]:
+    """Ids of a rendered generation prompt (cut from the left to ``llm.max_length``; in
+    placeholder mode the text before the placeholder is kept and ``prefix_at`` added)."""
+    head: list[int] = []
+    if uses_placeholder(cfg):
+        head, prompt = _split(prompt, tokenizer, cfg)
+    ids = head + encode_prompt(tokenizer, prompt, cfg.llm.max_length - len(head))
+    ex: dict[str, Any] = {"input_ids": ids, "labels": [-100] * len(ids)}
+    if uses_placeholder(cfg):
+        ex["prefix_at"] = len(head)
+    return ex
+
+
+def prompt_ids_batch(prompts: list[str], tokenizer: Any, cfg: ExperimentConfig
+                     ) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask`` (+ ``prefix_at``) of rendered prompts:
+    what evaluation and serving hand to generation."""
+    examples = [prompt_example(p, tokenizer, cfg) for p in prompts]
+    batch = _with_prefix_at(collate(examples, tokenizer.pad_token_id), examples)
+    batch.pop("labels")
+    return batch
