@@ -23,7 +23,7 @@ def _rows(n: int = 2) -> list[dict]:
 
 def test_placeholder_batches_place_the_ecg_after_the_head(make_cfg) -> None:
     cfg = apply_overrides(make_cfg(), {"fusion.position": "placeholder",
-                                       "fusion.placeholder": "<ecg>", "llm.max_length": 256})
+                                       "fusion.placeholder": "<ecg>", "llm.max_length": 1024})
     model = build_ecg_lm(cfg).eval()
     tok = model.tokenizer
     rows = _rows()
