@@ -53,3 +53,21 @@ def test_search_space_keys_are_checked(tiny_root: Path) -> None:
     cfg = tiny_config(tiny_root, "tune.search_space={lora.r: [0]}")
     with pytest.raises(ConfigError, match=r"^lora\.r"):
         run_sweep(cfg)
+
+
+def test_trial_keeps_generation_task_rows(monkeypatch, tmp_path) -> None:
+    """A trial that only changes LoRA/training keys reuses the sweep's shards, retrieval AND
+    task rows (a report/grounding trial without them has no ``target`` column)."""
+    from ecglm.config import ExperimentConfig
+    from ecglm.config.loader import apply_overrides
+    from ecglm.train.run import Prepared
+    from ecglm.tuning import sweep
+
+    seen = {}
+    monkeypatch.setattr(sweep, "run_training",
+                        lambda cfg, **kw: seen.update(cfg=cfg, prepared=kw["prepared"]))
+    cfg = apply_overrides(ExperimentConfig(), {"task": "report"})
+    prep = Prepared(cfg, shards=object(), retrieval=object(), tasks=object())
+    sweep._trial({"lora.r": 2}, prep, ["lora.r"], "parent")
+    assert seen["prepared"].tasks is prep.tasks and seen["cfg"].lora.r == 2
+    assert seen["prepared"].shards is prep.shards
