@@ -19,15 +19,15 @@ ST = FALLBACK_STATEMENTS
 
 def test_statement_text_orders_by_likelihood_and_skips_unknown() -> None:
     codes = json.dumps({"SR": 0.0, "NORM": 100.0, "XYZ": 100.0, "1AVB": 50.0})
-    assert statement_text(codes, ST) == "normal ECG; first degree AV block; sinus rhythm"
+    assert statement_text(codes, ST) == "normal ECG, first degree AV block, sinus rhythm"
 
 
 def test_record_text_sources() -> None:
     codes = json.dumps({"NORM": 100.0, "SR": 0.0})
     report = "  sinusrhythmus   normales ekg "
     assert record_text(report, codes, ST, "report") == "sinusrhythmus normales ekg"
-    assert record_text(report, codes, ST, "statements") == "normal ECG; sinus rhythm"
-    assert record_text(report, codes, ST, "both") == ("normal ECG; sinus rhythm. "
+    assert record_text(report, codes, ST, "statements") == "normal ECG, sinus rhythm"
+    assert record_text(report, codes, ST, "both") == ("normal ECG, sinus rhythm. "
                                                       "sinusrhythmus normales ekg")
     assert record_text("", "{}", ST, "both") == ""
 

@@ -39,8 +39,8 @@ import pyarrow.parquet as pq
 from ecglm.config import ExperimentConfig, config_hash, to_dict
 from ecglm.data.catalogs.mimic import clean_report
 from ecglm.data.sharding import decode_signals
+from ecglm.data.splits import SPLITS
 
-SPLITS = ("train", "valid", "test")
 _SENTENCE_END = re.compile(r"\.(?:\s+|$)")
 TASKS_FORMAT_VERSION = 2
 PROGRESS_EVERY_S = 5.0

@@ -18,7 +18,6 @@ absent), :data:`FALLBACK_STATEMENTS` describes the codes the synthetic generator
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
@@ -26,6 +25,8 @@ from typing import Literal, Sequence
 import numpy as np
 import pandas as pd
 
+from ecglm.data.splits import SPLITS
+from ecglm.data.tasks import statement_texts
 from ecglm.evaluation.classify import SUPERCLASSES, find_statements, superclass_matrix
 
 TextSource = Literal["report", "statements", "both"]
@@ -57,7 +58,6 @@ FALLBACK_STATEMENTS = pd.DataFrame(
 """The rows of ``scp_statements.csv`` for the SCP codes of the synthetic dataset (same
 columns and values as the PTB-XL file)."""
 
-SPLITS: tuple[str, ...] = ("train", "valid", "test")
 
 
 class PretrainDataError(ValueError):
@@ -74,20 +74,10 @@ def load_statements(roots: Sequence[str | Path]) -> tuple[pd.DataFrame, str]:
 
 
 def statement_text(scp_codes: str | dict[str, float], statements: pd.DataFrame) -> str:
-    """English descriptions of a record's SCP codes, highest likelihood first, ``"; "``-joined.
-
-    Args:
-        scp_codes: ``{code: likelihood}`` or its JSON text; unknown codes are skipped.
-        statements: ``scp_statements.csv`` (index: code, column ``description``).
+    """English descriptions of a record's SCP codes, highest likelihood first, ``", "``-joined
+    (the same text the report/grounding targets use, :func:`ecglm.data.tasks.statement_texts`).
     """
-    codes = json.loads(scp_codes) if isinstance(scp_codes, str) else dict(scp_codes)
-    out: list[str] = []
-    for code, _ in sorted(codes.items(), key=lambda kv: (-float(kv[1]), kv[0])):
-        if code in statements.index:
-            desc = str(statements.loc[code, "description"]).strip()
-            if desc and desc != "nan" and desc not in out:
-                out.append(desc)
-    return "; ".join(out)
+    return ", ".join(statement_texts(scp_codes or "{}", statements))
 
 
 def record_text(report: str, scp_codes: str, statements: pd.DataFrame,

@@ -221,7 +221,9 @@ def pretrain_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 val = validate(model, valid_tables, n_samples, lookup, labels, prompts,
                                world * pcfg.batch_size)
                 zs = val["zeroshot"]
-                metrics = {"valid_loss": val["valid_loss"], **zs.metrics("zeroshot/valid")}
+                # per-epoch curve over the valid records with text; the final zeroshot/<split>/
+                # metrics (run.py) cover every record of the split
+                metrics = {"valid_loss": val["valid_loss"], **zs.metrics("epoch/zeroshot/valid")}
                 report.update({"valid_loss": val["valid_loss"],
                                "zeroshot_valid_macro_auc": zs.macro_auc})
                 history["epochs"].append({"epoch": epoch, "step": step,
