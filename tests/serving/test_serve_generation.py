@@ -55,6 +55,7 @@ def test_served_report_equals_offline_generation(served_report: Served) -> None:
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["task"] == "report" and body["report"] == expected
+        assert body["retrieved_reports"] == []  # retrieval off: the retriever is not asked
         assert set(body["timings_ms"]) >= {"encode", "generate", "total"}
 
 

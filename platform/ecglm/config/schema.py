@@ -98,7 +98,8 @@ class ImageEncoderConfig:
     def __post_init__(self) -> None:
         _require(self.source != "path" or bool(self.path), "encoder.image.path",
                  "required when encoder.image.source is 'path'")
-        _require(self.image_size >= 16, "encoder.image.image_size", "must be >= 16")
+        _require(self.image_size >= 64, "encoder.image.image_size",
+                 "must be >= 64 (the 12-lead renderer's smallest image)")
 
 
 EncoderName = Literal["cmelt", "temporal_conv", "ts_transformer", "image", "dual"]

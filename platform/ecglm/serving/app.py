@@ -82,7 +82,8 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
                             "target_ongoing_requests": LLM_MAX_BATCH_SIZE},
     ).bind(cfg, str(ckpt))
     return Ingress.options(ray_actor_options=opts).bind(encoder, retriever, llm, cfg.serve,
-                                                        cfg.data, cfg.task)
+                                                        cfg.data, cfg.task,
+                                                        cfg.retrieval.enabled)
 
 
 def _overrides(value: Any) -> list[str]:

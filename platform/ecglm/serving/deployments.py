@@ -239,7 +239,7 @@ class Ingress:
 
     def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle,
                  llm: DeploymentHandle, serve_cfg: ServeConfig, data_cfg: DataConfig,
-                 task: str = "qa") -> None:
+                 task: str = "qa", retrieval: bool = True) -> None:
         self.encoder = encoder
         self.retriever = retriever
         self.llm = llm
@@ -247,6 +247,8 @@ class Ingress:
         self.data_cfg = data_cfg
         self.task = task
         """``qa``: answer ``question``; ``report``/``grounding``: write the report."""
+        self.retrieval = retrieval
+        """``retrieval.enabled``: query the retriever and put the top-k reports in the prompt."""
 
     async def __call__(self, request: Request) -> Response:
         path = route(request)
@@ -279,9 +281,11 @@ class Ingress:
         t = time.perf_counter()
         enc: EncodedECG = await self.encoder.remote(req.signal)
         timings["encode"] = _ms(t)
-        t = time.perf_counter()
-        hits: list[Hit] = await self.retriever.remote(enc.embedding)
-        timings["retrieve"] = _ms(t)
+        hits: list[Hit] = []
+        if self.retrieval:  # presets without retrieval (MEIT, GEM) never see reports
+            t = time.perf_counter()
+            hits = await self.retriever.remote(enc.embedding)
+            timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         gen: Generation = await self.llm.remote(GenerationRequest(
             enc.prefix, enc.prefix_mask, req.question, req.options, [h.report for h in hits]))
@@ -295,8 +299,7 @@ class Ingress:
         return {
             "answer": gen.answer,
             "generated": gen.generated,
-            "retrieved_reports": [{"ecg_id": h.ecg_id, "report": h.report,
-                                   "score": round(h.score, 6)} for h in hits],
+            "retrieved_reports": reports,
             "options": req.options,
             "timings_ms": timings,
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
@@ -59,7 +60,8 @@ def build_encoder(cfg: EncoderConfig, *, fs: float = 500.0, llm_head_dim: int | 
     """Build the encoder named by ``cfg.name``.
 
     Loads ``cfg.checkpoint`` (strict) into the time-series part when set, and freezes that part
-    when not ``cfg.trainable``. An image tower is frozen unless ``cfg.image.trainable``.
+    when not ``cfg.trainable`` (with a ``UserWarning`` when it is frozen without a checkpoint:
+    random features). An image tower is frozen unless ``cfg.image.trainable``.
 
     Args:
         cfg: encoder section.
@@ -81,4 +83,9 @@ def build_encoder(cfg: EncoderConfig, *, fs: float = 500.0, llm_head_dim: int | 
         load_encoder_checkpoint(encoder, cfg.checkpoint)
     if ts is not None and not cfg.trainable:
         ts.requires_grad_(False)
+        if not cfg.checkpoint:
+            warnings.warn(f"encoder: the {cfg.name} time-series encoder is frozen at its random "
+                          "initialisation (encoder.trainable: false, encoder.checkpoint: null); "
+                          "its features carry no learned ECG knowledge. Set encoder.checkpoint "
+                          "(e.g. from `ecglm pretrain`) or encoder.trainable: true.", stacklevel=2)
     return encoder
