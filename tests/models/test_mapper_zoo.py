@@ -167,29 +167,14 @@ def test_gem_projector_needs_image_tokens() -> None:
         mapper(_enc_out(n_img=None))
     with pytest.raises(ConfigError, match="gem_projector"):
         _mapper("gem_projector", _Widths(16))
-    with pytest.raises(ConfigError, match="gem_projector"):
-        build_mapper(MapperConfig(name="gem_projector"), 16, D_LLM)
+    with pytest.raises(ConfigError, match="expected an ECG encoder"):
+        build_mapper(MapperConfig(name="gem_projector"), 16, D_LLM)  # a bare width is refused
 
 
 def test_token_mapper_rejects_wrong_width() -> None:
     mapper = _mapper("linear", _Widths(16))
     with pytest.raises(ModelInputError, match=r"tokens: expected shape \(B, L, 16\)"):
         mapper(_enc_out(dim=8))
-
-
-def test_deprecated_int_width_builds_the_same_et_mapper() -> None:
-    cfg = MapperConfig(n_tokens=4, n_layers=1, n_heads=2, dropout=0.0)
-    torch.manual_seed(5)
-    legacy = build_mapper(cfg, 16, D_LLM)
-    torch.manual_seed(5)
-    direct = ETMapper(cfg, 16, D_LLM)
-    torch.manual_seed(5)
-    new = build_mapper(cfg, _Widths(16), D_LLM)
-    enc = _enc_out()
-    torch.testing.assert_close(legacy(enc), direct(enc))
-    torch.testing.assert_close(new(enc), direct(enc))
-    with pytest.raises(ConfigError, match="mapper"):
-        build_mapper(cfg, nn.Linear(2, 2), D_LLM)
 
 
 def test_gem_projector_on_a_real_dual_encoder(tmp_path: Path) -> None:

@@ -20,39 +20,18 @@ from __future__ import annotations
 
 import html
 import json
-import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-import torch
 
 from ecglm.config import ExperimentConfig
+from ecglm.evaluation.qa import generate_texts
 from ecglm.evaluation.run import EvalResult, EvalSection, load_model
 from ecglm.tracking import mlflow_run
 from ecglm.train.loop import STATE_FILE
 
 BAR_KEYS = ("bleu1", "bleu4", "meteor", "rouge_l", "bertscore_f1")
-
-
-@torch.no_grad()
-def generate_texts(model: Any, rows: Sequence[dict], cfg: ExperimentConfig) -> list[str]:
-    """Greedy generation for every row (evaluation prompt), ``evaluation.batch_size`` at a
-    time, with progress lines (rows/s, ETA)."""
-    from ecglm.train.batches import prompt_batch
-
-    model.eval()
-    out: list[str] = []
-    bs = cfg.evaluation.batch_size
-    t0 = time.perf_counter()
-    for i in range(0, len(rows), bs):
-        batch = prompt_batch(list(rows[i : i + bs]), model.tokenizer, cfg)
-        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
-        out += model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)
-        rate = len(out) / max(time.perf_counter() - t0, 1e-9)
-        print(f"[eval] generated {len(out)}/{len(rows)} ({rate:.2f} texts/s, ETA "
-              f"{(len(rows) - len(out)) / max(rate, 1e-9):.0f}s)", flush=True)
-    return out
 
 
 def neighbour_targets(rows: Sequence[dict], train_rows: Sequence[dict],

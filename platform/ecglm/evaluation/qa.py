@@ -64,37 +64,48 @@ def score(predictions: Sequence[Prediction]) -> dict[str, float]:
 
 
 @torch.no_grad()
+def generate_texts(model: Any, rows: Sequence[dict], cfg: ExperimentConfig) -> list[str]:
+    """Greedy generation from the evaluation prompt of every row (QA items or generation-task
+    records), ``evaluation.batch_size`` at a time, with progress lines (rows/s, ETA).
+
+    Args:
+        model: an :class:`~ecglm.models.ecg_lm.ECGLanguageModel` (put in eval mode here).
+        rows: shard rows with ``retrieved_reports``.
+    """
+    from ecglm.train.batches import prompt_batch
+
+    model.eval()
+    out: list[str] = []
+    bs = cfg.evaluation.batch_size
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), bs):
+        batch = prompt_batch(list(rows[i : i + bs]), model.tokenizer, cfg)
+        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
+        # input_ids, attention_mask and, with fusion.position=placeholder, prefix_at
+        out += model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)
+        rate = len(out) / max(time.perf_counter() - t0, 1e-9)
+        print(f"[eval] {len(out)}/{len(rows)} generated ({rate:.2f}/s, ETA "
+              f"{(len(rows) - len(out)) / max(rate, 1e-9):.0f}s)", flush=True)
+    return out
+
+
 def predict(model: Any, rows: list[dict], cfg: ExperimentConfig) -> list[Prediction]:
     """Generate an answer for every QA row and parse it into the row's option set.
 
     Args:
-        model: an :class:`~ecglm.models.ecg_lm.ECGLanguageModel` in eval mode.
+        model: an :class:`~ecglm.models.ecg_lm.ECGLanguageModel`.
         rows: QA shard rows with ``retrieved_reports``.
     """
     from ecglm.models.prompting import parse_answer
-    from ecglm.train.batches import prompt_batch
 
-    model.eval()
     preds: list[Prediction] = []
-    bs = cfg.evaluation.batch_size
-    t0 = time.perf_counter()
-    for i in range(0, len(rows), bs):
-        part = rows[i : i + bs]
-        batch = prompt_batch(part, model.tokenizer, cfg)
-        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
-        # input_ids, attention_mask and, with fusion.position=placeholder, prefix_at
-        texts = model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)
-        for r, text in zip(part, texts):
-            options = list(r["options"])
-            parsed = sorted(parse_answer(text, options))
-            gold = list(r["answer"])
-            preds.append(Prediction(int(r["sample_id"]), str(r["question_type"]),
-                                    str(r["attribute_type"]), str(r["question"]), gold, text,
-                                    parsed, exact_match(parsed, gold)))
-        done = len(preds)
-        rate = done / max(time.perf_counter() - t0, 1e-9)
-        print(f"[eval] {done}/{len(rows)} items {rate:.2f} items/s "
-              f"ETA {(len(rows) - done) / max(rate, 1e-9):.0f}s", flush=True)
+    for r, text in zip(rows, generate_texts(model, rows, cfg)):
+        options = list(r["options"])
+        parsed = sorted(parse_answer(text, options))
+        gold = list(r["answer"])
+        preds.append(Prediction(int(r["sample_id"]), str(r["question_type"]),
+                                str(r["attribute_type"]), str(r["question"]), gold, text,
+                                parsed, exact_match(parsed, gold)))
     return preds
 
 

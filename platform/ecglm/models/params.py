@@ -77,20 +77,24 @@ def model_counts(model: Any) -> PartCounts:
                       count(model.llm, lambda n: not _is_lora(n)), count(model.llm, _is_lora))
 
 
-def _meta_llm(cfg: ExperimentConfig) -> nn.Module:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForCausalLM
+def _reference_config(path: str) -> Any:
+    """HF config object of a :data:`REFERENCE_CONFIGS` entry."""
+    from transformers import AutoConfig
 
-    ref = dict(REFERENCE_CONFIGS[str(cfg.llm.path)])
-    config = AutoConfig.for_model(ref.pop("model_type"), **ref)
+    ref = dict(REFERENCE_CONFIGS[path])
+    return AutoConfig.for_model(ref.pop("model_type"), **ref)
+
+
+def _meta_llm(cfg: ExperimentConfig) -> nn.Module:
+    """The preset's LLM on the meta device with its LoRA adapters (as ``load_llm`` adds them)."""
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ecglm.models.llm import lora_config
+
     with torch.device("meta"):
-        llm = AutoModelForCausalLM.from_config(config)
-    targets: Any = cfg.lora.target_modules
-    if targets == ["all-linear"]:
-        targets = "all-linear"
-    return get_peft_model(llm, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha,
-                                          lora_dropout=cfg.lora.dropout,
-                                          target_modules=targets, task_type="CAUSAL_LM"))
+        llm = AutoModelForCausalLM.from_config(_reference_config(str(cfg.llm.path)))
+    return get_peft_model(llm, lora_config(cfg.lora))
 
 
 def full_size_counts(cfg: ExperimentConfig) -> PartCounts:
@@ -103,10 +107,11 @@ def full_size_counts(cfg: ExperimentConfig) -> PartCounts:
     from ecglm.models.encoders import build_encoder
     from ecglm.models.mappers import build_mapper
 
+    from ecglm.models.dims import dims_from_config
+
     llm = _meta_llm(cfg)
-    ref = REFERENCE_CONFIGS[str(cfg.llm.path)]
-    hidden, heads = int(ref["hidden_size"]), int(ref["num_attention_heads"])
-    head_dim = int(ref.get("head_dim") or hidden // heads)
+    dims = dims_from_config(_reference_config(str(cfg.llm.path)))
+    hidden, heads, head_dim = dims.hidden_size, dims.n_heads, dims.head_dim
     image_counts = (0, 0)
     enc_cfg = cfg.encoder
     if cfg.encoder.name in ("image", "dual"):

@@ -121,16 +121,10 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str, max_length: i
     return _truncate_left(ids, max_length)
 
 
-def answer_text(prompt: str, answer: Iterable[str]) -> str:
-    """Target text that follows ``prompt``: the formatted answer, space-separated from a prompt
-    that does not already end in whitespace."""
-    sep = "" if (not prompt or prompt[-1].isspace()) else " "
-    return sep + format_answer(answer)
-
-
 def encode_train_example(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: list[str],
                          max_length: int) -> dict[str, list[int]]:
-    """Token ids of ``prompt + answer + eos`` with loss only on ``answer + eos``.
+    """Token ids of ``prompt + answer + eos`` with loss only on ``answer + eos``
+    (:func:`encode_text_example` of the formatted answer set).
 
     When too long, the prompt is cut from the left (the question and options sit at its end);
     the answer is never cut unless it alone exceeds ``max_length``.
@@ -139,13 +133,7 @@ def encode_train_example(tokenizer: PreTrainedTokenizerBase, prompt: str, answer
         ``{"input_ids": [...], "labels": [...]}`` of equal length ``<= max_length``; labels are
         ``-100`` on prompt tokens.
     """
-    if tokenizer.eos_token_id is None:
-        raise PromptError("tokenizer: needs an eos token")
-    target = list(tokenizer(answer_text(prompt, answer), add_special_tokens=False)["input_ids"])
-    target = (target + [int(tokenizer.eos_token_id)])[:max_length]
-    prompt_ids = encode_prompt(tokenizer, prompt, max_length - len(target))
-    return {"input_ids": prompt_ids + target,
-            "labels": [IGNORE_INDEX] * len(prompt_ids) + target}
+    return encode_text_example(tokenizer, prompt, format_answer(answer), max_length)
 
 
 def collate(examples: Sequence[dict[str, Any]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -187,6 +175,19 @@ def _row_n_ecg(row: dict[str, Any]) -> int:
     return len(list(ecg_ids)) if ecg_ids is not None and len(list(ecg_ids)) > 0 else 1
 
 
+def _pick_report(reports: list[str], rng: random.Random | None, cfg: PromptConfig,
+                 retrieval_k: int, max_report_chars: int | None) -> list[str]:
+    """The retrieved report shown in a prompt (``[]`` or one): a random one of the top
+    ``retrieval_k`` in training with ``cfg.random_report``, else the top-1; cut to
+    ``max_report_chars``."""
+    top = reports[: max(retrieval_k, 0)]
+    if not top:
+        return []
+    pick = rng.randrange(len(top)) if (rng is not None and cfg.random_report) else 0
+    chosen = top[pick]
+    return [chosen[:max_report_chars] if max_report_chars is not None else chosen]
+
+
 def prompt_for_row(row: dict[str, Any], rng: random.Random | None, cfg: PromptConfig,
                    retrieval_k: int, *, max_report_chars: int | None = None) -> str:
     """Prompt for one QA shard row (plus ``"retrieved_reports"``, best first).
@@ -203,15 +204,7 @@ def prompt_for_row(row: dict[str, Any], rng: random.Random | None, cfg: PromptCo
     reports_raw = row.get("retrieved_reports")
     reports = [] if reports_raw is None else _as_str_list(reports_raw, "row.retrieved_reports")
     n_ecg = _row_n_ecg(row)
-    top = reports[: max(retrieval_k, 0)]
-    chosen: list[str] = []
-    if top:
-        if rng is not None and cfg.random_report:
-            chosen = [top[rng.randrange(len(top))]]
-        else:
-            chosen = [top[0]]
-    if max_report_chars is not None:
-        chosen = [r[:max_report_chars] for r in chosen]
+    chosen = _pick_report(reports, rng, cfg, retrieval_k, max_report_chars)
     if rng is not None and cfg.shuffle_options:
         options = options.copy()
         rng.shuffle(options)
@@ -252,13 +245,7 @@ def generation_prompt_for_row(row: dict[str, Any], rng: random.Random | None, cf
         raise PromptError("instructions: expected a non-empty pool")
     reports_raw = row.get("retrieved_reports")
     reports = [] if reports_raw is None else _as_str_list(reports_raw, "row.retrieved_reports")
-    top = reports[: max(retrieval_k, 0)]
-    chosen: list[str] = []
-    if top:
-        pick = rng.randrange(len(top)) if (rng is not None and cfg.random_report) else 0
-        chosen = [top[pick]]
-    if max_report_chars is not None:
-        chosen = [r[:max_report_chars] for r in chosen]
+    chosen = _pick_report(reports, rng, cfg, retrieval_k, max_report_chars)
     use_random = rng is not None and cfg.random_instruction
     instruction = instructions[rng.randrange(len(instructions))] if use_random else instructions[0]
     return build_generation_prompt(instruction, chosen, _row_n_ecg(row))

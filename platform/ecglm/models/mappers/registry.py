@@ -12,27 +12,21 @@ from ecglm.models.mappers.head_tile import HeadTile
 from ecglm.models.mappers.mlp import TokenMLPMapper, mlp_depth
 
 
-def _encoder_widths(encoder: nn.Module | int) -> tuple[int, int | None]:
-    """``(out_dim, image_dim)`` of an encoder; a bare int is ``(int, None)`` (deprecated)."""
-    if isinstance(encoder, bool):
-        raise ConfigError(f"mapper: expected an encoder module, got {encoder!r}")
-    if isinstance(encoder, int):
-        return encoder, None
+def _encoder_widths(encoder: ECGEncoder) -> tuple[int, int | None]:
+    """``(out_dim, image_dim)`` of an encoder built by ``build_encoder``."""
     if isinstance(encoder, ECGEncoder):
         return encoder.out_dim, encoder.image_dim
     raise ConfigError(f"mapper: expected an ECG encoder built by build_encoder, got "
                       f"{type(encoder).__name__}")
 
 
-def build_mapper(cfg: MapperConfig, encoder: nn.Module | int, d_llm: int, *,
+def build_mapper(cfg: MapperConfig, encoder: ECGEncoder, d_llm: int, *,
                  llm_n_heads: int | None = None) -> nn.Module:
     """Build the mapper named by ``cfg.name``; ``forward(enc) -> (B, n, d_llm)``.
 
     Args:
         cfg: mapper section.
         encoder: the built encoder (its ``out_dim`` and ``image_dim`` size the mapper).
-            Deprecated: an int encoder width (as ``build_mapper(cfg, in_dim, out_dim)`` used
-            to take); then ``image_dim`` is unknown and ``gem_projector`` is refused.
         d_llm: LLM hidden size.
         llm_n_heads: the LLM's attention heads (``head_tile`` only).
 
