@@ -46,25 +46,30 @@ def neighbour_targets(rows: Sequence[dict], train_rows: Sequence[dict],
     return out
 
 
-def grounding_scores(rows: Sequence[dict], texts: Sequence[str], fs: float) -> dict[str, float]:
-    """:func:`ecglm.evaluation.grounding.grounding_metrics` of ``texts`` against the measured
-    features of each row's own ECG (rows whose ECG cannot be delineated are counted in
-    ``n_unmeasurable`` and skipped)."""
+def grounding_scores(rows: Sequence[dict], systems: Mapping[str, Sequence[str]],
+                     fs: float) -> dict[str, dict[str, float]]:
+    """Per system, :func:`ecglm.evaluation.grounding.grounding_metrics` of its texts against
+    the measured features of each row's own ECG (delineated once per row; rows whose ECG cannot
+    be delineated are counted in ``n_unmeasurable`` and skipped)."""
     from ecglm.data.sharding import decode_signals
     from ecglm.evaluation.grounding import ground_text, grounding_metrics
     from ecglm.features.grounding import grounding_features
 
-    results, skipped = [], 0
-    for r, text in zip(rows, texts):
+    results: dict[str, list[Any]] = {name: [] for name in systems}
+    skipped = 0
+    for i, r in enumerate(rows):
         sig = decode_signals(r["signals"], 1, int(r["n_samples"]))[0]
         try:
             feats = grounding_features(sig, fs)
         except ValueError:
             skipped += 1
             continue
-        results.append(ground_text(text, feats))
-    out = grounding_metrics(results)
-    out["n_unmeasurable"] = float(skipped)
+        for name, texts in systems.items():
+            results[name].append(ground_text(texts[i], feats))
+    out = {}
+    for name, res in results.items():
+        out[name] = grounding_metrics(res)
+        out[name]["n_unmeasurable"] = float(skipped)
     return out
 
 
@@ -146,10 +151,10 @@ def evaluate_generation(cfg: ExperimentConfig, checkpoint_dir: Path, rows: list[
         base = neighbour_targets(rows, train_rows, neighbour_ids)
         systems["nearest_neighbour"] = score_reports(base, refs, scorer)
     if cfg.task == "grounding":
-        for name, t in (("model", texts), ("nearest_neighbour", base)):
-            if name in systems:
-                systems[name].update({f"grounding/{k}": v for k, v in
-                                      grounding_scores(rows, t, cfg.data.fs).items()})
+        texts_by = {"model": texts, "nearest_neighbour": base}
+        scores = grounding_scores(rows, {n: texts_by[n] for n in systems}, cfg.data.fs)
+        for name, m in scores.items():
+            systems[name].update({f"grounding/{k}": v for k, v in m.items()})
     metrics = {(f"{name}/{k}" if name == "model" else f"baseline/{name}/{k}"): float(v)
                for name, m in systems.items() for k, v in m.items()
                if isinstance(v, (int, float))}

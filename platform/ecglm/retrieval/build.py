@@ -141,14 +141,31 @@ def load_retrieval_encoder(folder: str | Path) -> ECGEncoder:
     return enc.eval()
 
 
+_OWN_SECTIONS = {"cmelt": (), "temporal_conv": ("temporal_conv",),
+                 "ts_transformer": ("ts_transformer",), "image": ("image",),
+                 "dual": ("ts_transformer", "image")}
+"""Encoder sub-sections each encoder reads (the others do not change its embeddings)."""
+
+
+def encoder_key(cfg: ExperimentConfig, args: dict[str, Any]) -> dict[str, Any]:
+    """What determines the retrieval encoder's embeddings: the encoder section without the
+    sub-sections of other encoders, plus its build arguments ``args``
+    (:func:`encoder_build_args`: ``fs``, LLM head dim)."""
+    data = to_dict(cfg.encoder)
+    own = _OWN_SECTIONS.get(cfg.encoder.name, ())
+    for section in ("temporal_conv", "ts_transformer", "image"):
+        if section not in own:
+            data.pop(section, None)
+    data["build"] = {"fs": args["fs"], "llm_head_dim": args["llm_head_dim"]}
+    return data
+
+
 def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifact:
     """Embed every record, index the training split, precompute neighbours (cached by hash)."""
     build_args = encoder_build_args(cfg)
-    key_data = {"shards": shards.manifest.get("config_hash"), "encoder": to_dict(cfg.encoder),
-                "seed": cfg.seed, "retrieval": to_dict(cfg.retrieval), "format": 2}
-    if cfg.encoder.name != "cmelt":  # cmelt ignores fs/head dim: keep its existing cache keys
-        key_data["build"] = {"fs": build_args["fs"], "llm_head_dim": build_args["llm_head_dim"]}
-    key = config_hash(key_data)
+    key = config_hash({"shards": shards.manifest.get("config_hash"),
+                       "encoder": encoder_key(cfg, build_args), "seed": cfg.seed,
+                       "retrieval": to_dict(cfg.retrieval), "format": 3})
     folder = shards.root / f"retrieval-{key}"
     if (folder / NEIGHBOURS).exists():
         index = ReportIndex.load(folder)
