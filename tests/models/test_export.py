@@ -77,3 +77,35 @@ def test_export_cli_from_checkpoint_folder(make_cfg: Callable[..., ExperimentCon
                                _logits(trained, signals, batch), **TOL)
     with pytest.raises(CheckpointError, match="not an ecglm export"):
         load_exported(ckpt)
+
+
+def test_gem_export_is_self_contained(models_cache: Path, tmp_path: Path) -> None:
+    """The dual encoder's vision tower travels in the export (vision/), its weights are not
+    duplicated in ecg.safetensors, and the folder loads from a new place with the same logits."""
+    import shutil
+
+    from safetensors.torch import load_file as load_st
+
+    from ecglm.config import load_config
+    from ecglm.models.export import ECG_FILE, VISION_DIR
+
+    repo = Path(__file__).resolve().parents[2]
+    cfg = load_config(repo / "jobs/configs/gem_grounding.yaml",
+                      [f"llm.cache_dir={models_cache}"], tiny=True)
+    model = build_ecg_lm(cfg).eval()
+    randomize_lora(model)
+    out = export_merged(model, tmp_path / "export")
+    assert (out / VISION_DIR / "config.json").is_file()
+    assert not any(".tower." in k or k.startswith("encoder.image.tower")
+                   for k in load_st(str(out / ECG_FILE)))
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(out), str(moved))
+    loaded = load_exported(moved)
+    assert loaded.cfg.encoder.image.path == str(moved / VISION_DIR)
+    n = int(cfg.data.fs * cfg.data.seconds)
+    signals = torch.randn(2, 1, 12, n, generator=torch.Generator().manual_seed(3)) * 0.3
+    ids = torch.randint(5, 100, (2, 6), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(signals, None, ids, mask).logits,
+                                   model(signals, None, ids, mask).logits, **TOL)

@@ -6,9 +6,12 @@ Layout written by :func:`export_merged`::
       llm/                  plain Hugging Face folder: LoRA merged into the base weights
                             (``save_pretrained``) + tokenizer
       ecg.safetensors       full state dicts of the encoder (``encoder.*``) and mapper
-                            (``mapper.*``), buffers included (batch-norm statistics)
+                            (``mapper.*``), buffers included (batch-norm statistics); without
+                            the vision tower's weights when there is one (they are in vision/)
+      vision/               image/dual encoders only: the vision tower (``save_pretrained``)
+                            with its pixel mean/std (``preprocessor_config.json``)
       config.yaml           the experiment config (``encoder.checkpoint`` cleared: the weights
-                            are in ecg.safetensors)
+                            are in ecg.safetensors; ``encoder.image`` points at vision/)
       ecglm_export.json     format version and file names
 
 :func:`load_exported` rebuilds an :class:`~ecglm.models.ecg_lm.ECGLanguageModel` around the
@@ -39,6 +42,7 @@ from ecglm.models.llm import load_tokenizer
 EXPORT_VERSION = 1
 MANIFEST_FILE = "ecglm_export.json"
 LLM_DIR = "llm"
+VISION_DIR = "vision"
 ECG_FILE = "ecg.safetensors"
 CONFIG_FILE = "config.yaml"
 
@@ -56,14 +60,44 @@ def merged_llm(llm: nn.Module, in_place: bool = False) -> nn.Module:
     return merge() if callable(merge) else target
 
 
-def ecg_state_dict(model: ECGLanguageModel) -> dict[str, torch.Tensor]:
+def vision_tower(model: ECGLanguageModel) -> tuple[str, nn.Module] | None:
+    """``(state-dict key prefix within the encoder, tower)`` of an image/dual encoder's vision
+    tower, or None."""
+    from ecglm.models.encoders.image import ImageEncoder
+
+    for name, module in model.encoder.named_modules():
+        if isinstance(module, ImageEncoder):
+            return (f"{name}." if name else "") + "tower.", module.tower
+    return None
+
+
+def ecg_state_dict(model: ECGLanguageModel, skip_prefix: str | None = None
+                   ) -> dict[str, torch.Tensor]:
     """Full state dicts (parameters + persistent buffers) of the ECG-side parts, keys prefixed
-    ``encoder.``/``mapper.``; CPU, contiguous, unshared copies (safetensors-ready)."""
+    ``encoder.``/``mapper.``; CPU, contiguous, unshared copies (safetensors-ready). Encoder keys
+    starting with ``skip_prefix`` (the vision tower, saved on its own) are left out."""
     state: dict[str, torch.Tensor] = {}
     for name in COMPONENTS:
         for key, value in getattr(model, name).state_dict().items():
+            if name == "encoder" and skip_prefix and key.startswith(skip_prefix):
+                continue
             state[f"{name}.{key}"] = value.detach().to("cpu").contiguous().clone()
     return state
+
+
+def _save_vision(model: ECGLanguageModel, out: Path) -> str | None:
+    """Write the vision tower + pixel statistics to ``out/vision``; its key prefix or None."""
+    found = vision_tower(model)
+    if found is None:
+        return None
+    prefix, tower = found
+    tower.save_pretrained(str(out / VISION_DIR))
+    image = next(m for m in model.encoder.modules() if hasattr(m, "pixel_mean"))
+    (out / VISION_DIR / "preprocessor_config.json").write_text(json.dumps({
+        "image_mean": image.pixel_mean.flatten().tolist(),
+        "image_std": image.pixel_std.flatten().tolist(),
+        "note": "pixel statistics the ecglm image encoder normalises with"}, indent=2))
+    return prefix
 
 
 def export_merged(model: ECGLanguageModel, out_dir: str | Path, *,
@@ -84,13 +118,19 @@ def export_merged(model: ECGLanguageModel, out_dir: str | Path, *,
     merged = merged_llm(model.llm, in_place=in_place)
     merged.save_pretrained(str(out / LLM_DIR))
     model.tokenizer.save_pretrained(str(out / LLM_DIR))
-    save_file(ecg_state_dict(model), str(out / ECG_FILE),
+    tower_prefix = _save_vision(model, out)
+    save_file(ecg_state_dict(model, tower_prefix), str(out / ECG_FILE),
               metadata={"format": "pt", "content": "ecglm-ecg-side"})
-    cfg = replace(model.cfg, encoder=replace(model.cfg.encoder, checkpoint=None))
+    encoder = replace(model.cfg.encoder, checkpoint=None)
+    if tower_prefix is not None:  # rebuilt from the exported folder, not the original id
+        encoder = replace(encoder, image=replace(encoder.image, source="path", path=VISION_DIR))
+    cfg = replace(model.cfg, encoder=encoder)
     (out / CONFIG_FILE).write_text(dump_yaml(cfg))
     (out / MANIFEST_FILE).write_text(json.dumps(
         {"version": EXPORT_VERSION, "llm": LLM_DIR, "ecg": ECG_FILE, "config": CONFIG_FILE,
-         "fusion": cfg.fusion.name, "lora_merged": True}, indent=2))
+         "fusion": cfg.fusion.name, "lora_merged": True,
+         "vision": VISION_DIR if tower_prefix is not None else None,
+         "vision_prefix": tower_prefix}, indent=2))
     return out
 
 
@@ -110,6 +150,9 @@ def load_exported(out_dir: str | Path, dtype: torch.dtype = torch.float32) -> EC
                               f"reads version {EXPORT_VERSION}")
     raw = yaml.safe_load((root / str(info["config"])).read_text()) or {}
     cfg: ExperimentConfig = from_dict(raw)
+    if info.get("vision"):  # the tower saved next to the weights, wherever the folder lives
+        cfg = replace(cfg, encoder=replace(cfg.encoder, image=replace(
+            cfg.encoder.image, source="path", path=str(root / str(info["vision"])))))
     llm_dir = root / str(info["llm"])
     tokenizer = load_tokenizer(llm_dir)
     llm = AutoModelForCausalLM.from_pretrained(str(llm_dir), dtype=dtype)
@@ -121,10 +164,17 @@ def load_exported(out_dir: str | Path, dtype: torch.dtype = torch.float32) -> EC
     for name in COMPONENTS:
         prefix = f"{name}."
         part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        skip = info.get("vision_prefix") if name == "encoder" else None
         try:
-            getattr(model, name).load_state_dict(part, strict=True)
+            result = getattr(model, name).load_state_dict(part, strict=not skip)
         except RuntimeError as exc:
             raise CheckpointError(f"{root / str(info['ecg'])}: {name} weights do not fit the "
                                   f"exported config: {exc}") from exc
+        if skip:  # only the tower (loaded from vision/) may be absent, nothing unexpected
+            bad = [k for k in result.missing_keys if not k.startswith(skip)]
+            if bad or result.unexpected_keys:
+                raise CheckpointError(f"{root / str(info['ecg'])}: encoder weights do not fit: "
+                                      f"missing {bad[:5]}, unexpected "
+                                      f"{result.unexpected_keys[:5]}")
     model.requires_grad_(False)
     return model.to(dtype).eval()
