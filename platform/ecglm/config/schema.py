@@ -155,8 +155,10 @@ class EncoderConfig:
         _require(0.0 <= self.lead_mask_prob < 1.0, "encoder.lead_mask_prob", "must be in [0, 1)")
 
 
-MAPPER_NAME = re.compile(r"^(et_mapper|linear|mlp([1-9][0-9]*)x_gelu|gem_projector|head_tile)$")
-"""Accepted ``mapper.name`` values (``mlpNx_gelu``: N linear layers with GELU between)."""
+MLP_NAME = re.compile(r"^mlp([1-9][0-9]*)x_gelu$")
+"""``mlpNx_gelu``: N linear layers with GELU between (group 1: N)."""
+MAPPER_NAMES = ("et_mapper", "linear", "gem_projector", "head_tile")
+"""Accepted ``mapper.name`` values besides ``mlpNx_gelu``."""
 
 
 @dataclass
@@ -188,11 +190,10 @@ class MapperConfig:
     """gem_projector: the shared projector (``linear`` or ``mlpNx_gelu``)."""
 
     def __post_init__(self) -> None:
-        _require(bool(MAPPER_NAME.match(self.name)), "mapper.name",
+        _require(self.name in MAPPER_NAMES or bool(MLP_NAME.match(self.name)), "mapper.name",
                  f"must be et_mapper, linear, mlpNx_gelu (N >= 1), gem_projector or head_tile, "
                  f"got {self.name!r}")
-        _require(self.projector == "linear" or bool(re.match(r"^mlp[1-9][0-9]*x_gelu$",
-                                                             self.projector)),
+        _require(self.projector == "linear" or bool(MLP_NAME.match(self.projector)),
                  "mapper.projector", f"must be linear or mlpNx_gelu, got {self.projector!r}")
         _require(self.n_tokens > 0 or (self.n_tokens == 0 and self.name not in
                                         ("et_mapper", "head_tile")),

@@ -35,7 +35,7 @@ class DualEncoder(ECGEncoder):
 
     def __init__(self, cfg: EncoderConfig, fs: float = 500.0,
                  cache_dir: str | Path = ".cache/models") -> None:
-        super().__init__(cfg.lead_mask_prob)
+        super().__init__(0.0)  # masking happens inside self.ts (encoder.lead_mask_prob)
         self.ts = TSTransformerEncoder(cfg)
         self.image = ImageEncoder(cfg.image, fs=fs, cache_dir=cache_dir)
 

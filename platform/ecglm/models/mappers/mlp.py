@@ -3,15 +3,13 @@ GEM projector shares: MLP construction and token-sequence pooling."""
 
 from __future__ import annotations
 
-import re
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ecglm.config.schema import ConfigError, MapperConfig
+from ecglm.config.schema import MLP_NAME, ConfigError, MapperConfig
 from ecglm.models.encoders.base import EncoderOutput, ModelInputError
 
-_MLP_NAME = re.compile(r"^mlp([1-9][0-9]*)x_gelu$")
 
 
 def mlp_depth(name: str, key: str = "mapper.name") -> int:
@@ -22,7 +20,7 @@ def mlp_depth(name: str, key: str = "mapper.name") -> int:
     """
     if name == "linear":
         return 1
-    match = _MLP_NAME.match(name)
+    match = MLP_NAME.match(name)
     if match is None:
         raise ConfigError(f"{key}: expected linear or mlpNx_gelu (N >= 1), got {name!r}")
     return int(match.group(1))
