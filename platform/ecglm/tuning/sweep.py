@@ -107,8 +107,15 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
                       "step": m.get("step"), "iterations": m.get("training_iteration"),
                       "early_stopped": False})
     uri = cfg.tracking.tracking_uri
-    for row in table:  # trials stopped early by the scheduler never reached end_run
-        if row["mlflow_run_id"] and mlflow_run.run_status(uri, row["mlflow_run_id"]) == "RUNNING":
+    for row in table:
+        # a trial the scheduler stopped (fewer reports than a full run, no Tune error) was
+        # interrupted: its run either never reached end_run (RUNNING) or, when the stop
+        # reached it inside trainer.fit(), was closed FAILED by run_training; both are KILLED
+        stopped = row["iterations"] is not None and int(row["iterations"]) < n_reports
+        if not row["mlflow_run_id"]:
+            continue
+        status = mlflow_run.run_status(uri, row["mlflow_run_id"])
+        if status == "RUNNING" or (stopped and status == "FAILED"):
             mlflow_run.set_tags(uri, row["mlflow_run_id"], {"ecglm.early_stopped": "true"})
             mlflow_run.end_run(uri, row["mlflow_run_id"], "KILLED")
             row["early_stopped"] = True
