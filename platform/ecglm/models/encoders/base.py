@@ -48,6 +48,17 @@ class EncoderOutput(NamedTuple):
     image_tokens: Optional[Tensor] = None
 
 
+def transformer_stack(d_model: int, n_heads: int, n_layers: int, dropout: float) -> nn.Module:
+    """``n_layers`` pre-norm GELU transformer encoder layers (feed-forward ``4 * d_model``,
+    batch first) over ``(B, L, d_model)``; ``nn.Identity`` when ``n_layers`` is 0."""
+    if n_layers <= 0:
+        return nn.Identity()
+    layer = nn.TransformerEncoderLayer(
+        d_model=d_model, nhead=n_heads, dim_feedforward=4 * d_model, dropout=dropout,
+        activation="gelu", batch_first=True, norm_first=True)
+    return nn.TransformerEncoder(layer, num_layers=n_layers, enable_nested_tensor=False)
+
+
 def check_ecg_input(x: Tensor, min_samples: int = 1) -> None:
     """Raise :class:`ModelInputError` unless ``x`` is ``(B, 12, T)`` with ``B >= 1`` and
     ``T >= min_samples``."""

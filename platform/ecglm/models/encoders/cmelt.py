@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ecglm.config.schema import EncoderConfig
-from ecglm.models.encoders.base import N_LEADS, ECGEncoder, EncoderOutput, check_ecg_input
+from ecglm.models.encoders.base import (N_LEADS, ECGEncoder, EncoderOutput, check_ecg_input,
+                                        transformer_stack)
 
 
 def _group_count(channels: int, max_groups: int = 32) -> int:
@@ -71,14 +72,7 @@ class CMELTEncoder(ECGEncoder):
         self.proj = nn.Linear(c_in, cfg.d_model)
         self.proj_norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
-        if cfg.n_layers > 0:
-            layer = nn.TransformerEncoderLayer(
-                d_model=cfg.d_model, nhead=cfg.n_heads, dim_feedforward=4 * cfg.d_model,
-                dropout=cfg.dropout, activation="gelu", batch_first=True, norm_first=True)
-            self.transformer: nn.Module = nn.TransformerEncoder(
-                layer, num_layers=cfg.n_layers, enable_nested_tensor=False)
-        else:
-            self.transformer = nn.Identity()
+        self.transformer = transformer_stack(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.dropout)
         self.out_norm = nn.LayerNorm(cfg.d_model)
 
     @property

@@ -20,9 +20,6 @@ Towers:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -42,6 +39,7 @@ from ecglm.config.schema import ConfigError, ImageEncoderConfig
 from ecglm.features.validation import SignalError
 from ecglm.models.encoders.base import ECGEncoder, EncoderOutput, ModelInputError, check_ecg_input
 from ecglm.render.image import render_12lead
+from ecglm.utils.cache_dirs import write_atomically
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 """OpenAI CLIP's RGB pixel mean (used when the tower folder has no preprocessor config)."""
@@ -87,10 +85,6 @@ def _tiny_vision_config(image: ImageEncoderConfig) -> CLIPVisionConfig:
         patch_size=tiny.patch_size, image_size=image.image_size)
 
 
-def _is_ready(folder: Path) -> bool:
-    return (folder / MARKER_FILE).is_file() and (folder / "config.json").is_file()
-
-
 def write_tiny_tower(image: ImageEncoderConfig, cache_dir: str | Path) -> Path:
     """Write the tiny random CLIP vision tower once and return its folder.
 
@@ -102,31 +96,17 @@ def write_tiny_tower(image: ImageEncoderConfig, cache_dir: str | Path) -> Path:
         ConfigError: the tiny sizes do not fit together (heads, patch size).
     """
     target = tiny_tower_dir(image, cache_dir)
-    if _is_ready(target):
-        return target
     config = _tiny_vision_config(image)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+
+    def build(tmp: Path) -> dict:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(TINY_INIT_SEED)
             model = CLIPVisionModel(config)
         model.save_pretrained(str(tmp))
-        (tmp / MARKER_FILE).write_text(json.dumps(
-            {"source": "tiny", "tiny": asdict(image.tiny), "image_size": image.image_size,
-             "version": TINY_FORMAT_VERSION, "seed": TINY_INIT_SEED}, indent=2, sort_keys=True))
-        tmp.chmod(0o755)  # mkdtemp creates 0700; let other users read the cache
-        for item in tmp.iterdir():
-            item.chmod(0o644)
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not _is_ready(target):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
+        return {"source": "tiny", "tiny": asdict(image.tiny), "image_size": image.image_size,
+                "version": TINY_FORMAT_VERSION, "seed": TINY_INIT_SEED}
+
+    return write_atomically(target, build, MARKER_FILE)
 
 
 def tower_source(image: ImageEncoderConfig, cache_dir: str | Path) -> str:

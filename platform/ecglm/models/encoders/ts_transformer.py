@@ -16,6 +16,7 @@ from ecglm.models.encoders.base import (
     N_LEADS,
     ECGEncoder,
     EncoderOutput,
+    transformer_stack,
     ModelInputError,
     check_ecg_input,
 )
@@ -43,14 +44,7 @@ class TSTransformerEncoder(ECGEncoder):
         self.positions = nn.Parameter(torch.zeros(self.max_patches, cfg.d_model))
         nn.init.normal_(self.positions, std=0.02)
         self.dropout = nn.Dropout(cfg.dropout)
-        if cfg.n_layers > 0:
-            layer = nn.TransformerEncoderLayer(
-                d_model=cfg.d_model, nhead=cfg.n_heads, dim_feedforward=4 * cfg.d_model,
-                dropout=cfg.dropout, activation="gelu", batch_first=True, norm_first=True)
-            self.transformer: nn.Module = nn.TransformerEncoder(
-                layer, num_layers=cfg.n_layers, enable_nested_tensor=False)
-        else:
-            self.transformer = nn.Identity()
+        self.transformer = transformer_stack(cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.dropout)
         self.out_norm = nn.LayerNorm(cfg.d_model)
 
     @property
