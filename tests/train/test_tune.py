@@ -39,7 +39,7 @@ def test_sweep_two_trials(ray_session, tiny_root: Path) -> None:
         if row["early_stopped"]:  # ASHA stopped it: closed as KILLED by the sweep driver
             assert child.info.status == "KILLED"
         else:
-            assert child.info.status == "FINISHED"
+            assert child.info.status == "FINISHED", (row, child.info.status)
             assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"checkpoint"}
     assert len({row["mlflow_run_id"] for row in res.table}) == 2
     best_row = next(r for r in res.table if r["mlflow_run_id"] == res.best_mlflow_run_id)

@@ -108,14 +108,15 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
                       "early_stopped": False})
     uri = cfg.tracking.tracking_uri
     for row in table:
-        # a trial the scheduler stopped (fewer reports than a full run, no Tune error) was
-        # interrupted: its run either never reached end_run (RUNNING) or, when the stop
-        # reached it inside trainer.fit(), was closed FAILED by run_training; both are KILLED
-        stopped = row["iterations"] is not None and int(row["iterations"]) < n_reports
+        # Trials that raised are in grid.errors (the sweep failed above), so a run that is not
+        # FINISHED here was interrupted by the scheduler: ASHA stops losers at a rung and every
+        # trial at max_t, possibly while run_training is still finishing up. Its MLflow run then
+        # never reached end_run (RUNNING) or, when the stop surfaced inside trainer.fit(), was
+        # closed FAILED by run_training; both become KILLED.
         if not row["mlflow_run_id"]:
             continue
         status = mlflow_run.run_status(uri, row["mlflow_run_id"])
-        if status == "RUNNING" or (stopped and status == "FAILED"):
+        if status in ("RUNNING", "FAILED"):
             mlflow_run.set_tags(uri, row["mlflow_run_id"], {"ecglm.early_stopped": "true"})
             mlflow_run.end_run(uri, row["mlflow_run_id"], "KILLED")
             row["early_stopped"] = True
