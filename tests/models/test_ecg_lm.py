@@ -21,6 +21,7 @@ from ecglm.models import (
     encode_prompt,
     encode_train_example,
 )
+from tests.models.test_fusion import manual_greedy
 
 Signals = Callable[..., torch.Tensor]
 
@@ -181,24 +182,6 @@ def test_trainable_state_roundtrip_into_fresh_model(make_cfg: Callable[..., Expe
         fresh.load_trainable(tmp_path / "nope.safetensors")
 
 
-def _manual_greedy(model: ECGLanguageModel, signals: torch.Tensor, ecg_mask: torch.Tensor,
-                   prompt: list[int], steps: int) -> list[int]:
-    """Reference decoder: full forward pass per step, argmax of the last position."""
-    ids = list(prompt)
-    new: list[int] = []
-    eos = model.tokenizer.eos_token_id
-    for _ in range(steps):
-        input_ids = torch.tensor([ids])
-        with torch.no_grad():
-            logits = model(signals, ecg_mask, input_ids, torch.ones_like(input_ids)).logits
-        token = int(logits[0, -1].argmax())
-        if token == eos:
-            break
-        new.append(token)
-        ids.append(token)
-    return new
-
-
 def test_generate_equals_manual_greedy(tiny_model: ECGLanguageModel,
                                        make_signals: Signals) -> None:
     batch = _prompts(tiny_model)
@@ -211,7 +194,7 @@ def test_generate_equals_manual_greedy(tiny_model: ECGLanguageModel,
                                   max_new_tokens=steps)
     for row in range(2):
         prompt = batch["input_ids"][row, : lengths[row]].tolist()
-        ref = _manual_greedy(tiny_model, signals[row:row + 1], ecg_mask[row:row + 1], prompt,
+        ref = manual_greedy(tiny_model, signals[row:row + 1], ecg_mask[row:row + 1], prompt,
                              steps)
         assert got[row] == ref
         assert 0 < len(ref) <= steps
