@@ -1,5 +1,7 @@
 """``ecglm`` command line: ``ecglm <command> CONFIG [dotted.key=value ...]``.
 
+Argument parsing only: each command runs one recipe (:mod:`ecglm.recipes`).
+
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
 ``export``, ``data shard``, ``data check``, ``serve``, ``demo``. ``--tiny`` shrinks any preset.
 Bad configs exit with status 2 and a message naming the dotted key.
@@ -11,128 +13,94 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from ecglm.config import ConfigError, ExperimentConfig, load_config
+from ecglm.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    parse_cli_overrides,
+)
+from ecglm.pretrain.data import PretrainDataError
+from ecglm.recipes import (
+    check,
+    demo,
+    evaluate,
+    export,
+    expertqa,
+    pretrain,
+    serve,
+    shard,
+    train,
+    tune,
+)
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
     return load_config(args.config, args.overrides, tiny=bool(getattr(args, "tiny", False)))
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from ecglm.workflows import train_and_evaluate
-
-    out = train_and_evaluate(_load(args), evaluate=not args.no_eval)
-    print(json.dumps(out, indent=2))
+def _print(data: Any) -> int:
+    print(json.dumps(data, indent=2, default=str))
     return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _print(train.run(_load(args), evaluate=not args.no_eval))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ecglm.workflows import evaluate_checkpoint
-
-    print(json.dumps(evaluate_checkpoint(_load(args), args.checkpoint), indent=2))
-    return 0
+    return _print(evaluate.run(_load(args), args.checkpoint))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ecglm.evaluation.run import load_model, resolve_checkpoint
-    from ecglm.models.export import export_merged
-
-    cfg = _load(args)
-    folder, run_id = resolve_checkpoint(cfg, args.checkpoint)
-    out = export_merged(load_model(cfg, folder), args.out, in_place=True)
-    print(json.dumps({"checkpoint": str(folder), "mlflow_run_id": run_id, "out": str(out)},
-                     indent=2))
-    return 0
+    return _print(export.run(_load(args), args.checkpoint, args.out))
 
 
 def _cmd_eval_expertqa(args: argparse.Namespace) -> int:
-    from ecglm.data.expertqa import load_expert_qa
-    from ecglm.evaluation.expertqa import (attach_predictions, load_predictions,
-                                           reference_rows, score_expert_qa)
-    from ecglm.evaluation.judging import build_judge
-
-    cfg = _load(args)
     try:
-        rows, missing = attach_predictions(reference_rows(load_expert_qa(args.data)),
-                                           load_predictions(args.predictions))
+        out = expertqa.run(_load(args), args.data, args.predictions)
     except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    judge, judge_error = None, None
-    try:
-        judge = build_judge(cfg.evaluation.judge, cfg.evaluation.judge_model_path)
-    except Exception as exc:  # recorded in the output, text metrics still computed
-        judge_error = f"{type(exc).__name__}: {exc}"
-    metrics = score_expert_qa(rows, judge=judge)
-    print(json.dumps({"data": str(args.data), "predictions": str(args.predictions),
-                      "n_rows": len(rows), "n_missing": len(missing),
-                      "missing": missing[:20], "judge": cfg.evaluation.judge,
-                      "judge_error": judge_error, "metrics": metrics}, indent=2))
-    return 0
+    return _print(out)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from ecglm.tuning.sweep import run_sweep
-
-    res = run_sweep(_load(args))
-    print(json.dumps({"best": res.best_overrides, "best_metric": res.best_metric,
-                      "best_mlflow_run_id": res.best_mlflow_run_id,
-                      "sweep_mlflow_run_id": res.parent_run_id, "trials": res.table}, indent=2))
-    return 0
+    return _print(tune.run(_load(args)))
 
 
 def _cmd_shard(args: argparse.Namespace) -> int:
-    from ecglm.config.paths import resolve_paths
-    from ecglm.data.shards import build_shards
-    from ecglm.utils.ray_env import init_ray
-
-    cfg = resolve_paths(_load(args))
-    init_ray(cfg.train.ray_num_cpus)
-    shards = build_shards(cfg)
-    print(json.dumps({"root": str(shards.root), **shards.manifest}, indent=2, default=str))
-    return 0
+    return _print(shard.run(_load(args)))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from ecglm.config import apply_overrides, parse_cli_overrides
-    from ecglm.data.check import run_check
-
     cfg = (load_config(args.config, args.set) if args.config
            else apply_overrides(ExperimentConfig(), parse_cli_overrides(args.set)))
-    fs = args.fs or cfg.data.fs
-    seconds = args.seconds or cfg.data.seconds
-    print(run_check(args.paths, cfg.data.normalize, fs, int(round(fs * seconds))), flush=True)
+    print(check.run(cfg, args.paths, args.fs, args.seconds), flush=True)
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ecglm.workflows import serve_forever
-
-    serve_forever(_load(args), args.checkpoint)
+    serve.run(_load(args), args.checkpoint)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ecglm.workflows import run_demo
-
-    run_demo(_load(args))
+    demo.run(_load(args))
     return 0
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from ecglm.pretrain.data import PretrainDataError
-    from ecglm.pretrain.run import run_pretraining
-
     try:
-        res = run_pretraining(_load(args))
+        out = pretrain.run(_load(args))
     except PretrainDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"mlflow_run_id": res.run_id, "encoder_path": str(res.encoder_path),
-                      "output_dir": str(res.output_dir), "metrics": res.metrics}, indent=2))
-    return 0
+    return _print(out)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -321,9 +321,22 @@ class TextTargetConfig:
     tokens quarantined (listed in the task manifest, never dropped silently)."""
     n_instructions: Optional[int] = None
     """Use the first N instructions of the task's rephrased pool (``null``: all of it)."""
+    classes: list[str] = field(default_factory=lambda: ["NORM", "MI", "STTC", "CD", "HYP"])
+    """``task: classify``: the label vocabulary, in answer order. A record has a class when its
+    PTB-XL diagnostic superclass (through ``scp_statements.csv``) or one of its SCP codes is
+    that name, so superclasses (default) and statement codes (``[SR, AFIB, 1AVB, ...]``) both
+    work; the synthetic set (no statement table) only has codes."""
+    min_likelihood: float = 50.0
+    """``task: classify``: diagnostic statements below this likelihood (0-100) are ignored
+    (form and rhythm statements carry 0 and always count)."""
 
     def __post_init__(self) -> None:
         _require(self.min_tokens >= 0, "targets.min_tokens", "must be >= 0")
+        _require(len(self.classes) > 0 and len(set(self.classes)) == len(self.classes)
+                 and all(c and c.strip() == c and "," not in c for c in self.classes),
+                 "targets.classes", "must be distinct non-empty names without commas")
+        _require(0.0 <= self.min_likelihood <= 100.0, "targets.min_likelihood",
+                 "must be in [0, 100]")
         _require(self.n_instructions is None or self.n_instructions > 0,
                  "targets.n_instructions", "must be > 0 or null")
 
@@ -552,9 +565,11 @@ class ExperimentConfig:
 
     name: str = "quickstart"
     seed: int = 0
-    task: Literal["qa", "report", "grounding"] = "qa"
+    task: Literal["qa", "report", "grounding", "classify"] = "qa"
     """``qa``: ECG question answering (ECG-QA, Q-HEART); ``report``: report generation from
-    instructions (MEIT); ``grounding``: feature-grounded interpretation (GEM)."""
+    instructions (MEIT); ``grounding``: feature-grounded interpretation (GEM); ``classify``:
+    multi-label classification answered as text (``targets.classes``). Each is a plugin in
+    :mod:`ecglm.tasks`."""
     output_dir: str = "runs"
     """Per-run outputs (summaries, checkpoints copied for serving)."""
     data: DataConfig = field(default_factory=DataConfig)

@@ -19,6 +19,7 @@ from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
+from ecglm.data.rows import QARow
 from ecglm.evaluation.qa import Prediction, exact_match, normalise_answer
 
 
@@ -27,9 +28,9 @@ class QABaseline(Protocol):
 
     name: str
 
-    def fit(self, rows: Sequence[dict]) -> "QABaseline": ...
+    def fit(self, rows: Sequence[QARow]) -> "QABaseline": ...
 
-    def answer(self, row: dict) -> list[str]: ...
+    def answer(self, row: QARow) -> list[str]: ...
 
 
 def _key(answer: Any) -> frozenset[str]:
@@ -52,16 +53,16 @@ class MajorityBaseline:
         self.by_type: dict[str, frozenset[str]] = {}
         self.overall: frozenset[str] = frozenset()
 
-    def fit(self, rows: Sequence[dict]) -> "MajorityBaseline":
+    def fit(self, rows: Sequence[QARow]) -> "MajorityBaseline":
         if not rows:
             raise ValueError("baselines: the training split has no QA rows")
         tpl: dict[Any, Counter] = defaultdict(Counter)
         typ: dict[str, Counter] = defaultdict(Counter)
         allc: Counter = Counter()
         for r in rows:
-            k = _key(r["answer"])
-            tpl[r.get("template_id")][k] += 1
-            typ[str(r["question_type"])][k] += 1
+            k = _key(r.answer)
+            tpl[r.template_id][k] += 1
+            typ[r.question_type][k] += 1
             allc[k] += 1
         pick = lambda c: max(c.items(), key=lambda kv: (kv[1], sorted(kv[0])))[0]  # noqa: E731
         self.by_template = {t: pick(c) for t, c in tpl.items()}
@@ -69,11 +70,11 @@ class MajorityBaseline:
         self.overall = pick(allc)
         return self
 
-    def answer(self, row: dict) -> list[str]:
-        ans = self.by_template.get(row.get("template_id"))
+    def answer(self, row: QARow) -> list[str]:
+        ans = self.by_template.get(row.template_id)
         if ans is None:
-            ans = self.by_type.get(str(row["question_type"]), self.overall)
-        return _restrict(ans, list(row["options"]))
+            ans = self.by_type.get(row.question_type, self.overall)
+        return _restrict(ans, list(row.options))
 
 
 class BlindBaseline:
@@ -92,30 +93,30 @@ class BlindBaseline:
         self.models: dict[str, Any] = {}
         self.constant: dict[str, float] = {}
 
-    def fit(self, rows: Sequence[dict]) -> "BlindBaseline":
+    def fit(self, rows: Sequence[QARow]) -> "BlindBaseline":
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
 
         if not rows:
             raise ValueError("baselines: the training split has no QA rows")
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), max_features=self.max_features)
-        x = self.vectorizer.fit_transform([str(r["question"]) for r in rows])
-        options = sorted({str(o).strip().lower() for r in rows for o in r["options"]})
+        x = self.vectorizer.fit_transform([r.question for r in rows])
+        options = sorted({str(o).strip().lower() for r in rows for o in r.options})
         for opt in options:
             idx = [i for i, r in enumerate(rows)
-                   if opt in {str(o).strip().lower() for o in r["options"]}]
-            y = np.array([opt in _key(rows[i]["answer"]) for i in idx], dtype=int)
+                   if opt in {str(o).strip().lower() for o in r.options}]
+            y = np.array([opt in _key(rows[i].answer) for i in idx], dtype=int)
             if y.min() == y.max():          # always / never the answer when offered
                 self.constant[opt] = float(y[0])
                 continue
             self.models[opt] = LogisticRegression(C=self.c, max_iter=500).fit(x[idx], y)
         return self
 
-    def probabilities(self, row: dict) -> dict[str, float]:
+    def probabilities(self, row: QARow) -> dict[str, float]:
         """Option (as spelled in the row) -> probability of being in the answer."""
-        x = self.vectorizer.transform([str(row["question"])])
+        x = self.vectorizer.transform([row.question])
         out: dict[str, float] = {}
-        for o in row["options"]:
+        for o in row.options:
             k = str(o).strip().lower()
             if k in self.models:
                 out[str(o)] = float(self.models[k].predict_proba(x)[0, 1])
@@ -123,7 +124,7 @@ class BlindBaseline:
                 out[str(o)] = self.constant.get(k, 0.0)
         return out
 
-    def answer(self, row: dict) -> list[str]:
+    def answer(self, row: QARow) -> list[str]:
         probs = self.probabilities(row)
         if not probs:
             return []
@@ -131,19 +132,18 @@ class BlindBaseline:
         return sorted(chosen) if chosen else [max(probs.items(), key=lambda kv: kv[1])[0]]
 
 
-def predict_baseline(model: QABaseline, rows: Sequence[dict]) -> list[Prediction]:
+def predict_baseline(model: QABaseline, rows: Sequence[QARow]) -> list[Prediction]:
     """Answer every row with ``model`` and mark exact matches (same scorer as the models)."""
     preds = []
     for r in rows:
         ans = model.answer(r)
-        gold = [str(a) for a in r["answer"]]
-        preds.append(Prediction(int(r["sample_id"]), str(r["question_type"]),
-                                str(r["attribute_type"]), str(r["question"]), gold,
+        gold = [str(a) for a in r.answer]
+        preds.append(Prediction(r.sample_id, r.question_type, r.attribute_type, r.question, gold,
                                 ", ".join(ans), list(ans), exact_match(ans, gold)))
     return preds
 
 
-def fit_qa_baselines(train_rows: Sequence[dict]) -> dict[str, QABaseline]:
+def fit_qa_baselines(train_rows: Sequence[QARow]) -> dict[str, QABaseline]:
     """Majority and blind baselines fitted on the training split."""
     return {"majority": MajorityBaseline().fit(train_rows),
             "blind": BlindBaseline().fit(train_rows)}

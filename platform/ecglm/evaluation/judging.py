@@ -18,7 +18,7 @@ import html
 from typing import Any, Optional, Sequence
 
 from ecglm.evaluation.judge import CRITERIA, Judge, LocalHFJudge, OpenAIJudge
-from ecglm.evaluation.run import EvalSection
+from ecglm.evaluation.writer import EvalSection
 
 CRITERIA_SET = "m2m"
 """Criteria set used for QA answers and ECG-Expert-QA."""

@@ -7,14 +7,9 @@ prediction must say ``none`` to match it: an unparseable generation (empty set) 
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Sequence
-
-import torch
-
-from ecglm.config import ExperimentConfig
 
 
 def normalise_answer(answer: Iterable[str]) -> frozenset[str]:
@@ -61,52 +56,6 @@ def score(predictions: Sequence[Prediction]) -> dict[str, float]:
         out["em/type_avg"] = sum(out[f"em/{t}"] for t in by_type) / len(by_type)
         out["n/overall"] = float(len(predictions))
     return out
-
-
-@torch.no_grad()
-def generate_texts(model: Any, rows: Sequence[dict], cfg: ExperimentConfig) -> list[str]:
-    """Greedy generation from the evaluation prompt of every row (QA items or generation-task
-    records), ``evaluation.batch_size`` at a time, with progress lines (rows/s, ETA).
-
-    Args:
-        model: an :class:`~ecglm.models.ecg_lm.ECGLanguageModel` (put in eval mode here).
-        rows: shard rows with ``retrieved_reports``.
-    """
-    from ecglm.train.batches import prompt_batch
-
-    model.eval()
-    out: list[str] = []
-    bs = cfg.evaluation.batch_size
-    t0 = time.perf_counter()
-    for i in range(0, len(rows), bs):
-        batch = prompt_batch(list(rows[i : i + bs]), model.tokenizer, cfg)
-        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
-        # input_ids, attention_mask and, with fusion.position=placeholder, prefix_at
-        out += model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)
-        rate = len(out) / max(time.perf_counter() - t0, 1e-9)
-        print(f"[eval] {len(out)}/{len(rows)} generated ({rate:.2f}/s, ETA "
-              f"{(len(rows) - len(out)) / max(rate, 1e-9):.0f}s)", flush=True)
-    return out
-
-
-def predict(model: Any, rows: list[dict], cfg: ExperimentConfig) -> list[Prediction]:
-    """Generate an answer for every QA row and parse it into the row's option set.
-
-    Args:
-        model: an :class:`~ecglm.models.ecg_lm.ECGLanguageModel`.
-        rows: QA shard rows with ``retrieved_reports``.
-    """
-    from ecglm.models.prompting import parse_answer
-
-    preds: list[Prediction] = []
-    for r, text in zip(rows, generate_texts(model, rows, cfg)):
-        options = list(r["options"])
-        parsed = sorted(parse_answer(text, options))
-        gold = list(r["answer"])
-        preds.append(Prediction(int(r["sample_id"]), str(r["question_type"]),
-                                str(r["attribute_type"]), str(r["question"]), gold, text,
-                                parsed, exact_match(parsed, gold)))
-    return preds
 
 
 def predictions_table(predictions: Sequence[Prediction]) -> list[dict[str, Any]]:

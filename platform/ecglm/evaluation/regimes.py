@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from typing import Sequence
+from typing import Sequence, TypeVar
+
+from ecglm.data.rows import ECGRow
+
+Row = TypeVar("Row", bound=ECGRow)
+"""A typed row (:mod:`ecglm.data.rows`); strata are read as attributes."""
 
 REGIMES = ("full", "ten_percent")
 
 
-def stratified_subset(rows: Sequence[dict], fraction: float, seed: int,
-                      key: str = "question_type") -> list[dict]:
+def stratified_subset(rows: Sequence[Row], fraction: float, seed: int,
+                      key: str = "question_type") -> list[Row]:
     """A seeded ``fraction`` of ``rows`` per value of ``rows[i][key]`` (at least one each).
 
     Args:
@@ -27,7 +32,7 @@ def stratified_subset(rows: Sequence[dict], fraction: float, seed: int,
         raise ValueError(f"stratified_subset: fraction must be in (0, 1], got {fraction}")
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(rows):
-        groups[str(r[key])].append(i)
+        groups[str(getattr(r, key))].append(i)
     keep: set[int] = set()
     for name in sorted(groups):
         idx = groups[name]
@@ -36,7 +41,7 @@ def stratified_subset(rows: Sequence[dict], fraction: float, seed: int,
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def select_regime(rows: Sequence[dict], regime: str, seed: int) -> list[dict]:
+def select_regime(rows: Sequence[Row], regime: str, seed: int) -> list[Row]:
     """The rows evaluated under ``regime`` (``full`` | ``ten_percent``)."""
     if regime == "full":
         return list(rows)

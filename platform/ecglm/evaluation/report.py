@@ -30,12 +30,13 @@ def _plt() -> Any:
     return plt
 
 
-def fig_to_data_uri(fig: Any) -> str:
-    """PNG data URI of a matplotlib figure (the figure is closed)."""
+def fig_to_data_uri(fig: Any, close: bool = True) -> str:
+    """PNG data URI of a matplotlib figure (closed unless ``close`` is False)."""
     plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
+    if close:
+        plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -160,7 +161,17 @@ def write_report(path: Path, title: str, info: dict[str, Any],
                  systems: dict[str, list[Prediction]], metrics: dict[str, dict[str, float]],
                  examples: Sequence[dict[str, Any]] = (),
                  extra_sections: Sequence[tuple[str, str]] = ()) -> Path:
-    """Write the HTML report.
+    """Write :func:`render_report` to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(title, info, systems, metrics, examples, extra_sections),
+                    encoding="utf-8")
+    return path
+
+
+def render_report(title: str, info: dict[str, Any], systems: dict[str, list[Prediction]],
+                  metrics: dict[str, dict[str, float]], examples: Sequence[dict[str, Any]] = (),
+                  extra_sections: Sequence[tuple[str, str]] = ()) -> str:
+    """The HTML QA report.
 
     Args:
         info: key -> value shown at the top (checkpoint, run id, split...).
@@ -205,19 +216,17 @@ def write_report(path: Path, title: str, info: dict[str, Any],
     for heading, body in extra_sections:
         parts.append(f"<h2>{html.escape(heading)}</h2>{body}")
     parts.append("</body></html>")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(parts), encoding="utf-8")
-    return path
+    return "\n".join(parts)
 
 
-def pick_examples(rows: Sequence[dict], preds: Sequence[Prediction], fs: float, n: int,
+def pick_examples(rows: Sequence[Any], preds: Sequence[Prediction], fs: float, n: int,
                   decode: Optional[Any] = None) -> list[dict[str, Any]]:
     """Up to ``n`` examples (first ECG of each row), alternating correct and wrong answers."""
     if n <= 0:
         return []
     if decode is None:
         from ecglm.data.sharding import decode_signals as decode
-    by_id = {int(r["sample_id"]): r for r in rows}
+    by_id = {int(r.sample_id): r for r in rows}
     good = [p for p in preds if p.correct]
     bad = [p for p in preds if not p.correct]
     chosen: list[Prediction] = []
@@ -228,7 +237,7 @@ def pick_examples(rows: Sequence[dict], preds: Sequence[Prediction], fs: float, 
     out = []
     for p in chosen:
         r = by_id[p.sample_id]
-        sig = decode(r["signals"], int(r["n_ecg"]), int(r["n_samples"]))[0]
+        sig = decode(r.signals, int(r.n_ecg), int(r.n_samples))[0]
         out.append({"signal": sig, "fs": fs, "prediction": p,
-                    "reports": [str(x) for x in list(r.get("retrieved_reports") or [])]})
+                    "reports": [str(x) for x in r.retrieved_reports]})
     return out

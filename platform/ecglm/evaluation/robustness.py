@@ -7,18 +7,20 @@ over the recording. ``SNR = +inf`` adds nothing; a silent (all-zero) lead stays 
 The noise is seeded by ``(seed, ecg_id, SNR)``: the same ECG gets the same noise whichever QA
 row it appears in and whatever the row order, and re-running gives identical inputs.
 Noised rows are re-encoded into the shard format (int16 microvolts), so evaluation reuses the
-normal prediction path (:func:`ecglm.evaluation.qa.predict`) unchanged.
+normal prediction path (the QA task's ``predict``) unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ecglm.data.sharding import decode_signals, encode_signals
+from ecglm.data.rows import ECGRow
+from ecglm.data.sharding import encode_signals
 
 
 def snr_key(snr_db: float) -> str:
@@ -55,7 +57,7 @@ def add_gaussian_noise(signal: np.ndarray, snr_db: float, rng: np.random.Generat
     return (x + sigma * rng.standard_normal(x.shape)).astype(np.float32)
 
 
-def noisy_rows(rows: Sequence[dict], snr_db: float, seed: int) -> list[dict]:
+def noisy_rows(rows: Sequence[ECGRow], snr_db: float, seed: int) -> list[ECGRow]:
     """Copies of QA rows whose ``signals`` carry noise at ``snr_db``.
 
     Args:
@@ -65,12 +67,11 @@ def noisy_rows(rows: Sequence[dict], snr_db: float, seed: int) -> list[dict]:
     """
     out = []
     for r in rows:
-        n_ecg, n_samples = int(r["n_ecg"]), int(r["n_samples"])
-        sig = decode_signals(r["signals"], n_ecg, n_samples)     # (n_ecg, 12, T) mV
-        ids = [int(e) for e in list(r["ecg_ids"])]
-        noised = np.stack([add_gaussian_noise(sig[k], snr_db, noise_rng(seed, ids[k], snr_db))
-                           for k in range(n_ecg)])
-        out.append({**r, "signals": encode_signals(noised)})
+        sig = r.ecgs()                                           # (n_ecg, 12, T) mV
+        noised = np.stack([add_gaussian_noise(sig[k], snr_db,
+                                              noise_rng(seed, r.ecg_ids[k], snr_db))
+                           for k in range(r.n_ecg)])
+        out.append(dataclasses.replace(r, signals=encode_signals(noised)))
     return out
 
 
@@ -87,8 +88,8 @@ def measured_snr_db(clean: np.ndarray, noised: np.ndarray) -> float:
     return float(np.mean(10 * np.log10(ps[ok] / pn[ok]))) if ok.any() else math.inf
 
 
-def noise_curve(predict_fn: Callable[[list[dict]], Any], score_fn: Callable[[Any], dict],
-                rows: Sequence[dict], snrs_db: Sequence[float], seed: int
+def noise_curve(predict_fn: Callable[[list[ECGRow]], Any], score_fn: Callable[[Any], dict],
+                rows: Sequence[ECGRow], snrs_db: Sequence[float], seed: int
                 ) -> dict[str, dict[str, float]]:
     """Metrics at every SNR.
 

@@ -16,10 +16,38 @@ memory: fine for the laptop-scale shards; stream in batches before using on all 
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
-from ecglm.evaluation.run import EvalSection, load_model
+from ecglm.config import ExperimentConfig
+from ecglm.evaluation.classify import (
+    classification_report,
+    embed_signals,
+    find_statements,
+    read_records,
+    superclass_matrix,
+    zero_shot_eval,
+)
+from ecglm.evaluation.metrics import TextScorer
+from ecglm.evaluation.reports import report_section_data
+from ecglm.evaluation.transfer import load_cinc2021, transfer_eval, transfer_html
+from ecglm.evaluation.writer import EvalSection
+from ecglm.retrieval.build import load_retrieval_encoder
+
+
+@dataclass(frozen=True)
+class SectionInputs:
+    """What the optional sections read: the run's config, records Parquet, where the data came
+    from, the retrieval artifact and (lazily) the checkpoint's ECG encoder."""
+
+    cfg: ExperimentConfig
+    records: Path
+    source: str
+    neighbours: Mapping[int, Sequence[str]]
+    retrieval_dir: Path
+    encoder: Callable[[], Any]
+    """Returns the checkpoint's ECG encoder in eval mode (built on first use)."""
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -32,36 +60,25 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def report_generation_section(prep: Any) -> EvalSection:
+def report_generation_section(inp: SectionInputs) -> EvalSection:
     """Retrieved-report baseline scored with every text metric (BERTScore included)."""
-    from ecglm.evaluation.classify import read_records
-    from ecglm.evaluation.metrics import TextScorer
-    from ecglm.evaluation.reports import report_section_data
-
-    cfg = prep.cfg
-    recs = read_records(prep.shards.records, cfg.evaluation.split)
+    cfg = inp.cfg
+    recs = read_records(inp.records, cfg.evaluation.split)
     scorer = TextScorer(cfg.evaluation.bertscore_model, cfg.evaluation.bertscore_layers)
-    systems, body = report_section_data(recs.ecg_ids, recs.reports, prep.retrieval.neighbours,
-                                        scorer)
+    systems, body = report_section_data(recs.ecg_ids, recs.reports, inp.neighbours, scorer)
     return EvalSection("report_generation", "Report generation (records of the split)",
                        _flat(systems), systems, body)
 
 
-def classification_section(prep: Any, checkpoint_dir: Path) -> EvalSection:
+def classification_section(inp: SectionInputs) -> EvalSection:
     """Zero-shot superclass metrics (AUC/F1/Hamming) and text-label metrics."""
-    from ecglm.evaluation.classify import (classification_report, find_statements,
-                                           read_records, zero_shot_eval, embed_signals,
-                                           superclass_matrix)
-    from ecglm.retrieval.build import load_retrieval_encoder
-
-    cfg = prep.cfg
-    statements = find_statements([prep.shards.manifest.get("source", ""), cfg.data.shared_root])
-    train = read_records(prep.shards.records, "train")
-    test = read_records(prep.shards.records, cfg.evaluation.split)
-    first = [next(iter(prep.retrieval.neighbours.get(e, [])), "") for e in test.ecg_ids]
-    encoder = load_model(cfg, checkpoint_dir).encoder.eval()
-    rep = classification_report(encoder, train, test, statements, neighbour_reports=first)
-    base = load_retrieval_encoder(prep.retrieval.folder)
+    cfg = inp.cfg
+    statements = find_statements([inp.source, cfg.data.shared_root])
+    train = read_records(inp.records, "train")
+    test = read_records(inp.records, cfg.evaluation.split)
+    first = [next(iter(inp.neighbours.get(e, [])), "") for e in test.ecg_ids]
+    rep = classification_report(inp.encoder(), train, test, statements, neighbour_reports=first)
+    base = load_retrieval_encoder(inp.retrieval_dir)
     y_tr = superclass_matrix(train.scp_codes, statements)
     y_te = superclass_matrix(test.scp_codes, statements)
     zs = zero_shot_eval(embed_signals(base, train.signals), y_tr,
@@ -79,25 +96,20 @@ def classification_section(prep: Any, checkpoint_dir: Path) -> EvalSection:
                        body)
 
 
-def transfer_section(prep: Any, checkpoint_dir: Path) -> EvalSection:
+def transfer_section(inp: SectionInputs) -> EvalSection:
     """Zero-shot transfer of the superclass classifier to ``evaluation.transfer`` records,
     for the checkpoint's encoder and the retrieval encoder."""
-    from ecglm.evaluation.classify import (embed_signals, find_statements, read_records,
-                                           superclass_matrix)
-    from ecglm.evaluation.transfer import load_cinc2021, transfer_eval, transfer_html
-    from ecglm.retrieval.build import load_retrieval_encoder
-
-    cfg = prep.cfg
+    cfg = inp.cfg
     name = str(cfg.evaluation.transfer)
     root = Path(cfg.evaluation.transfer_root or Path(cfg.data.shared_root) / name)
     target = load_cinc2021(root, cfg.data.fs, int(round(cfg.data.fs * cfg.data.seconds)),
                            cfg.data.normalize)
-    statements = find_statements([prep.shards.manifest.get("source", ""), cfg.data.shared_root])
-    train = read_records(prep.shards.records, "train")
+    statements = find_statements([inp.source, cfg.data.shared_root])
+    train = read_records(inp.records, "train")
     y_tr = superclass_matrix(train.scp_codes, statements)
     results: dict[str, dict[str, Any]] = {}
-    for enc_name, enc in (("model", load_model(cfg, checkpoint_dir).encoder.eval()),
-                          ("retrieval_encoder", load_retrieval_encoder(prep.retrieval.folder))):
+    for enc_name, enc in (("model", inp.encoder()),
+                          ("retrieval_encoder", load_retrieval_encoder(inp.retrieval_dir))):
         results[enc_name] = transfer_eval(embed_signals(enc, train.signals), y_tr,
                                           embed_signals(enc, target.signals), target)
     metrics = {f"{enc}/{k}": float(v) for enc, r in results.items()
@@ -106,14 +118,14 @@ def transfer_section(prep: Any, checkpoint_dir: Path) -> EvalSection:
                        {"root": str(root), **results}, transfer_html(name, results))
 
 
-def build_sections(prep: Any, checkpoint_dir: Path) -> list[EvalSection]:
+def build_sections(inp: SectionInputs) -> list[EvalSection]:
     """The optional sections switched on in ``cfg.evaluation``."""
-    cfg = prep.cfg
+    cfg = inp.cfg
     out = []
     if cfg.evaluation.report_metrics:
-        out.append(report_generation_section(prep))
+        out.append(report_generation_section(inp))
     if cfg.evaluation.classification:
-        out.append(classification_section(prep, checkpoint_dir))
+        out.append(classification_section(inp))
     if cfg.evaluation.transfer:
-        out.append(transfer_section(prep, checkpoint_dir))
+        out.append(transfer_section(inp))
     return out

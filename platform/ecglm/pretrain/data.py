@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ecglm.data.splits import SPLITS
-from ecglm.data.tasks import statement_texts
+from ecglm.data.reference import statement_texts
 from ecglm.evaluation.classify import SUPERCLASSES, find_statements, superclass_matrix
 
 TextSource = Literal["report", "statements", "both"]
@@ -75,7 +75,7 @@ def load_statements(roots: Sequence[str | Path]) -> tuple[pd.DataFrame, str]:
 
 def statement_text(scp_codes: str | dict[str, float], statements: pd.DataFrame) -> str:
     """English descriptions of a record's SCP codes, highest likelihood first, ``", "``-joined
-    (the same text the report/grounding targets use, :func:`ecglm.data.tasks.statement_texts`).
+    (the same text the report/grounding targets use, :func:`ecglm.data.reference.statement_texts`).
     """
     return ", ".join(statement_texts(scp_codes or "{}", statements))
 

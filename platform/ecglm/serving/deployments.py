@@ -31,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 
 from ecglm.config import ExperimentConfig
 from ecglm.config.schema import DataConfig, ServeConfig
+from ecglm.data.rows import ECGRow
 from ecglm.retrieval.index import Hit, ReportIndex
 from ecglm.serving.validation import (
     RequestError,
@@ -40,6 +41,8 @@ from ecglm.serving.validation import (
     parse_json,
     validate_request,
 )
+from ecglm.tasks import get_task
+from ecglm.tasks.encode import prompt_ids_batch, row_prompt
 from ecglm.utils.ray_env import set_process_env
 
 logger = logging.getLogger("ray.serve")
@@ -77,18 +80,19 @@ class GenerationRequest:
     """``(1, P, d_llm)``."""
     prefix_mask: torch.Tensor
     """``(1, P)`` bool."""
-    question: str
-    options: list[str]
+    row: ECGRow
+    """The task's fields of the request (:meth:`ecglm.tasks.base.Task.request_row`)."""
     reports: list[str]
     """Retrieved reports, best first."""
 
 
 @dataclass(frozen=True)
 class Generation:
-    """Output of :class:`LLM`: the generated text and the options parsed from it (sorted)."""
+    """Output of :class:`LLM`: the generated text and the task's response fields."""
 
     generated: str
-    answer: list[str]
+    body: dict[str, Any]
+    """:meth:`ecglm.tasks.base.Task.response` of the text (e.g. the parsed answer)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -112,15 +116,11 @@ def retrieve(index: ReportIndex, embedding: np.ndarray, k: int,
     return index.search(query, k)[0]
 
 
-def qa_prompt(cfg: ExperimentConfig, tokenizer: Any, question: str, options: list[str],
-              reports: list[str]) -> str:
-    """The evaluation prompt for one single-ECG question (options as given, top-1 report):
-    :func:`ecglm.train.batches.row_prompt`, the builder training and evaluation use."""
-    from ecglm.train.batches import row_prompt
-
-    row = {"question": question, "options": list(options), "retrieved_reports": list(reports),
-           "n_ecg": 1}
-    return row_prompt(row, tokenizer, cfg, None)
+def serve_prompt(cfg: ExperimentConfig, tokenizer: Any, row: ECGRow,
+                 reports: list[str]) -> str:
+    """The evaluation prompt of one single-ECG request (task fields as given, top-1 report):
+    :func:`ecglm.tasks.encode.row_prompt`, the builder training and evaluation use."""
+    return row_prompt(get_task(cfg.task), row.with_reports(reports), tokenizer, cfg, None)
 
 
 def route(request: Request) -> str:
@@ -214,12 +214,10 @@ class LLM:
         return await asyncio.to_thread(self.generate, requests)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Prompts -> ``(B, S)`` right-padded ids -> greedy decoding -> parsed answers."""
-        from ecglm.models.prompting import parse_answer
-        from ecglm.train.batches import prompt_ids_batch
-
+        """Prompts -> ``(B, S)`` right-padded ids -> greedy decoding -> task responses."""
         tok = self.model.tokenizer
-        prompts = [qa_prompt(self.cfg, tok, r.question, r.options, r.reports) for r in requests]
+        task = get_task(self.cfg.task)
+        prompts = [serve_prompt(self.cfg, tok, r.row, r.reports) for r in requests]
         batch = prompt_ids_batch(prompts, tok, self.cfg)  # exactly as evaluation encodes them
         prefix = torch.cat([r.prefix for r in requests], dim=0)
         prefix_mask = torch.cat([r.prefix_mask for r in requests], dim=0)
@@ -229,7 +227,7 @@ class LLM:
         out = []
         for r, row in zip(requests, ids):
             text = tok.decode(row, skip_special_tokens=True).strip()
-            out.append(Generation(text, sorted(parse_answer(text, r.options))))
+            out.append(Generation(text, task.response(r.row, text, self.cfg)))
         return out
 
 
@@ -246,7 +244,7 @@ class Ingress:
         self.serve_cfg = serve_cfg
         self.data_cfg = data_cfg
         self.task = task
-        """``qa``: answer ``question``; ``report``/``grounding``: write the report."""
+        """The served model's task (its plugin validates requests and shapes responses)."""
         self.retrieval = retrieval
         """``retrieval.enabled``: query the retriever and put the top-k reports in the prompt."""
 
@@ -288,21 +286,12 @@ class Ingress:
             timings["retrieve"] = _ms(t)
         t = time.perf_counter()
         gen: Generation = await self.llm.remote(GenerationRequest(
-            enc.prefix, enc.prefix_mask, req.question, req.options, [h.report for h in hits]))
+            enc.prefix, enc.prefix_mask, req.row, [h.report for h in hits]))
         timings["generate"] = _ms(t)
         timings["total"] = _ms(t0)
         reports = [{"ecg_id": h.ecg_id, "report": h.report, "score": round(h.score, 6)}
                    for h in hits]
-        if self.task != "qa":
-            return {"task": self.task, "report": gen.generated, "retrieved_reports": reports,
-                    "timings_ms": timings}
-        return {
-            "answer": gen.answer,
-            "generated": gen.generated,
-            "retrieved_reports": reports,
-            "options": req.options,
-            "timings_ms": timings,
-        }
+        return {**gen.body, "retrieved_reports": reports, "timings_ms": timings}
 
 
 def _error(status: int, field: str, message: str,

@@ -23,33 +23,13 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ecglm.config.schema import DataConfig, ServeConfig
+from ecglm.data.rows import ECGRow
+from ecglm.tasks import RequestError, get_task
 from ecglm.data.records import LEADS, fit_length, resample_ecg
 
-MAX_OPTIONS = 64
-"""Most candidate answers a request may list."""
-YES_NO_OPTIONS: tuple[str, ...] = ("yes", "no", "not sure")
-"""Options used when a yes/no question comes without ``options`` (ECG-QA's verify wording)."""
-YES_NO_FIRST_WORDS = frozenset({"does", "is", "are", "do", "was", "were"})
-"""First words that mark a yes/no question."""
-ALLOWED_FIELDS = frozenset({"ecg", "fs", "question", "options"})
-GENERATION_FIELDS = frozenset({"ecg", "fs"})
-"""Fields of a request to a report/grounding endpoint (the instruction is fixed)."""
-
-
-class RequestError(ValueError):
-    """A request the server refuses.
-
-    Attributes:
-        status: HTTP status code (400, 413 or 422).
-        field: the offending request field (``body``, ``ecg``, ``fs``, ``question``, ...).
-        message: human-readable reason naming the expected value.
-    """
-
-    def __init__(self, status: int, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.status = status
-        self.field = field
-        self.message = message
+BASE_FIELDS = frozenset({"ecg", "fs"})
+"""Fields every endpoint takes; a task adds its own
+(:attr:`ecglm.tasks.base.Task.request_fields`)."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +38,9 @@ class ECGRequest:
 
     signal: np.ndarray
     """``(12, data.n_samples)`` float32 mV at ``data.fs`` Hz, lead order :data:`LEADS`."""
-    question: str
-    options: list[str]
-    """Candidate answers in the order given (or :data:`YES_NO_OPTIONS`)."""
-    options_defaulted: bool
-    """True when the yes/no defaults were filled in."""
+    row: ECGRow
+    """The task's fields as a row (:meth:`ecglm.tasks.base.Task.request_row`): the question
+    and options for ``qa``, nothing for the generation tasks."""
     input_fs: float
     """Sampling rate of the ECG as sent, Hz."""
     input_samples: int
@@ -191,59 +169,6 @@ def validate_duration(n_samples: int, fs: float, serve: ServeConfig) -> None:
                                        f"{serve.max_seconds:g}] s")
 
 
-def validate_question(value: Any, serve: ServeConfig) -> str:
-    """Non-empty ``question`` of at most ``serve.max_question_chars`` characters (stripped)."""
-    if not isinstance(value, str):
-        raise RequestError(422, "question", f"expected a string, got {type(value).__name__}")
-    question = value.strip()
-    if not question:
-        raise RequestError(422, "question", "must not be empty")
-    if len(question) > serve.max_question_chars:
-        raise RequestError(422, "question", f"{len(question)} characters, at most "
-                                            f"{serve.max_question_chars} allowed")
-    return question
-
-
-def is_yes_no_question(question: str) -> bool:
-    """True when the first word is one of :data:`YES_NO_FIRST_WORDS` (case-insensitive)."""
-    words = question.split(maxsplit=1)
-    return bool(words) and words[0].lower() in YES_NO_FIRST_WORDS
-
-
-def validate_options(value: Any, question: str, serve: ServeConfig) -> tuple[list[str], bool]:
-    """Candidate answers: 1..64 distinct non-empty strings (each at most
-    ``serve.max_question_chars``), or the yes/no defaults for a yes/no question.
-
-    Returns:
-        ``(options, defaulted)``.
-    """
-    if value is None:
-        if is_yes_no_question(question):
-            return list(YES_NO_OPTIONS), True
-        raise RequestError(422, "options", "missing \"options\": send the candidate answers as "
-                                           "a list of strings (only yes/no questions, whose "
-                                           "first word is Does/Is/Are/Do/Was/Were, get "
-                                           "[\"yes\", \"no\", \"not sure\"] by default)")
-    if not isinstance(value, list):
-        raise RequestError(422, "options", f"expected a list of strings, got "
-                                           f"{type(value).__name__}")
-    if not 1 <= len(value) <= MAX_OPTIONS:
-        raise RequestError(422, "options", f"expected 1 to {MAX_OPTIONS} options, "
-                                           f"got {len(value)}")
-    options: list[str] = []
-    for i, opt in enumerate(value):
-        if not isinstance(opt, str) or not opt.strip():
-            raise RequestError(422, "options", f"options[{i}]: expected a non-empty string, "
-                                               f"got {opt!r}")
-        if len(opt) > serve.max_question_chars:
-            raise RequestError(422, "options", f"options[{i}]: {len(opt)} characters, at most "
-                                               f"{serve.max_question_chars} allowed")
-        if opt.strip() in options:
-            raise RequestError(422, "options", f"options[{i}]: duplicate {opt.strip()!r}")
-        options.append(opt.strip())
-    return options, False
-
-
 def to_model_signal(x: np.ndarray, fs: float, data: DataConfig) -> np.ndarray:
     """Resample ``(12, T)`` mV from ``fs`` Hz to ``data.fs`` and crop/zero-pad to
     ``data.n_samples``: ``(12, data.n_samples)`` float32 mV."""
@@ -255,30 +180,28 @@ def validate_request(data: Mapping[str, Any], serve: ServeConfig,
                      target: DataConfig, task: str = "qa") -> ECGRequest:
     """Check a decoded request object field by field and convert its ECG for the model.
 
-    ``task`` is the served model's task: ``qa`` needs ``question`` (and ``options`` unless it
-    is a yes/no question); ``report``/``grounding`` take only ``ecg`` and ``fs``.
+    ``task`` is the served model's task: its plugin names the fields it takes besides ``ecg``
+    and ``fs`` (``qa``: ``question`` and, unless it is a yes/no question, ``options``; the
+    generation tasks: none) and validates them.
 
     Raises:
         RequestError: 422 naming the first invalid field.
     """
-    allowed = ALLOWED_FIELDS if task == "qa" else GENERATION_FIELDS
+    plugin = get_task(task)
+    allowed = BASE_FIELDS | plugin.request_fields
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise RequestError(422, unknown[0], f"unknown field(s) {unknown} for a {task!r} "
                                             f"endpoint; allowed: {sorted(allowed)}")
-    for key in ("ecg", "fs", "question") if task == "qa" else ("ecg", "fs"):
+    for key in ("ecg", "fs"):
         if key not in data:
             raise RequestError(422, key, "missing required field")
     x = validate_ecg(data["ecg"])
     fs = validate_fs(data["fs"], serve)
     validate_duration(x.shape[1], fs, serve)
-    if task != "qa":
-        return ECGRequest(signal=to_model_signal(x, fs, target), question="", options=[],
-                          options_defaulted=False, input_fs=fs, input_samples=int(x.shape[1]))
-    question = validate_question(data["question"], serve)
-    options, defaulted = validate_options(data.get("options"), question, serve)
-    return ECGRequest(signal=to_model_signal(x, fs, target), question=question, options=options,
-                      options_defaulted=defaulted, input_fs=fs, input_samples=int(x.shape[1]))
+    row = plugin.request_row(data, serve)
+    return ECGRequest(signal=to_model_signal(x, fs, target), row=row, input_fs=fs,
+                      input_samples=int(x.shape[1]))
 
 
 def parse_request(body: bytes, content_length: Optional[str], serve: ServeConfig,

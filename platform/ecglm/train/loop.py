@@ -22,7 +22,9 @@ from safetensors.torch import save_file
 
 from ecglm.config import ExperimentConfig, dump_yaml, from_dict
 from ecglm.tracking.mlflow_run import log_metrics
-from ecglm.train.batches import train_batch
+from ecglm.data.rows import ECGRow
+from ecglm.tasks import Task, get_task
+from ecglm.tasks.encode import train_batch
 from ecglm.utils.ray_env import set_process_env
 
 TRAINABLE_FILE = "trainable.safetensors"
@@ -30,7 +32,7 @@ STATE_FILE = "state.json"
 CONFIG_FILE = "config.yaml"
 
 
-def _rows(shard: Any, batch_size: int, seed: int) -> Iterator[list[dict]]:
+def _rows(shard: Any, batch_size: int, seed: int, task: Task) -> Iterator[list[ECGRow]]:
     """Endless stream of full row batches; a new seeded local shuffle every epoch.
 
     The last partial batch of an epoch is dropped (every step sees ``batch_size`` examples;
@@ -44,7 +46,7 @@ def _rows(shard: Any, batch_size: int, seed: int) -> Iterator[list[dict]]:
                                      local_shuffle_buffer_size=256,
                                      local_shuffle_seed=seed + epoch, drop_last=True):
             n += len(df)
-            yield df.to_dict("records")
+            yield task.rows(df.to_dict("records"))
         if n == 0:
             raise RuntimeError(f"train dataset shard has fewer rows than train.batch_size="
                                f"{batch_size}: no full batch reached this worker")
@@ -59,8 +61,8 @@ def _all_reduce(values: list[float], op: Any = None) -> list[float]:
 
 
 @torch.no_grad()
-def validation_loss(strategy: Any, rows: list[dict], tokenizer: Any, cfg: ExperimentConfig,
-                    fallback: list[dict]) -> float:
+def validation_loss(strategy: Any, rows: list[ECGRow], tokenizer: Any, cfg: ExperimentConfig,
+                    fallback: list[ECGRow]) -> float:
     """Token-weighted mean answer loss over every worker's validation rows.
 
     Every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively):
@@ -73,7 +75,7 @@ def validation_loss(strategy: Any, rows: list[dict], tokenizer: Any, cfg: Experi
     strategy.module.eval()
     for i in range(int(n_max)):
         part, weight = (local[i], 1.0) if i < len(local) else (fallback, 0.0)
-        batch = train_batch(part, tokenizer, cfg, None)
+        batch = train_batch(get_task(cfg.task), part, tokenizer, cfg, None)
         out = strategy.eval_forward(**batch)
         if weight:  # padding forwards only keep collectives in step (0 * NaN would be NaN)
             n_tok = float((batch["labels"] != -100).sum())
@@ -113,10 +115,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     strategy = build_strategy(model, cfg.train)
     model.train()
 
+    task = get_task(cfg.task)
     train_rows = _rows(ray.train.get_dataset_shard("train"), cfg.train.batch_size,
-                       cfg.seed + 1000 * rank)
+                       cfg.seed + 1000 * rank, task)
     valid_rows = [r for df in ray.train.get_dataset_shard("valid").iter_batches(
-        batch_size=64, batch_format="pandas") for r in df.to_dict("records")]
+        batch_size=64, batch_format="pandas") for r in task.rows(df.to_dict("records"))]
     rng = random.Random(cfg.seed + rank)
     eval_points = set(range(cfg.train.eval_every, cfg.train.max_steps + 1, cfg.train.eval_every)
                       if cfg.train.eval_every else [])
@@ -129,7 +132,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     for step in range(1, cfg.train.max_steps + 1):
         rows = next(train_rows)
         first = first or rows
-        batch = train_batch(rows, tokenizer, cfg, rng)
+        batch = train_batch(task, rows, tokenizer, cfg, rng)
         out = strategy.forward(**batch)
         strategy.backward_step(out.loss)
         seen += len(rows)

@@ -8,19 +8,20 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import pandas as pd
+import pyarrow.parquet as pq
+import ray.data
+import ray.train
+from ray.train.torch import TorchTrainer
 
 from ecglm.config import ExperimentConfig, to_dict
 from ecglm.config.paths import resolve_paths
-from ecglm.data.shards import ShardSet, build_shards, require_qa_dataset
-from ecglm.data.tasks import TaskRows, build_task_rows
+from ecglm.data.rows import ECGRow
+from ecglm.data.shards import ShardSet, build_shards
+from ecglm.models.llm import prepare_llm_dir
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
+from ecglm.tasks import EmptySplitError, Task, TaskData, get_task
 from ecglm.tracking import mlflow_run
 from ecglm.train.loop import train_loop_per_worker
-from ecglm.utils.ray_env import init_ray
-
-
-class EmptySplitError(ValueError):
-    """A split needed by the run holds no QA items."""
 
 
 @dataclass
@@ -30,24 +31,12 @@ class Prepared:
     cfg: ExperimentConfig
     shards: ShardSet
     retrieval: RetrievalArtifact
-    tasks: Optional[TaskRows] = None
-    """Rows of the generation tasks (``task: report | grounding``); None for ``qa``."""
+    data: TaskData
+    """The task's rows per split (:meth:`ecglm.tasks.base.Task.build_data`)."""
 
-    def split_path(self, split: str) -> Optional[Path]:
-        """Parquet rows of ``split`` for ``cfg.task`` (QA shards or task rows)."""
-        if self.tasks is not None:
-            return self.tasks.paths.get(split)
-        return self.shards.qa.get(split)
-
-    def split_count(self, split: str) -> Optional[int]:
-        """Rows of ``split`` according to the manifest (None when unknown)."""
-        if self.tasks is not None:
-            return self.tasks.manifest.get("counts", {}).get("per_split", {}).get(split)
-        return self.shards.manifest.get("counts", {}).get("per_split", {}).get(split, {}).get("qa")
-
-    def manifest_path(self) -> Path:
-        """The manifest that lists the split counts."""
-        return (self.tasks.root if self.tasks is not None else self.shards.root) / "manifest.json"
+    @property
+    def task(self) -> Task:
+        return get_task(self.cfg.task)
 
 
 @dataclass
@@ -62,19 +51,17 @@ class TrainResult:
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
-    """Resolve paths, start/join Ray, write (or reuse) shards and the retrieval artifact, and make
-    sure the LLM folder exists (converted once, before workers start)."""
-    from ecglm.models.llm import prepare_llm_dir
-
+    """Resolve paths, write (or reuse) shards, the task's rows and the retrieval artifact, and
+    make sure the LLM folder exists (converted once, before workers start). Ray must be
+    running (the recipe starts it)."""
     cfg = resolve_paths(cfg)
-    if cfg.task == "qa":
-        require_qa_dataset(cfg)  # QA training/evaluation needs ECG-QA items (PTB-XL)
-    init_ray(cfg.train.ray_num_cpus)
+    task = get_task(cfg.task)
+    task.check_config(cfg)
     shards = build_shards(cfg)
-    tasks = build_task_rows(cfg, shards) if cfg.task != "qa" else None
+    data = task.build_data(cfg, shards)
     prepare_llm_dir(cfg.llm)
     retrieval = build_retrieval(cfg, shards)
-    return Prepared(cfg, shards, retrieval, tasks)
+    return Prepared(cfg, shards, retrieval, data)
 
 
 def _add_neighbours(neighbours: Mapping[int, list[str]]):
@@ -87,38 +74,30 @@ def _add_neighbours(neighbours: Mapping[int, list[str]]):
     return fn
 
 
-def qa_dataset(prep: Prepared, split: str):
-    """Ray Dataset of the task's rows of ``split`` (QA items, or records with a ``target`` for
-    the generation tasks) with a ``retrieved_reports`` column."""
-    import ray.data
+def split_dataset(prep: Prepared, split: str) -> ray.data.Dataset:
+    """Ray Dataset of the task's rows of ``split`` with a ``retrieved_reports`` column.
 
-    path = prep.split_path(split)
-    n = prep.split_count(split)
-    if path is None or not Path(path).exists() or n == 0:
+    Raises:
+        EmptySplitError: the split has no rows (the message names the manifest).
+    """
+    path = prep.data.paths.get(split)
+    if path is None or not Path(path).exists() or prep.data.count(split) == 0:
         raise EmptySplitError(
-            f"data: split '{split}' has no {cfg_items(prep)} (see {prep.manifest_path()}); "
+            f"data: split '{split}' has no {prep.task.items} (see {prep.data.manifest_path}); "
             "adjust data.valid_fraction/data.test_fraction or data.qa_split"
         )
     ds = ray.data.read_parquet(str(path))
     return ds.map_batches(_add_neighbours(prep.retrieval.neighbours), batch_format="pandas")
 
 
-def cfg_items(prep: Prepared) -> str:
-    """What a row is, for messages."""
-    return "QA items" if prep.cfg.task == "qa" else f"{prep.cfg.task} records"
-
-
-def qa_rows(prep: Prepared, split: str) -> list[dict]:
-    """All rows of ``split`` for ``cfg.task`` (with ``retrieved_reports``) as dicts, in shard
-    order (QA items, or records with ``target`` for the generation tasks)."""
-    import pyarrow.parquet as pq
-
-    path = prep.split_path(split)
+def split_rows(prep: Prepared, split: str) -> list[ECGRow]:
+    """All typed rows of ``split`` (with retrieved reports), in shard order."""
+    path = prep.data.paths.get(split)
     if path is None or not Path(path).exists():
         return []
     df = pq.read_table(str(path)).to_pandas()
     df = _add_neighbours(prep.retrieval.neighbours)(df)
-    return df.sort_values("sample_id", kind="stable").to_dict("records")
+    return prep.task.rows(df.sort_values("sample_id", kind="stable").to_dict("records"))
 
 
 def run_training(
@@ -134,12 +113,9 @@ def run_training(
 
     Returns the MLflow run id, a local copy of the best checkpoint and the final metrics.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     prep = prepared or prepare(cfg)
     cfg = prep.cfg
-    datasets = {"train": qa_dataset(prep, "train"), "valid": qa_dataset(prep, "valid")}
+    datasets = {"train": split_dataset(prep, "train"), "valid": split_dataset(prep, "valid")}
     run_id = mlflow_run.start_run(
         cfg, run_name or cfg.name, parent_run_id=parent_run_id,
         tags={"ecglm.data_source": str(prep.shards.manifest.get("kind")), "ecglm.task": cfg.task,
@@ -147,8 +123,9 @@ def run_training(
     )
     uri = cfg.tracking.tracking_uri
     mlflow_run.log_dict(uri, run_id, prep.shards.manifest, "data/manifest.json")
-    if prep.tasks is not None:
-        mlflow_run.log_dict(uri, run_id, prep.tasks.manifest, f"data/{cfg.task}_manifest.json")
+    if prep.data.root != prep.shards.root:  # rows built for the task beside the shards
+        mlflow_run.log_dict(uri, run_id, prep.data.manifest.to_json(),
+                            f"data/{cfg.task}_manifest.json")
     callbacks = []
     if tune_report:
         from ray.tune.integration.ray_train import TuneReportCallback

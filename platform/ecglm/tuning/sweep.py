@@ -50,7 +50,7 @@ def _trial(trial_config: dict[str, Any], prep: Prepared, keys: list[str],
     if any(k.startswith(_PREPARE_SECTIONS) for k in keys):
         prep_t = prepare(cfg)
     else:
-        prep_t = Prepared(cfg, prep.shards, prep.retrieval, prep.tasks)
+        prep_t = Prepared(cfg, prep.shards, prep.retrieval, prep.data)
     name = "trial-" + "-".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
     run_training(cfg, run_name=name, parent_run_id=parent_run_id, tune_report=True,
                  prepared=prep_t, tags={"ecglm.trial": name})

@@ -1,0 +1,20 @@
+"""``ecglm eval CONFIG --checkpoint X``: score a checkpoint folder or an MLflow run's
+checkpoint with the task's metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecglm.config import ExperimentConfig
+from ecglm.evaluation.run import resolve_checkpoint
+from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
+from ecglm.train.run import prepare
+
+
+def run(cfg: ExperimentConfig, checkpoint: str) -> dict[str, Any]:
+    """Prepare the data of ``cfg``, resolve ``checkpoint`` and evaluate it."""
+    with ray_lifecycle(cfg):
+        prep = prepare(cfg)
+        ckpt, run_id = resolve_checkpoint(prep.cfg, checkpoint)
+        return {"mlflow_run_id": run_id, "checkpoint": str(ckpt),
+                **evaluate_prepared(prep, ckpt, run_id)}

@@ -1,0 +1,18 @@
+"""``ecglm pretrain CONFIG``: contrastive ECG<->text (SigLIP) pretraining of the encoder on Ray
+Train, then zero-shot superclass AUC."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecglm.config import ExperimentConfig
+from ecglm.pretrain.run import run_pretraining
+from ecglm.recipes.common import ray_lifecycle
+
+
+def run(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Pretrain; the MLflow run, the encoder file and the zero-shot metrics."""
+    with ray_lifecycle(cfg):
+        res = run_pretraining(cfg)
+    return {"mlflow_run_id": res.run_id, "encoder_path": str(res.encoder_path),
+            "output_dir": str(res.output_dir), "metrics": res.metrics}

@@ -1,0 +1,19 @@
+"""``ecglm tune CONFIG``: a Ray Tune sweep over ``tune.search_space`` (one MLflow child run per
+trial under a parent run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ecglm.config import ExperimentConfig
+from ecglm.recipes.common import ray_lifecycle
+from ecglm.tuning.sweep import run_sweep
+
+
+def run(cfg: ExperimentConfig) -> dict[str, Any]:
+    """Run the sweep; the best trial's overrides, metric and MLflow runs."""
+    with ray_lifecycle(cfg):
+        res = run_sweep(cfg)
+    return {"best": res.best_overrides, "best_metric": res.best_metric,
+            "best_mlflow_run_id": res.best_mlflow_run_id,
+            "sweep_mlflow_run_id": res.parent_run_id, "trials": res.table}

@@ -1,0 +1,231 @@
+"""``task: classify``: multi-label ECG classification answered as generated text (the
+abnormality-detection part of GEM and Q-HEART, on PTB-XL).
+
+A record's labels are the classes of ``targets.classes`` it has: its PTB-XL diagnostic
+superclasses (NORM, MI, STTC, CD, HYP through ``scp_statements.csv``, diagnostic statements at
+or above ``targets.min_likelihood``) or its SCP statement codes. The target text lists them in
+vocabulary order, comma separated, or ``none``. The prompt lists the vocabulary; evaluation
+parses the generated text back into a label set and scores macro AUC, macro F1, Hamming loss
+and subset accuracy (:func:`ecglm.evaluation.metrics.classification_metrics`) for the model,
+the label-prior baseline (training prevalence as the score) and the nearest-neighbour baseline
+(labels of the closest training record of another patient). The model's AUC is computed from
+its 0/1 answers (one operating point per label). A served request carries ``ecg`` and ``fs``;
+the response lists the ``labels``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+from ecglm.config import ExperimentConfig
+from ecglm.config.schema import ServeConfig
+from ecglm.data.ptbxl import load_scp_statements, scp_labels
+from ecglm.data.rows import LabelRow
+from ecglm.evaluation.metrics import classification_metrics
+from ecglm.evaluation.report import _CSS, _plt, fig_to_data_uri
+from ecglm.evaluation.writer import EvalOutcome, section_metrics
+from ecglm.models.prompting import build_generation_prompt, encode_text_example
+from ecglm.tasks.base import EvalContext, Task, TaskData, serving_row
+from ecglm.tasks.encode import generate_texts
+from ecglm.tasks.records import Target, build_record_rows
+
+NONE_ANSWER = "none"
+SUPERCLASS_NAMES: dict[str, str] = {
+    "NORM": "normal ECG", "MI": "myocardial infarction", "STTC": "ST/T change",
+    "CD": "conduction disturbance", "HYP": "hypertrophy",
+}
+"""How the prompt spells out the PTB-XL superclasses (other codes are listed as they are)."""
+INSTRUCTION = ("Which of these findings does this ECG show? Answer with the matching codes, "
+               "comma separated, or 'none' if none applies.")
+
+
+def record_labels(scp_codes: str | Mapping[str, float], statements: Any,
+                  classes: Sequence[str], min_likelihood: float) -> tuple[str, ...]:
+    """The classes of ``classes`` a record has, in vocabulary order.
+
+    Args:
+        scp_codes: ``{code: likelihood}`` or its JSON text.
+        statements: ``scp_statements.csv`` (None: only the codes themselves count).
+    """
+    codes = json.loads(scp_codes) if isinstance(scp_codes, str) else dict(scp_codes or {})
+    have = {c for c, p in codes.items() if float(p) >= min_likelihood or float(p) == 0.0}
+    have |= set(scp_labels(codes, statements, min_likelihood)["superclass"])
+    return tuple(c for c in classes if c in have)
+
+
+def answer_text(labels: Sequence[str]) -> str:
+    """``"MI, STTC"`` or ``"none"``."""
+    return ", ".join(labels) if labels else NONE_ANSWER
+
+
+def parse_labels(text: str, classes: Sequence[str]) -> tuple[str, ...]:
+    """Classes named in a generated ``text`` (whole words, case-insensitive), in vocabulary
+    order; ``none`` or nothing recognised gives ``()``."""
+    found = {c for c in classes
+             if re.search(rf"(?<![A-Za-z0-9]){re.escape(c.lower())}(?![A-Za-z0-9])",
+                          text.lower())}
+    return tuple(c for c in classes if c in found)
+
+
+def label_matrix(label_sets: Sequence[Sequence[str]], classes: Sequence[str]) -> np.ndarray:
+    """``(N, C)`` 0/1 matrix of label sets."""
+    col = {c: i for i, c in enumerate(classes)}
+    y = np.zeros((len(label_sets), len(classes)), dtype=np.int64)
+    for n, labels in enumerate(label_sets):
+        for c in labels:
+            y[n, col[c]] = 1
+    return y
+
+
+def _bar_chart(systems: Mapping[str, Mapping[str, float]], title: str) -> Any:
+    plt = _plt()
+    keys = ["macro_auc", "macro_f1", "subset_accuracy"]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    width = 0.8 / max(len(systems), 1)
+    for j, (name, m) in enumerate(systems.items()):
+        ax.bar(np.arange(len(keys)) + j * width, [float(m.get(k, np.nan)) for k in keys],
+               width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(systems) - 1) / 2, keys)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+class ClassifyTask(Task[LabelRow]):
+    """Multi-label classification as text (see the module docstring)."""
+
+    name = "classify"
+    row_type = LabelRow
+    items = "classify records"
+
+    def build_data(self, cfg: ExperimentConfig, shards: Any) -> TaskData:
+        statements = load_scp_statements(Path(cfg.data.shared_root))
+        classes = list(cfg.targets.classes)
+
+        def target(record: Mapping[str, Any]) -> Target:
+            labels = record_labels(record["scp_codes"] or "{}", statements, classes,
+                                   cfg.targets.min_likelihood)
+            return Target(answer_text(labels), labels)
+
+        return build_record_rows(cfg, shards, self.name, target,
+                                 {"classes": classes,
+                                  "min_likelihood": cfg.targets.min_likelihood,
+                                  "statements_table": statements is not None})
+
+    def user_text(self, row: LabelRow, cfg: ExperimentConfig,
+                  rng: Optional[random.Random]) -> str:
+        listed = "; ".join(f"{c} ({SUPERCLASS_NAMES[c]})" if c in SUPERCLASS_NAMES else c
+                           for c in cfg.targets.classes)
+        reports = list(row.retrieved_reports[:1]) if cfg.retrieval.enabled else []
+        if reports and cfg.retrieval.max_report_chars is not None:
+            reports = [reports[0][: cfg.retrieval.max_report_chars]]
+        text = build_generation_prompt(f"{INSTRUCTION} Codes: {listed}.", reports, row.n_ecg)
+        return text.removesuffix("Report:") + "Answer:"
+
+    def encode_target(self, tokenizer: Any, prompt: str, row: LabelRow,
+                      max_length: int) -> dict[str, list[int]]:
+        return encode_text_example(tokenizer, prompt, row.target, max_length)
+
+    def evaluate(self, ctx: EvalContext[LabelRow]) -> EvalOutcome:
+        """``model/<metric>``, ``baseline/prior/<metric>``, ``baseline/nearest_neighbour/...``
+        and per-class ``model/f1/<class>``."""
+        cfg = ctx.cfg
+        classes = list(cfg.targets.classes)
+        rows = list(ctx.rows)
+        if cfg.evaluation.max_items is not None:
+            rows = rows[: cfg.evaluation.max_items]
+        if not rows:
+            raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no "
+                             f"{self.items}")
+        texts = generate_texts(self, ctx.load_model(), rows, cfg)
+        parsed = [parse_labels(t, classes) for t in texts]
+        y_true = label_matrix([r.labels for r in rows], classes)
+        y_model = label_matrix(parsed, classes)
+        systems = {"model": classification_metrics(y_true, y_model.astype(float), y_model,
+                                                   label_names=classes)}
+        base_labels: list[tuple[str, ...]] = [()] * len(rows)
+        if cfg.evaluation.baselines and ctx.train_rows:
+            y_train = label_matrix([r.labels for r in ctx.train_rows], classes)
+            prior = np.tile(y_train.mean(axis=0), (len(rows), 1))
+            systems["prior"] = classification_metrics(y_true, prior, label_names=classes)
+            by_id = {r.sample_id: r.labels for r in ctx.train_rows}
+            base_labels = [next((by_id[int(i)] for i in ctx.neighbour_ids.get(r.sample_id, [])
+                                 if int(i) in by_id), ()) for r in rows]
+            y_nn = label_matrix(base_labels, classes)
+            systems["nearest_neighbour"] = classification_metrics(
+                y_true, y_nn.astype(float), y_nn, label_names=classes)
+        metrics = {(f"{name}/{k}" if name == "model" else f"baseline/{name}/{k}"): float(v)
+                   for name, m in systems.items() for k, v in m.items()}
+        for i, c in enumerate(classes):
+            metrics[f"model/prevalence/{c}"] = float(y_true[:, i].mean())
+        metrics.update(section_metrics(ctx.sections))
+        fig = _bar_chart(systems, f"{cfg.name}: classify on {cfg.evaluation.split} "
+                                  f"({len(rows)} records)")
+        table = [{"sample_id": r.sample_id, "labels": list(r.labels), "generated": t,
+                  "parsed": list(p), "nearest_neighbour": list(b)}
+                 for r, t, p, b in zip(rows, texts, parsed, base_labels)]
+        html_text = None
+        if cfg.evaluation.report:
+            html_text = self._html(cfg, systems, table, fig_to_data_uri(fig, close=False), ctx)
+        summary = {"task": cfg.task, "classes": classes,
+                   **{s.key: s.summary for s in ctx.sections}}
+        return EvalOutcome(metrics, summary, {"predictions.json": table},
+                           {"classification.png": fig}, html_text)
+
+    @staticmethod
+    def _html(cfg: ExperimentConfig, systems: Mapping[str, Mapping[str, float]],
+              table: Sequence[Mapping[str, Any]], figure_uri: str,
+              ctx: EvalContext[LabelRow]) -> str:
+        keys = ["macro_auc", "macro_f1", "hamming_loss", "subset_accuracy", "n_labels_used"]
+        head = "".join(f"<th>{k}</th>" for k in ["system", *keys])
+        body = "".join(f"<tr><td>{html.escape(n)}</td>" + "".join(
+            f"<td>{float(m.get(k, float('nan'))):.3f}</td>" for k in keys) + "</tr>"
+            for n, m in systems.items())
+        examples = "".join(
+            f"<tr><td>{t['sample_id']}</td><td>{html.escape(', '.join(t['labels']) or '-')}"
+            f"</td><td>{html.escape(t['generated'])}</td></tr>"
+            for t in table[: max(cfg.evaluation.report_examples, 0) * 4])
+        info = {"config": cfg.name, "split": cfg.evaluation.split, "records": len(table),
+                "classes": ", ".join(cfg.targets.classes), "checkpoint": ctx.checkpoint,
+                "checkpoint step": ctx.checkpoint_step, "MLflow run": ctx.run_id}
+        sections = "".join(f"<h2>{html.escape(s.heading)}</h2>{s.html}"
+                           for s in ctx.sections if s.html)
+        return (f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                f"{html.escape(cfg.name)}</title><style>{_CSS}</style></head><body>"
+                f"<h1>ecglm evaluation: {html.escape(cfg.name)} (classify)</h1><table>"
+                + "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
+                          for k, v in info.items())
+                + f"</table><h2>Metrics</h2><table><tr>{head}</tr>{body}</table>"
+                f"<img alt='metrics' src='{figure_uri}'><h2>Examples</h2><table><tr>"
+                f"<th>record</th><th>labels</th><th>generated</th></tr>{examples}</table>"
+                f"{sections}</body></html>")
+
+    def reference(self, row: Any) -> str:
+        return row.target
+
+    def headline(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
+        keys = ("macro_auc", "macro_f1", "hamming_loss")
+        out: dict[str, dict[str, float]] = {}
+        for name, prefix in (("model", "model/"), *((n, f"baseline/{n}/") for n in
+                                                   ("nearest_neighbour", "prior"))):
+            got = {k: round(metrics[prefix + k], 3) for k in keys if prefix + k in metrics}
+            if got:
+                out[name] = got
+        return out
+
+    def request_row(self, fields: Mapping[str, Any], serve: ServeConfig) -> LabelRow:
+        return serving_row(LabelRow)
+
+    def response(self, row: LabelRow, generated: str, cfg: ExperimentConfig
+                 ) -> dict[str, Any]:
+        return {"task": self.name, "labels": list(parse_labels(generated, cfg.targets.classes)),
+                "generated": generated}
