@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from ecglm.evaluation.baselines import (BlindBaseline, MajorityBaseline, fit_qa_baselines,
                                         predict_baseline, retrieved_report_baseline)
+from ecglm.data.rows import QARow
 from ecglm.evaluation.qa import score
 
 
-def _row(i: int, q: str, tpl: int, qtype: str, ans: list[str], opts: list[str]) -> dict:
-    return {"sample_id": i, "question": q, "template_id": tpl, "question_type": qtype,
-            "attribute_type": "scp_code", "answer": ans, "options": opts}
+def _row(i: int, q: str, tpl: int, qtype: str, ans: list[str], opts: list[str]) -> QARow:
+    return QARow(sample_id=i, ecg_ids=(i,), n_ecg=1, n_samples=0, signals=b"", question=q,
+                 template_id=tpl, question_type=qtype, attribute_type="scp_code",
+                 answer=tuple(ans), options=tuple(opts))
 
 
 YN = ["yes", "no", "not sure"]
 LEADS = ["lead I", "lead II", "lead V1", "none"]
 
 
-def _train() -> list[dict]:
+def _train() -> list[QARow]:
     rows = []
     for i in range(60):
         rows.append(_row(i, "Does this ECG show sinus rhythm?", 1, "single-verify",

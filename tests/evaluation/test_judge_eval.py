@@ -61,20 +61,24 @@ def test_local_tiny_judge_section(tmp_path: Path) -> None:
 
 def test_evaluate_logs_judge_metrics_and_report(server, monkeypatch,  # noqa: F811
                                                 tmp_path: Path) -> None:
-    import ecglm.evaluation.run as run
+    import ecglm.tasks.qa as qa
+    from ecglm.data.rows import QARow
+    from ecglm.evaluation.writer import write_evaluation
+    from ecglm.tasks.base import EvalContext
 
     replies, url = server
     monkeypatch.setenv("ECGLM_JUDGE_URL", url)
     replies.replies += ['{"agreement": 4}', '{"agreement": 2}', '{"agreement": 3}']
-    monkeypatch.setattr(run, "load_model", lambda cfg, ckpt: object())
-    monkeypatch.setattr(run, "predict", lambda model, rows, cfg: _preds())
+    monkeypatch.setattr(qa, "predict", lambda task, model, rows, cfg: _preds())
     cfg = apply_overrides(ExperimentConfig(), parse_cli_overrides([
         "evaluation.judge=openai", "evaluation.baselines=false",
         "evaluation.report_examples=0", f"output_dir={tmp_path}"]))
-    rows = [{"sample_id": p.sample_id, "question_type": p.question_type} for p in _preds()]
-    ckpt = tmp_path / "ckpt"
-    ckpt.mkdir()
-    res = run.evaluate(cfg, ckpt, rows, None, tmp_path / "eval")
+    rows = [QARow(sample_id=p.sample_id, ecg_ids=(p.sample_id,), n_ecg=1, n_samples=0,
+                  signals=b"", question=p.question, options=(), question_type=p.question_type)
+            for p in _preds()]
+    outcome = qa.QATask().evaluate(EvalContext(cfg, rows, [], {}, lambda: object()))
+    res = write_evaluation(outcome, tmp_path / "eval", split="test", checkpoint="ckpt",
+                           checkpoint_step=None, run_id=None, tracking_uri="")
     assert res.metrics["judge/m2m/agreement"] == pytest.approx(3.0)
     assert res.metrics["judge/m2m/failures"] == 0.0
     summary = json.loads(res.summary_path.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -26,8 +27,8 @@ def _preds(flip: bool) -> list[Prediction]:
 def test_report_embeds_decodable_pngs(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     sig = (rng.standard_normal((1, 12, 500)) * 0.1).astype(np.float32)
-    rows = [{"sample_id": i, "signals": sig, "n_ecg": 1, "n_samples": 500,
-             "retrieved_reports": ["sinus rhythm", "normal ecg"]} for i in range(12)]
+    rows = [SimpleNamespace(sample_id=i, signals=sig, n_ecg=1, n_samples=500,
+                            retrieved_reports=("sinus rhythm", "normal ecg")) for i in range(12)]
     model, base = _preds(False), _preds(True)
     cm = verify_confusion(model)
     assert cm.sum() == 8 and cm[0, 2] + cm[1, 2] > 0

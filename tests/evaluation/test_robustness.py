@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -50,39 +51,35 @@ def test_noise_is_seeded_per_ecg_and_snr() -> None:
 
 @pytest.mark.slow
 def test_noisy_rows_deterministic_and_order_independent(tiny_eval) -> None:
-    from ecglm.data.sharding import decode_signals
-    from ecglm.train.run import qa_rows
+    from ecglm.train.run import split_rows
 
     prep, _ = tiny_eval
-    rows = qa_rows(prep, "test")[:6]
+    rows = split_rows(prep, "test")[:6]
+    before = [r.signals for r in rows]
     clean = noisy_rows(rows, math.inf, seed=0)
-    assert [r["signals"] for r in clean] == [r["signals"] for r in rows]
+    assert [r.signals for r in clean] == [r.signals for r in rows]
     a, b = noisy_rows(rows, 0.0, seed=0), noisy_rows(rows[::-1], 0.0, seed=0)[::-1]
-    assert [r["signals"] for r in a] == [r["signals"] for r in b]
-    assert all(x["signals"] != r["signals"] for x, r in zip(a, rows))
-    assert [r["signals"] for r in noisy_rows(rows, 0.0, seed=1)] != [r["signals"] for r in a]
-    r0 = rows[0]
-    sig = decode_signals(r0["signals"], int(r0["n_ecg"]), int(r0["n_samples"]))
-    got = decode_signals(a[0]["signals"], int(r0["n_ecg"]), int(r0["n_samples"]))
-    assert measured_snr_db(sig, got) == pytest.approx(0.0, abs=0.5)
-    assert rows[0]["signals"] == r0["signals"]          # inputs untouched
+    assert [r.signals for r in a] == [r.signals for r in b]
+    assert all(x.signals != r.signals for x, r in zip(a, rows))
+    assert [r.signals for r in noisy_rows(rows, 0.0, seed=1)] != [r.signals for r in a]
+    assert measured_snr_db(rows[0].ecgs(), a[0].ecgs()) == pytest.approx(0.0, abs=0.5)
+    assert [r.signals for r in rows] == before          # inputs untouched
 
 
 @pytest.mark.slow
 def test_eval_noise_curve_inf_equals_clean(tiny_eval, tmp_path) -> None:
-    from ecglm.evaluation.run import evaluate
-    from ecglm.train.run import qa_rows
+    from ecglm.recipes.common import evaluate_prepared
 
     prep, ckpt = tiny_eval
     ev_cfg = dataclasses.replace(prep.cfg.evaluation, noise_snr_db=[math.inf, 0.0, -10.0],
                                  baselines=False, report_examples=1, max_items=8)
     cfg = dataclasses.replace(prep.cfg, evaluation=ev_cfg)
-    res = evaluate(cfg, ckpt, qa_rows(prep, "test"), None, tmp_path)
-    m = res.metrics
+    res = evaluate_prepared(dataclasses.replace(prep, cfg=cfg), ckpt, None, tmp_path)
+    m = res["metrics"]
     for key in [k for k in m if k.startswith("em/")]:
         assert m[f"noise/inf/{key}"] == m[key]
     assert {"noise/0/em/overall", "noise/-10/em/overall"} <= set(m)
-    summary = json.loads(res.summary_path.read_text())
+    summary = json.loads(Path(res["summary"]).read_text())
     assert list(summary["noise"]) == ["inf", "0", "-10"]
     html = (tmp_path / "report.html").read_text()
     assert "Robustness: Gaussian noise" in html and "data:image/png;base64" in html

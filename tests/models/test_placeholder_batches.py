@@ -9,16 +9,20 @@ import torch
 from ecglm.config.loader import apply_overrides
 from ecglm.data.sharding import encode_signals
 from ecglm.models.ecg_lm import build_ecg_lm
-from ecglm.train.batches import prompt_batch, row_prompt, train_batch
+from ecglm.data.rows import QARow
+from ecglm.tasks import get_task
+from ecglm.tasks.encode import prompt_batch, row_prompt, train_batch
+
+QA = get_task("qa")
 
 
-def _rows(n: int = 2) -> list[dict]:
+def _rows(n: int = 2) -> list[QARow]:
     rng = np.random.default_rng(0)
-    return [{"sample_id": i, "question": "Does this ECG show atrial fibrillation?",
+    return [QARow.from_record({"sample_id": i, "ecg_ids": [i], "question": "Does this ECG show atrial fibrillation?",
              "options": ["yes", "no", "not sure"], "answer": ["no"], "n_ecg": 1,
              "n_samples": 500, "signals": encode_signals(rng.normal(0, 0.3, (1, 12, 500))),
              "retrieved_reports": [f"report {i}"], "question_type": "single-verify",
-             "attribute_type": "scp_code"} for i in range(n)]
+             "attribute_type": "scp_code"}) for i in range(n)]
 
 
 def test_placeholder_batches_place_the_ecg_after_the_head(make_cfg) -> None:
@@ -27,11 +31,11 @@ def test_placeholder_batches_place_the_ecg_after_the_head(make_cfg) -> None:
     model = build_ecg_lm(cfg).eval()
     tok = model.tokenizer
     rows = _rows()
-    text = row_prompt(rows[0], tok, cfg, None)
+    text = row_prompt(QA, rows[0], tok, cfg, None)
     assert text.startswith("<ecg>\n")  # no chat template: the ECG opens the prompt
-    batch = train_batch(rows, tok, cfg, None)
+    batch = train_batch(QA, rows, tok, cfg, None)
     assert batch["prefix_at"].tolist() == [0, 0]
-    gen = prompt_batch(rows, tok, cfg)
+    gen = prompt_batch(QA, rows, tok, cfg)
     assert gen["prefix_at"].tolist() == [0, 0]
     # the prompt ids of generation are the training ids before the answer
     n = int(gen["attention_mask"][0].sum())

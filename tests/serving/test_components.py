@@ -14,7 +14,9 @@ from ecglm.config import load_config
 from ecglm.models.prompting import build_prompt
 from ecglm.retrieval.index import ReportIndex
 from ecglm.serving.app import AppArgsError, build_app, resolve_app_args
-from ecglm.serving.deployments import qa_prompt, read_body, retrieve, route
+from ecglm.data.rows import QARow
+from ecglm.tasks.base import serving_row
+from ecglm.serving.deployments import read_body, retrieve, route, serve_prompt
 from ecglm.serving.launch import base_url
 from ecglm.serving.validation import RequestError
 
@@ -118,11 +120,13 @@ def test_read_body_stops_at_the_first_chunk_over_the_limit() -> None:
 def test_prompt_is_the_evaluation_prompt() -> None:
     cfg = load_config(TINY)
     tok = None  # llm.use_chat_template is off in tiny.yaml: the tokenizer is not consulted
-    text = qa_prompt(cfg, tok, "Which leads?", ["V2", "V1", "none"], ["first report", "second"])
+    row = serving_row(QARow, question="Which leads?", options=("V2", "V1", "none"))
+    text = serve_prompt(cfg, tok, row, ["first report", "second"])
     assert text == build_prompt("Which leads?", ["V2", "V1", "none"], ["first report"], 1)
     # retrieval switched off: no reference reports in the prompt, as in evaluation
     off = load_config(TINY, ["retrieval.enabled=false"])
-    assert qa_prompt(off, tok, "Which leads?", ["V2"], ["first report"]) == build_prompt(
+    row = serving_row(QARow, question="Which leads?", options=("V2",))
+    assert serve_prompt(off, tok, row, ["first report"]) == build_prompt(
         "Which leads?", ["V2"], [], 1)
 
 

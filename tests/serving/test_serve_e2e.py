@@ -18,11 +18,12 @@ import pytest
 import requests
 
 from ecglm.data.records import LEADS
-from ecglm.data.shards import decode_signals
-from ecglm.evaluation.qa import predict
+from ecglm.data.rows import QARow
 from ecglm.evaluation.run import load_model
 from ecglm.retrieval.index import ReportIndex
-from ecglm.train.run import qa_rows
+from ecglm.tasks import get_task
+from ecglm.tasks.qa import predict
+from ecglm.train.run import split_rows
 from tests.serving.conftest import MAX_BODY_BYTES, Served
 
 pytestmark = pytest.mark.slow
@@ -30,10 +31,9 @@ pytestmark = pytest.mark.slow
 TIMEOUT_S = 60
 
 
-def _body(row: dict[str, Any], fs: int) -> dict[str, Any]:
-    ecg = decode_signals(row["signals"], int(row["n_ecg"]), int(row["n_samples"]))[0]
-    return {"ecg": ecg.tolist(), "fs": fs, "question": str(row["question"]),
-            "options": [str(o) for o in row["options"]]}
+def _body(row: QARow, fs: int) -> dict[str, Any]:
+    return {"ecg": row.ecgs()[0].tolist(), "fs": fs, "question": row.question,
+            "options": list(row.options)}
 
 
 def _post(url: str, body: Any) -> requests.Response:
@@ -42,8 +42,8 @@ def _post(url: str, body: Any) -> requests.Response:
                          headers={"Content-Type": "application/json"})
 
 
-def _single_ecg_rows(served: Served, split: str, n: int) -> list[dict[str, Any]]:
-    rows = [r for r in qa_rows(served.prep, split) if int(r["n_ecg"]) == 1]
+def _single_ecg_rows(served: Served, split: str, n: int) -> list[QARow]:
+    rows = [r for r in split_rows(served.prep, split) if r.n_ecg == 1]
     assert len(rows) >= n, f"tiny data set: fewer than {n} single-ECG {split} rows"
     return rows[:n]
 
@@ -72,17 +72,17 @@ def test_answer_equals_offline_evaluation(served: Served, offline: Any) -> None:
         latencies.append(time.perf_counter() - t0)
         assert resp.status_code == 200, resp.text
         got = resp.json()
-        expected = predict(offline, [row], served.cfg)[0]
+        expected = predict(get_task("qa"), offline, [row], served.cfg)[0]
         assert got["generated"] == expected.generated
         assert got["answer"] == expected.parsed
-        assert got["options"] == [str(o) for o in row["options"]]
+        assert got["options"] == list(row.options)
         # retrieval: the same reports the offline neighbours give, best first
         reports = [h["report"] for h in got["retrieved_reports"]]
-        assert reports == list(row["retrieved_reports"])
+        assert reports == list(row.retrieved_reports)
         assert len(reports) == served.cfg.retrieval.top_k
         scores = [h["score"] for h in got["retrieved_reports"]]
         assert scores == sorted(scores, reverse=True)
-        assert int(row["ecg_ids"][0]) not in {h["ecg_id"] for h in got["retrieved_reports"]}
+        assert row.ecg_ids[0] not in {h["ecg_id"] for h in got["retrieved_reports"]}
         assert set(got["timings_ms"]) >= {"validate", "encode", "retrieve", "generate", "total"}
     print(f"\n[serve] ready in {served.ready_s:.1f} s; request latency median "
           f"{statistics.median(latencies) * 1000:.0f} ms over {len(latencies)} requests")
@@ -91,8 +91,8 @@ def test_answer_equals_offline_evaluation(served: Served, offline: Any) -> None:
 def test_training_record_never_retrieves_itself(served: Served) -> None:
     index = ReportIndex.load(served.prep.retrieval.folder)
     row = _single_ecg_rows(served, "train", 1)[0]
-    own = int(row["ecg_ids"][0])
-    own_patient = int(row["patient_ids"][0])
+    own = row.ecg_ids[0]
+    own_patient = row.patient_ids[0]
     resp = _post(served.url, _body(row, served.cfg.data.fs))
     assert resp.status_code == 200, resp.text
     hits = resp.json()["retrieved_reports"]
@@ -101,7 +101,7 @@ def test_training_record_never_retrieves_itself(served: Served) -> None:
     # same exclusion rule as the offline neighbours (own record and, here, own patient)
     assert served.cfg.retrieval.exclude_same_patient
     assert not set(ids) & _patient_records(index, own_patient)
-    assert [h["report"] for h in hits] == list(row["retrieved_reports"])
+    assert [h["report"] for h in hits] == list(row.retrieved_reports)
 
 
 def _patient_records(index: ReportIndex, patient: int) -> set[int]:

@@ -11,7 +11,6 @@ import pytest
 import requests
 
 from ecglm.config import load_config
-from ecglm.data.shards import decode_signals
 from tests.serving.conftest import MAX_BODY_BYTES, Served, free_port, write_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -41,15 +40,16 @@ def served_report(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def test_served_report_equals_offline_generation(served_report: Served) -> None:
-    from ecglm.evaluation.qa import generate_texts
     from ecglm.evaluation.run import load_model
-    from ecglm.train.run import qa_rows
+    from ecglm.tasks import get_task
+    from ecglm.tasks.encode import generate_texts
+    from ecglm.train.run import split_rows
 
-    rows = qa_rows(served_report.prep, "test")[:2]
-    offline = generate_texts(load_model(served_report.cfg, served_report.checkpoint), rows,
-                             served_report.cfg)
+    rows = split_rows(served_report.prep, "test")[:2]
+    offline = generate_texts(get_task("report"), load_model(served_report.cfg,
+                             served_report.checkpoint), rows, served_report.cfg)
     for row, expected in zip(rows, offline):
-        ecg = decode_signals(row["signals"], 1, int(row["n_samples"]))[0]
+        ecg = row.ecgs()[0]
         resp = requests.post(served_report.url, data=json.dumps(
             {"ecg": ecg.tolist(), "fs": served_report.cfg.data.fs}), timeout=60)
         assert resp.status_code == 200, resp.text

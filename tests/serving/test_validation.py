@@ -10,14 +10,8 @@ import pytest
 
 from ecglm.config.schema import DataConfig, ServeConfig
 from ecglm.data.records import LEADS
-from ecglm.serving.validation import (
-    MAX_OPTIONS,
-    YES_NO_OPTIONS,
-    RequestError,
-    error_body,
-    is_yes_no_question,
-    parse_request,
-)
+from ecglm.serving.validation import RequestError, error_body, parse_request
+from ecglm.tasks.qa import MAX_OPTIONS, YES_NO_OPTIONS, is_yes_no_question
 
 SERVE = ServeConfig(max_body_bytes=2_000_000)
 DATA = DataConfig(fs=500, seconds=10.0)
@@ -54,8 +48,8 @@ def test_valid_request_is_converted_for_the_model() -> None:
     req = _parse(_request())
     assert req.signal.shape == (12, DATA.n_samples) and req.signal.dtype == np.float32
     np.testing.assert_allclose(req.signal, np.asarray(_ecg(), dtype=np.float32))
-    assert req.question == "Which leads show noise?"
-    assert req.options == ["I", "V1", "none"] and not req.options_defaulted
+    assert req.row.question == "Which leads show noise?"
+    assert req.row.options == ("I", "V1", "none")
     assert (req.input_fs, req.input_samples) == (500.0, 5000)
 
 
@@ -161,7 +155,7 @@ def test_bad_options(options: Any) -> None:
 
 def test_sixty_four_options_are_accepted() -> None:
     opts = [f"o{i}" for i in range(MAX_OPTIONS)]
-    assert _parse(_request(options=opts)).options == opts
+    assert list(_parse(_request(options=opts)).row.options) == opts
 
 
 @pytest.mark.parametrize("question", ["Does this ECG show sinus rhythm?", "is it noisy",
@@ -170,7 +164,7 @@ def test_sixty_four_options_are_accepted() -> None:
 def test_yes_no_questions_default_their_options(question: str) -> None:
     assert is_yes_no_question(question)
     req = _parse(_request(question=question, options=_DROP))
-    assert req.options == list(YES_NO_OPTIONS) and req.options_defaulted
+    assert req.row.options == YES_NO_OPTIONS
 
 
 @pytest.mark.parametrize("question", ["Which leads show noise?", "What is the rhythm?",
@@ -222,7 +216,7 @@ def test_generation_endpoint_takes_only_ecg_and_fs() -> None:
 
     body = _request()
     req = validate_request({"ecg": body["ecg"], "fs": body["fs"]}, SERVE, DATA, "report")
-    assert req.question == "" and req.options == [] and req.signal.shape == (12, DATA.n_samples)
+    assert not hasattr(req.row, "question") and req.signal.shape == (12, DATA.n_samples)
     with pytest.raises(RequestError) as exc:
         validate_request(body, SERVE, DATA, "report")
     assert exc.value.status == 422 and exc.value.field in ("options", "question")

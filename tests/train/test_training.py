@@ -68,11 +68,11 @@ def test_train_then_evaluate_logs_exact_match(ray_session, tiny_root: Path) -> N
     """`ecglm train` path: train, then exact match per type on held-out patients, in MLflow."""
     import json
 
-    from ecglm.train.run import qa_rows
-    from ecglm.workflows import train_and_evaluate
+    from ecglm.recipes import train
+    from ecglm.train.run import split_rows
 
     cfg = tiny_config(tiny_root, "train.max_steps=2", "train.eval_every=0")
-    out = train_and_evaluate(cfg)
+    out = train.run(cfg)
     metrics = out["eval"]["metrics"]
     assert 0.0 <= metrics["em/overall"] <= 1.0
     summary = json.loads(Path(out["eval"]["summary"]).read_text())
@@ -82,14 +82,14 @@ def test_train_then_evaluate_logs_exact_match(ray_session, tiny_root: Path) -> N
     from ecglm.train.run import prepare
 
     prep = prepare(cfg)  # same config: reuses the shards and retrieval folder
-    test_rows, train_rows = qa_rows(prep, "test"), qa_rows(prep, "train")
-    assert sorted(p["sample_id"] for p in preds) == sorted(int(r["sample_id"]) for r in test_rows)
-    train_patients = {int(p) for r in train_rows for p in r["patient_ids"]}
-    assert not train_patients & {int(p) for r in test_rows for p in r["patient_ids"]}
+    test_rows, train_rows = split_rows(prep, "test"), split_rows(prep, "train")
+    assert sorted(p["sample_id"] for p in preds) == sorted(r.sample_id for r in test_rows)
+    train_patients = {p for r in train_rows for p in r.patient_ids}
+    assert not train_patients & {p for r in test_rows for p in r.patient_ids}
     assert metrics["n/overall"] == len(test_rows)
     for p in preds:
         assert set(p["parsed"]) <= set(next(r for r in test_rows
-                                            if int(r["sample_id"]) == p["sample_id"])["options"])
+                                            if r.sample_id == p["sample_id"]).options)
     client = MlflowClient(out["tracking_uri"])
     run = client.get_run(out["mlflow_run_id"])
     assert run.data.metrics["eval/em/overall"] == pytest.approx(metrics["em/overall"])

@@ -67,7 +67,7 @@ def test_trial_keeps_generation_task_rows(monkeypatch, tmp_path) -> None:
     monkeypatch.setattr(sweep, "run_training",
                         lambda cfg, **kw: seen.update(cfg=cfg, prepared=kw["prepared"]))
     cfg = apply_overrides(ExperimentConfig(), {"task": "report"})
-    prep = Prepared(cfg, shards=object(), retrieval=object(), tasks=object())
+    prep = Prepared(cfg, shards=object(), retrieval=object(), data=object())
     sweep._trial({"lora.r": 2}, prep, ["lora.r"], "parent")
-    assert seen["prepared"].tasks is prep.tasks and seen["cfg"].lora.r == 2
+    assert seen["prepared"].data is prep.data and seen["cfg"].lora.r == 2
     assert seen["prepared"].shards is prep.shards

@@ -1,4 +1,4 @@
-"""Generation-task rows (report / grounding) built from record shards."""
+"""Per-record task rows (report / grounding / classify) built from record shards."""
 
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ from ecglm.config.schema import NormalizeConfig
 from ecglm.data.ptbxl import load_scp_statements
 from ecglm.data.readers import read_record
 from ecglm.data.sharding import RECORD_SCHEMA, encode_signals
-from ecglm.data.tasks import build_task_rows, reference_text, statement_texts
+from ecglm.config import ConfigError
+from ecglm.data.reference import reference_text, statement_texts
+from ecglm.tasks import TASKS, get_task
+from ecglm.tasks.classify import parse_labels, record_labels
 
 
 @dataclass
@@ -86,11 +89,11 @@ def test_build_task_rows_counts_quarantine_and_reuse(shared_data: Path, tmp_path
                                                     task: str) -> None:
     shards = _records(shared_data, tmp_path)
     cfg = _cfg(shared_data, task, source="report")
-    built = build_task_rows(cfg, shards)
-    counts = built.manifest["counts"]
+    built = get_task(task).build_data(cfg, shards)
+    counts = built.manifest.to_json()["counts"]
     assert counts["in"] == 8 and counts["ok"] + counts["quarantined"] == 8
     quarantined = [json.loads(line) for line in
-                   Path(built.manifest["quarantine"]).read_text().splitlines()]
+                   Path(built.manifest.quarantine).read_text().splitlines()]
     ids = {q["id"] for q in quarantined}
     assert ("ecg:8" in ids) == (task == "report")  # report "ok": under 5 tokens
     if task == "grounding":
@@ -113,10 +116,44 @@ def test_build_task_rows_counts_quarantine_and_reuse(shared_data: Path, tmp_path
         feats = grounding_features(decode_signals(row["signals"], 1, 5000)[0], 500)
         result = ground_text(row["target"], feats)
         assert result.count("supported") > 0 and result.count("contradicted") == 0
-    again = build_task_rows(cfg, shards)  # cached: same folder, same counts
+    again = get_task(task).build_data(cfg, shards)  # cached: same folder, same counts
     assert again.root == built.root and again.manifest == built.manifest
+    assert json.loads(built.manifest_path.read_text()) == built.manifest.to_json()
 
 
-def test_build_task_rows_rejects_qa(shared_data: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="task"):
-        build_task_rows(_cfg(shared_data, "qa"), _records(shared_data, tmp_path))
+def test_unknown_task_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"^task: unknown task 'nope'"):
+        get_task("nope")
+    assert sorted(TASKS) == ["classify", "grounding", "qa", "report"]
+
+
+def test_classify_rows_carry_superclass_labels(shared_data: Path, tmp_path: Path) -> None:
+    shards = _records(shared_data, tmp_path)
+    cfg = _cfg(shared_data, "classify")
+    built = get_task("classify").build_data(cfg, shards)
+    counts = built.manifest.to_json()["counts"]
+    assert counts["in"] == 8 and counts["quarantined"] == 0  # no label is an answer ("none")
+    assert built.manifest.details["classes"] == ["NORM", "MI", "STTC", "CD", "HYP"]
+    rows = {r["sample_id"]: r for p in built.paths.values()
+            for r in pq.read_table(str(p)).to_pylist()}
+    table = load_scp_statements(shared_data)
+    db = pd.read_csv(shared_data / "ptbxl" / "ptbxl_database.csv", index_col="ecg_id")
+    for ecg_id, r in rows.items():
+        if ecg_id == 8:
+            assert r["labels"] == [] and r["target"] == "none"
+            continue
+        codes = json.loads(db.loc[ecg_id, "scp_codes"].replace("'", '"'))
+        expected = [c for c in ("NORM", "MI", "STTC", "CD", "HYP")
+                    if any(code in table.index and table.loc[code, "diagnostic_class"] == c
+                           and p >= 50 for code, p in codes.items())]
+        assert r["labels"] == expected and r["target"] == (", ".join(expected) or "none")
+
+
+def test_classify_labels_from_codes_and_parsing() -> None:
+    classes = ["NORM", "SR", "1AVB"]
+    # no statement table (synthetic data): the codes themselves are the labels
+    assert record_labels('{"SR": 0.0, "1AVB": 100.0, "NORM": 15.0}', None, classes, 50) == (
+        "SR", "1AVB")
+    assert parse_labels("1avb, sr", classes) == ("SR", "1AVB")
+    assert parse_labels("none", classes) == () and parse_labels("NORMAL", classes) == ()
+    assert parse_labels("NORM; NORM", classes) == ("NORM",)
