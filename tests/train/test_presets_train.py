@@ -1,4 +1,4 @@
-"""`ecglm train <preset> --tiny train.max_steps=2` end to end for the three presets."""
+"""`ecglm train <preset> --tiny train.max_steps=2` end to end for the task presets."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("preset,metric", [("qheart_ecgqa", "em/overall"),
                                            ("meit_reports", "model/bleu4"),
-                                           ("gem_grounding", "model/grounding/n_claims")])
+                                           ("gem_grounding", "model/grounding/n_claims"),
+                                           ("classify_ptbxl", "baseline/prior/macro_auc")])
 def test_preset_trains_and_evaluates_tiny(ray_session, tiny_root: Path, capsys,
                                           preset: str, metric: str) -> None:
     root = tiny_root / f"preset-{preset}"
