@@ -139,6 +139,6 @@ def test_outdated_folder_is_replaced_when_invalid(tmp_path: Path) -> None:
     write_once(target, lambda tmp: (tmp / "v.txt").write_text("1") and {"v": 1})
     assert write_once(target, lambda tmp: None) == target and read_marker(target)["v"] == 1
     out = write_once(target, lambda tmp: (tmp / "v.txt").write_text("2") and {"v": 2},
-                     is_valid=lambda p: (p / "v.txt").read_text() == "2")
+                     is_finished=lambda p: (p / "v.txt").read_text() == "2")
     assert (out / "v.txt").read_text() == "2" and read_marker(out)["v"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["key"]

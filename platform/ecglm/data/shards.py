@@ -9,6 +9,11 @@ Layout under ``<data.shard_dir>/<content_hash>/``::
                                ("ecg:<id>") or item ("qa:<id>")
     manifest.json              source, kind, config_hash, input_fingerprint, normalize policies,
                                counts (in = ok + quarantined), checksums, quarantine path
+    .ecglm-cache.json          provenance of the build (pid, host, time; see
+                               :func:`ecglm.utils.cache_dirs.write_once`)
+
+The folder is written once through :func:`~ecglm.utils.cache_dirs.write_once` (temporary
+sibling, atomic rename; concurrent builders of the same key end up sharing the winner's folder).
 
 ``data.dataset`` picks the catalog: ``ptbxl`` (PTB-XL records + ECG-QA items) or ``ludb``,
 ``cinc2021``, ``mimic`` (:mod:`ecglm.data.datasets`): record shards in
@@ -29,8 +34,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,9 +44,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
+from ray.data import DataContext
 
 from ecglm.config import config_hash, to_dict
-from ecglm.config.schema import ExperimentConfig
+from ecglm.config.schema import ConfigError, ExperimentConfig
 from ecglm.data.canonical import LEADS
 from ecglm.data.datasets import load_dataset_catalog, meta_files
 from ecglm.data.ecgqa import QAItem, load_ecgqa_items, qa_dir
@@ -54,6 +59,7 @@ from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, checksums, deco
                                  run_with_progress)
 from ecglm.data.source import DataSource, resolve_source
 from ecglm.data.splits import SPLITS, record_splits
+from ecglm.utils.cache_dirs import write_once
 from ecglm.utils.ray_env import init_ray
 
 __all__ = ["OBJECT_STORE_BYTES", "QA_SCHEMA", "RECORD_SCHEMA", "SHARD_FORMAT_VERSION",
@@ -108,8 +114,6 @@ def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
 def require_qa_dataset(cfg: ExperimentConfig) -> None:
     """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl``: QA training and
     QA evaluation read QA shards, which only PTB-XL (with ECG-QA) has."""
-    from ecglm.config.schema import ConfigError
-
     if cfg.data.dataset != "ptbxl":
         raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' (ECG-QA items "
                           f"exist for PTB-XL only), got {cfg.data.dataset!r}; "
@@ -119,8 +123,6 @@ def require_qa_dataset(cfg: ExperimentConfig) -> None:
 @contextmanager
 def _ray_data_settings() -> Iterator[None]:
     """Ordered output and no progress bars for the build; the previous settings come back."""
-    from ray.data import DataContext
-
     ctx = DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
              ctx.execution_options.preserve_order)
@@ -226,26 +228,24 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     if existing is not None:
         print(f"[ecglm.data] input files changed since {final} was built: re-reading the "
               f"changed records only")
-    tmp = final.parent / f".{digest}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    init_ray(cfg.train.ray_num_cpus, OBJECT_STORE_BYTES)
-    try:
+
+    def build(tmp: Path) -> dict:
+        init_ray(cfg.train.ray_num_cpus, OBJECT_STORE_BYTES)
         with _ray_data_settings():
-            manifest = _build_into(cfg, source, digest, catalog, inputs, tmp, final,
-                                   final if existing is not None else None)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    concurrent = _load_existing(final, digest)
-    if concurrent is not None and concurrent.manifest.get("input_fingerprint") == inputs:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same build first
-        return concurrent
-    if final.exists():  # a stale or incomplete folder
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return ShardSet(root=final, records=final / "records",
-                    qa={s: final / "qa" / s for s in SPLITS}, manifest=manifest)
+            _build_into(cfg, source, digest, catalog, inputs, tmp, final,
+                        final if existing is not None else None)
+        return {"kind": "shards", "config_hash": digest, "input_fingerprint": inputs}
+
+    def is_finished(folder: Path) -> bool:
+        done = _load_existing(folder, digest)
+        return done is not None and done.manifest.get("input_fingerprint") == inputs
+
+    # a concurrent build of the same key may win the rename: its folder is returned
+    write_once(final, build, is_finished=is_finished)
+    built = _load_existing(final, digest)
+    if built is None:  # write_once returns only after is_finished(final): not reached
+        raise RuntimeError(f"{final}: shard folder vanished after it was written")
+    return built
 
 
 def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
@@ -255,8 +255,6 @@ def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.Da
         ``(materialized dataset of read rows or None, status frame with ecg_id, signal, error,
         flags, source_fp)``.
     """
-    import ray
-
     cols = ["ecg_id", "patient_id", "split", "path", "report", "scp_codes", "labels",
             "source_fp", "source_bytes"] + (["record"] if "record" in todo.columns else [])
     if todo.empty:
@@ -279,8 +277,6 @@ def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.Da
 
 def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog: pd.DataFrame,
                 inputs: str, out: Path, final: Path, previous: Path | None) -> dict:
-    import ray
-
     dcfg = cfg.data
     n_samples = dcfg.n_samples
     splits = dict(zip(catalog["ecg_id"].tolist(), catalog["split"].tolist()))

@@ -40,6 +40,9 @@ from ecglm.config import ExperimentConfig, config_hash, to_dict
 from ecglm.data.catalogs.mimic import clean_report
 from ecglm.data.sharding import decode_signals
 from ecglm.data.splits import SPLITS
+# the one data -> features edge: it leaves data/ with this module (-> ecglm.tasks)
+from ecglm.features.summary import grounded_text
+from ecglm.utils.cache_dirs import write_once
 
 _SENTENCE_END = re.compile(r"\.(?:\s+|$)")
 TASKS_FORMAT_VERSION = 2
@@ -95,22 +98,6 @@ def reference_text(report: str, scp_codes: str, source: str, statements: Optiona
     # ECG, sinus rhythm") are short by nature and only need to be non-empty
     curated = source == "statements" and bool(stmts)
     return clean_report(parts, min_tokens=1 if curated else min_tokens)
-
-
-def grounded_text(signal: np.ndarray, fs: float, impression: str) -> str:
-    """GEM-style target: measured features in words, then ``Impression: <impression>``.
-
-    Raises:
-        ecglm.features.validation.SignalError: the ECG cannot be delineated.
-    """
-    from ecglm.features.grounding import grounding_features
-    from ecglm.features.summary import summarize, summary_text
-
-    summary = summarize(grounding_features(signal, fs))
-    if summary["n_beats"] == 0:
-        raise ValueError("no heartbeats could be measured")
-    text = summary_text(summary)
-    return f"{text} Impression: {impression}" if impression else text
 
 
 def _statements(cfg: ExperimentConfig) -> Optional[pd.DataFrame]:
@@ -181,28 +168,26 @@ def build_task_rows(cfg: ExperimentConfig, shards: Any) -> TaskRows:
             rate = (i + 1) / max(now - t0, 1e-9)
             print(f"[tasks] {cfg.task}: {i + 1}/{n} records ({rate:.1f} rec/s, ETA "
                   f"{(n - i - 1) / rate:.0f}s), {len(quarantine)} quarantined", flush=True)
-    tmp = root.with_name(root.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split in SPLITS:
-        if rows.get(split):
-            rows[split].sort(key=lambda r: r["sample_id"])
-            pq.write_table(pa.Table.from_pylist(rows[split], schema=TASK_SCHEMA),
-                           str(tmp / f"{split}.parquet"))
-            paths[split] = root / f"{split}.parquet"
-    (tmp / "quarantine.jsonl").write_text("".join(json.dumps(q) + "\n" for q in quarantine))
     manifest = {"task": cfg.task, "targets": to_dict(cfg.targets), "hash": digest,
                 "statements_table": statements is not None,
                 "counts": {"in": n, "ok": n - len(quarantine), "quarantined": len(quarantine),
                            "per_split": {s: len(rows.get(s, [])) for s in SPLITS}},
                 "quarantine": str(root / "quarantine.jsonl")}
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    if root.exists():  # another process finished first: keep theirs
-        import shutil
 
-        shutil.rmtree(tmp, ignore_errors=True)
-        return build_task_rows(cfg, shards)
-    tmp.rename(root)
+    def write(tmp: Path) -> dict[str, Any]:
+        for split in SPLITS:
+            if rows.get(split):
+                rows[split].sort(key=lambda r: r["sample_id"])
+                pq.write_table(pa.Table.from_pylist(rows[split], schema=TASK_SCHEMA),
+                               str(tmp / f"{split}.parquet"))
+        (tmp / "quarantine.jsonl").write_text("".join(json.dumps(q) + "\n" for q in quarantine))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return {"kind": "task_rows", "task": cfg.task, "hash": digest}
+
+    # another process may finish the same rows first: then its folder is kept (same content)
+    write_once(root, write, is_finished=lambda f: (f / "manifest.json").is_file())
+    manifest = json.loads(manifest_path.read_text())
+    paths = {s: root / f"{s}.parquet" for s in SPLITS if (root / f"{s}.parquet").exists()}
     print(f"[tasks] {cfg.task}: {manifest['counts']} -> {root} (quarantine report: "
           f"{manifest['quarantine']})", flush=True)
     return TaskRows(root, paths, manifest)

@@ -128,7 +128,7 @@ def _move_aside(target: Path) -> None:
 
 def write_once(target: Path, build: Build, *, marker: str = CACHE_MARKER,
                required: tuple[str, ...] = (),
-               is_valid: Optional[Callable[[Path], bool]] = None) -> Path:
+               is_finished: Optional[Callable[[Path], bool]] = None) -> Path:
     """Return the finished cache folder ``target``, building it with ``build`` if needed.
 
     Args:
@@ -136,9 +136,12 @@ def write_once(target: Path, build: Build, *, marker: str = CACHE_MARKER,
         build: ``build(tmp)`` writes the files into the empty folder ``tmp`` and returns
             provenance info (merged into the marker next to pid, host and time).
         marker: name of the marker file written last into the folder.
-        required: files that must exist besides ``marker`` for the folder to count as finished.
-        is_valid: extra check of a finished folder (e.g. its manifest names the same inputs);
-            an existing ``target`` that fails it is replaced by a new build.
+        required: files that must exist besides ``marker`` for the folder to count as finished
+            (and that ``build`` must write).
+        is_finished: when given, decides alone whether a folder is finished and up to date
+            (e.g. its own manifest names the same inputs; folders written before the marker
+            existed stay usable); default: ``marker`` and ``required`` exist. An existing
+            ``target`` that is not finished is replaced by a new build.
 
     Returns:
         ``target`` (this process's build or, after a lost race, the winner's).
@@ -148,7 +151,7 @@ def write_once(target: Path, build: Build, *, marker: str = CACHE_MARKER,
         Exception: whatever ``build`` raises; its temporary folder is removed first.
     """
     def ready() -> bool:
-        return has_marker(target, marker, required) and (is_valid is None or is_valid(target))
+        return is_finished(target) if is_finished else has_marker(target, marker, required)
 
     if ready():
         return target
