@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,10 +92,14 @@ def test_stale_temp_of_a_dead_process_is_removed(tmp_path: Path) -> None:
     target = tmp_path / "key"
     mine, dead = temp_name(target), _temp_of(target, _dead_pid())
     legacy = tmp_path / f".key.tmp-{_dead_pid()}"
-    for folder in (mine, dead, legacy):
+    other_key = _temp_of(tmp_path / "other", _dead_pid())
+    unrelated = tmp_path / ".other.tmp-123"  # an earlier layout of another key: not judged
+    for folder in (mine, dead, legacy, other_key, unrelated):
         folder.mkdir()
         (folder / "half.bin").write_bytes(b"\0" * 10)
-    assert set(clean_stale(target)) == {dead, legacy}
+    assert set(clean_stale(target)) == {dead, legacy, other_key}
+    assert unrelated.is_dir()
+    shutil.rmtree(unrelated)
     assert mine.is_dir(), "a temp of a live process (this one) is kept"
     mine.rename(tmp_path / ".key.tmp-otherhost-1-0123abcd")  # another host: kept until old
     assert clean_stale(target) == []

@@ -29,6 +29,8 @@ STALE_AFTER_S = 24 * 3600.0
 """Age in seconds after which a temporary folder of another host counts as abandoned."""
 
 _TMP_RE = re.compile(r"^(?P<host>.+)-(?P<pid>\d+)-(?P<rand>[0-9a-f]{8})$")
+_ANY_TMP_RE = re.compile(r"^\..+\.(?:tmp|old)-(?P<suffix>.+-\d+-[0-9a-f]{8})$")
+"""Any temporary folder written by :func:`write_once` (``suffix`` = host-pid-random)."""
 _LEGACY_PID_RE = re.compile(r"^(?P<pid>\d+)$")
 """Temporary folders of earlier versions: ``.<name>.tmp-<pid>`` (shards)."""
 
@@ -78,25 +80,31 @@ def _is_stale(path: Path, suffix: str, now: float) -> bool:
 
 
 def clean_stale(target: Path) -> list[Path]:
-    """Remove the abandoned temporary folders of ``target`` (see module doc); returns them.
+    """Remove abandoned temporary folders next to ``target`` (see module doc); returns them.
 
-    A temporary folder of a live process (this one included) is kept."""
-    prefixes = (f".{target.name}.tmp-", f".{target.name}.old-")
+    Every ``.<key>.tmp-<host>-<pid>-<random>`` folder in ``target.parent`` is judged (a dead
+    writer of another key leaves garbage too); the pid-only and pid-less names of earlier
+    versions only for ``target`` itself. A temporary folder of a live process (this one
+    included) is kept."""
     removed = []
     now = time.time()
     try:
         entries = list(target.parent.iterdir())
     except FileNotFoundError:
         return removed
+    own = (f".{target.name}.tmp-", f".{target.name}.old-")
     for entry in entries:
-        for prefix in prefixes:
-            if entry.name.startswith(prefix) and _is_stale(entry, entry.name[len(prefix):], now):
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry)
-    legacy = target.with_name(target.name + ".tmp")  # task rows / retrieval before pids
-    if legacy.is_dir() and _is_stale(legacy, "", now):
-        shutil.rmtree(legacy, ignore_errors=True)
-        removed.append(legacy)
+        m = _ANY_TMP_RE.match(entry.name)
+        if m is not None:
+            stale = _is_stale(entry, m.group("suffix"), now)
+        elif entry.name.startswith(own):
+            stale = _is_stale(entry, entry.name.split(".tmp-" if ".tmp-" in entry.name
+                                                      else ".old-", 1)[1], now)
+        else:
+            stale = entry.name == f"{target.name}.tmp" and _is_stale(entry, "", now)
+        if stale and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
     return removed
 
 
