@@ -40,8 +40,6 @@ from ecglm.config import ExperimentConfig, config_hash, to_dict
 from ecglm.data.catalogs.mimic import clean_report
 from ecglm.data.sharding import decode_signals
 from ecglm.data.splits import SPLITS
-# the one data -> features edge: it leaves data/ with this module (-> ecglm.tasks)
-from ecglm.features.summary import grounded_text
 from ecglm.utils.cache_dirs import write_once
 
 _SENTENCE_END = re.compile(r"\.(?:\s+|$)")
@@ -98,6 +96,22 @@ def reference_text(report: str, scp_codes: str, source: str, statements: Optiona
     # ECG, sinus rhythm") are short by nature and only need to be non-empty
     curated = source == "statements" and bool(stmts)
     return clean_report(parts, min_tokens=1 if curated else min_tokens)
+
+
+def grounded_text(signal: np.ndarray, fs: float, impression: str) -> str:
+    """GEM-style target: measured features in words, then ``Impression: <impression>``.
+
+    Raises:
+        ecglm.features.validation.SignalError: the ECG cannot be delineated.
+    """
+    from ecglm.features.grounding import grounding_features
+    from ecglm.features.summary import summarize, summary_text
+
+    summary = summarize(grounding_features(signal, fs))
+    if summary["n_beats"] == 0:
+        raise ValueError("no heartbeats could be measured")
+    text = summary_text(summary)
+    return f"{text} Impression: {impression}" if impression else text
 
 
 def _statements(cfg: ExperimentConfig) -> Optional[pd.DataFrame]:

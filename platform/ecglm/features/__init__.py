@@ -18,7 +18,7 @@ from ecglm.features.grounding import (
     grounding_features,
     st_form_code,
 )
-from ecglm.features.summary import grounded_text, summarize, summary_text
+from ecglm.features.summary import summarize, summary_text
 from ecglm.features.validation import SignalError, check_signal
 
 __all__ = [
@@ -32,7 +32,6 @@ __all__ = [
     "check_signal",
     "delineate",
     "features_from_delineation",
-    "grounded_text",
     "grounding_features",
     "st_form_code",
     "summarize",

@@ -2,9 +2,7 @@
 
 :func:`summarize` reduces the ``(n_beats, 12)`` sequences of :class:`GroundingFeatures` to
 medians (overall and per lead) plus rule-based notable findings; everything in it is
-JSON-serialisable (NaN becomes ``None``). :func:`summary_text` words it in a few lines;
-:func:`grounded_text` is the GEM-style target of the ``grounding`` task (measured features in
-words, then the impression).
+JSON-serialisable (NaN becomes ``None``). :func:`summary_text` words it in a few lines.
 
 Finding rules (thresholds are common adult reference limits, not a diagnosis):
 
@@ -30,8 +28,7 @@ from typing import Any
 import numpy as np
 
 from ecglm.data.canonical import LEADS
-from ecglm.features.grounding import (FEATURE_NAMES, ST_FORMS, GroundingFeatures,
-                                      grounding_features)
+from ecglm.features.grounding import FEATURE_NAMES, ST_FORMS, GroundingFeatures
 
 _LIMB = tuple(range(6))
 _T_INVERSION_IGNORED = ("aVR", "III", "V1")
@@ -207,24 +204,3 @@ def summary_text(summary: dict[str, Any]) -> str:
         for finding, where in by_finding.items():
             lines.append(f"{finding[0].upper()}{finding[1:]} in {', '.join(where)}.")
     return " ".join(lines)
-
-
-def grounded_text(signal: np.ndarray, fs: float, impression: str) -> str:
-    """GEM-style target: the measured features of ``signal`` in words, then
-    ``Impression: <impression>`` (left out when empty).
-
-    Args:
-        signal: ``(12, T)`` mV, lead order :data:`~ecglm.data.canonical.LEADS`.
-        fs: sampling rate in Hz.
-        impression: statement/report text of the record.
-
-    Raises:
-        ValueError: no heartbeat could be measured;
-            :class:`~ecglm.features.validation.SignalError` (a ``ValueError``): the ECG
-            cannot be delineated.
-    """
-    summary = summarize(grounding_features(signal, fs))
-    if summary["n_beats"] == 0:
-        raise ValueError("no heartbeats could be measured")
-    text = summary_text(summary)
-    return f"{text} Impression: {impression}" if impression else text
