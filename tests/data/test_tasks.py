@@ -18,6 +18,7 @@ from ecglm.data.ptbxl import load_scp_statements
 from ecglm.data.readers import read_record
 from ecglm.data.sharding import RECORD_SCHEMA, encode_signals
 from ecglm.data.tasks import build_task_rows, reference_text, statement_texts
+from ecglm.utils.cache_dirs import read_marker
 
 
 @dataclass
@@ -115,6 +116,8 @@ def test_build_task_rows_counts_quarantine_and_reuse(shared_data: Path, tmp_path
         assert result.count("supported") > 0 and result.count("contradicted") == 0
     again = build_task_rows(cfg, shards)  # cached: same folder, same counts
     assert again.root == built.root and again.manifest == built.manifest
+    assert read_marker(built.root)["kind"] == "task_rows"  # written once, with provenance
+    assert [p.name for p in built.root.parent.iterdir()] == [built.root.name]  # no temp left
 
 
 def test_build_task_rows_rejects_qa(shared_data: Path, tmp_path: Path) -> None:
