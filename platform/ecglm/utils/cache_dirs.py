@@ -98,8 +98,7 @@ def clean_stale(target: Path) -> list[Path]:
         if m is not None:
             stale = _is_stale(entry, m.group("suffix"), now)
         elif entry.name.startswith(own):
-            stale = _is_stale(entry, entry.name.split(".tmp-" if ".tmp-" in entry.name
-                                                      else ".old-", 1)[1], now)
+            stale = _is_stale(entry, entry.name[len(own[0]):], now)  # both prefixes: same length
         else:
             stale = entry.name == f"{target.name}.tmp" and _is_stale(entry, "", now)
         if stale and entry.is_dir():
