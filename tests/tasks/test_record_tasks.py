@@ -21,6 +21,7 @@ from ecglm.config import ConfigError
 from ecglm.data.reference import reference_text, statement_texts
 from ecglm.tasks import TASKS, get_task
 from ecglm.tasks.classify import parse_labels, record_labels
+from ecglm.utils.cache_dirs import read_marker
 
 
 @dataclass
@@ -119,6 +120,8 @@ def test_build_task_rows_counts_quarantine_and_reuse(shared_data: Path, tmp_path
     again = get_task(task).build_data(cfg, shards)  # cached: same folder, same counts
     assert again.root == built.root and again.manifest == built.manifest
     assert json.loads(built.manifest_path.read_text()) == built.manifest.to_json()
+    assert read_marker(built.root)["kind"] == "task_rows"  # written once, with provenance
+    assert [p.name for p in built.root.parent.iterdir()] == [built.root.name]  # no temp left
 
 
 def test_unknown_task_is_a_config_error() -> None:

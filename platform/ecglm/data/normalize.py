@@ -7,9 +7,10 @@ Order of the steps (each policy is a field of :class:`ecglm.config.schema.Normal
 2. non-finite samples: reject, interpolate or zero (too many in a lead: the lead is missing);
 3. missing leads: reject, or zero-fill and mask;
 4. amplitude plausibility (wrong gain/units): reject or flag;
-5. optional baseline (high-pass), band-pass and powerline notch filters at the source rate;
-6. anti-aliased resampling to the target rate (polyphase FIR or FFT);
-7. crop/pad to the target length.
+5.-7. :func:`ecglm.data.preprocess.preprocess`, the signal path shared with serving:
+   optional baseline (high-pass), band-pass and powerline notch filters at the source rate,
+   anti-aliased resampling to the target rate (polyphase FIR or FFT), crop/pad to the target
+   length.
 
 All arrays are ``(n_leads, T)``; amplitudes in mV, rates in Hz.
 """
@@ -17,20 +18,18 @@ All arrays are ``(n_leads, T)``; amplitudes in mV, rates in Hz.
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 
 import numpy as np
 
 from ecglm.config.schema import NormalizeConfig
 from ecglm.data.canonical import LEADS, ECGRecord, RawECG
 from ecglm.data.errors import RecordError
+from ecglm.data.preprocess import preprocess
 
 _ALIASES: dict[str, str] = {
     **{lead.lower(): lead for lead in LEADS},
     "di": "I", "dii": "II", "diii": "III", "d1": "I", "d2": "II", "d3": "III",
 }
-NOTCH_Q = 30.0
-"""Quality factor of the powerline notch (bandwidth = f0 / Q, ~1.7 Hz at 50 Hz)."""
 
 
 def canonical_lead(name: str) -> str | None:
@@ -75,78 +74,6 @@ def interpolate_nonfinite(x: np.ndarray) -> np.ndarray:
             continue
         row[~good] = np.interp(t[~good], t[good], row[good]) if good.any() else 0.0
     return out
-
-
-def resample(x: np.ndarray, fs: float, target_fs: int, method: str = "polyphase") -> np.ndarray:
-    """Anti-aliased resampling of ``x`` ``(n, T)`` from ``fs`` Hz to ``target_fs`` Hz.
-
-    ``polyphase``: :func:`scipy.signal.resample_poly` with the rational ratio closest to
-    ``target_fs / fs`` (denominator <= 1000; Kaiser-windowed low-pass FIR, linear edge padding);
-    ``fft``: :func:`scipy.signal.resample` (ideal low-pass, assumes periodicity).
-    Output length is ``round(T * target_fs / fs)``.
-    """
-    if math.isclose(fs, target_fs):
-        return x
-    from scipy import signal as sps  # local: scipy.signal takes ~0.7 s to import
-
-    n_out = int(round(x.shape[1] * target_fs / fs))
-    if method == "fft":
-        return sps.resample(x, n_out, axis=1)
-    if method != "polyphase":
-        raise ValueError(f"data.normalize.resample_method: expected 'polyphase' or 'fft', "
-                         f"got {method!r}")
-    ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
-    y = sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=1, padtype="line")
-    if y.shape[1] > n_out:
-        return y[:, :n_out]
-    if y.shape[1] < n_out:
-        return np.pad(y, ((0, 0), (0, n_out - y.shape[1])), mode="edge")
-    return y
-
-
-def fit_to_length(x: np.ndarray, n_samples: int, crop: str = "start",
-                  pad: str = "zero") -> np.ndarray:
-    """Crop (window at the ``start`` or ``center``) or pad (at the end with ``zero`` or the
-    ``edge`` value) ``x`` ``(n, T)`` to ``(n, n_samples)``."""
-    t = x.shape[1]
-    if t >= n_samples:
-        start = (t - n_samples) // 2 if crop == "center" else 0
-        return x[:, start:start + n_samples]
-    if t == 0:
-        return np.zeros((x.shape[0], n_samples), dtype=x.dtype)
-    return np.pad(x, ((0, 0), (0, n_samples - t)), mode="edge" if pad == "edge" else "constant")
-
-
-def apply_filters(x: np.ndarray, fs: float, policy: NormalizeConfig) -> np.ndarray:
-    """Zero-phase baseline high-pass, band-pass and powerline notch on ``x`` ``(n, T)`` mV.
-
-    Cut-offs at or above the Nyquist rate ``fs / 2`` of the source are skipped (the signal holds
-    nothing there, and resampling low-passes anyway).
-    """
-    if not (policy.baseline_filter or policy.bandpass or policy.powerline_hz):
-        return x
-    from scipy import signal as sps  # local: scipy.signal takes ~0.7 s to import
-
-    nyq = fs / 2.0
-    pad = max(0, min(x.shape[1] - 1, 3 * (2 * policy.filter_order + 1)))
-    if policy.baseline_filter and policy.baseline_cutoff_hz < nyq:
-        sos = sps.butter(policy.filter_order, policy.baseline_cutoff_hz, btype="highpass",
-                         fs=fs, output="sos")
-        x = sps.sosfiltfilt(sos, x, axis=1, padlen=pad)
-    if policy.bandpass is not None:
-        lo, hi = policy.bandpass
-        if hi < nyq:
-            sos = sps.butter(policy.filter_order, [lo, hi], btype="bandpass", fs=fs, output="sos")
-        elif lo < nyq:
-            sos = sps.butter(policy.filter_order, lo, btype="highpass", fs=fs, output="sos")
-        else:
-            sos = None
-        if sos is not None:
-            x = sps.sosfiltfilt(sos, x, axis=1, padlen=pad)
-    if policy.powerline_hz is not None and policy.powerline_hz < nyq:
-        b, a = sps.iirnotch(policy.powerline_hz, NOTCH_Q, fs=fs)
-        x = sps.filtfilt(b, a, x, axis=1, padlen=min(pad, x.shape[1] - 1))
-    return x
 
 
 def _nonfinite(x: np.ndarray, present: dict[str, int], policy: NormalizeConfig,
@@ -264,15 +191,10 @@ def normalize(raw: RawECG, policy: NormalizeConfig, target_fs: int,
     order = [lead for lead in LEADS if lead in usable]
     sub = np.asarray(x[[usable[lead] for lead in order]], dtype=np.float64)
     check_amplitude(sub, order, policy, record, flags)
-    sub = apply_filters(sub, raw.fs, policy)
-    sub = fit_to_length(resample(sub, raw.fs, target_fs, policy.resample_method), n_samples,
-                        policy.crop, policy.pad)
-    out = np.zeros((len(LEADS), n_samples), dtype=np.float32)
-    mask = np.zeros(len(LEADS), dtype=bool)
-    for row, lead in zip(sub, order):
-        k = LEADS.index(lead)
-        out[k] = row
-        mask[k] = True
+    mask = np.array([lead in usable for lead in LEADS])
+    full = np.zeros((len(LEADS), sub.shape[1]), dtype=np.float64)
+    full[mask] = sub
+    out = preprocess(full, raw.fs, policy, target_fs, n_samples, mask)
     meta = dict(raw.metadata)
     meta.update(source_fs=float(raw.fs), source_seconds=round(seconds, 4),
                 dropped_leads=extra)

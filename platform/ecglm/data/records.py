@@ -1,18 +1,16 @@
-"""Canonical 12-lead array from a record path (:func:`read_wfdb`) and array helpers.
+"""Canonical 12-lead array from a record path (:func:`read_wfdb`).
 
-The readers live in :mod:`ecglm.data.readers`, the policies in :mod:`ecglm.data.normalize`;
-this module keeps the original entry points. Canonical ECG: ``float32`` array of shape ``(12, T)`` in millivolts, leads in :data:`LEADS`
-order, sampled at ``fs`` Hz.
+The readers live in :mod:`ecglm.data.readers`, the policies in :mod:`ecglm.data.normalize`, the
+signal path (filters, resampling, crop/pad) shared with serving in :mod:`ecglm.data.preprocess`;
+this module keeps the original entry points. Canonical ECG: ``float32`` array of shape
+``(12, T)`` in millivolts, leads in :data:`LEADS` order, sampled at ``fs`` Hz.
 """
 
 from __future__ import annotations
 
-import math
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from ecglm.config.schema import NormalizeConfig
 from ecglm.data.canonical import LEADS
@@ -20,26 +18,7 @@ from ecglm.data.errors import RecordError
 from ecglm.data.readers import read_record
 from ecglm.data.readers.wfdb_format import header_units, unit_scale_to_mv
 
-__all__ = ["LEADS", "fit_length", "header_units", "lead_indices", "read_wfdb", "resample_ecg",
-           "unit_scale_to_mv"]
-
-
-def resample_ecg(x: np.ndarray, fs: float, target_fs: int) -> np.ndarray:
-    """Polyphase resampling of ``x`` ``(n_leads, T)`` from ``fs`` Hz to ``target_fs`` Hz."""
-    if math.isclose(fs, target_fs):
-        return x
-    ratio = Fraction(target_fs) / Fraction(fs).limit_denominator(1000)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
-
-
-def fit_length(x: np.ndarray, n_samples: int) -> np.ndarray:
-    """Crop (keep the start) or zero-pad (at the end) ``x`` ``(n_leads, T)`` to ``n_samples``."""
-    t = x.shape[1]
-    if t >= n_samples:
-        return x[:, :n_samples]
-    out = np.zeros((x.shape[0], n_samples), dtype=x.dtype)
-    out[:, :t] = x
-    return out
+__all__ = ["LEADS", "header_units", "lead_indices", "read_wfdb", "unit_scale_to_mv"]
 
 
 def lead_indices(names: list[str], record: str) -> list[int]:

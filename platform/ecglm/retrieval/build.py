@@ -44,6 +44,7 @@ from ecglm.models.encoders import (
     time_series_part,
 )
 from ecglm.retrieval.index import ReportIndex
+from ecglm.utils.cache_dirs import write_once
 
 ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_CONFIG = "encoder.json"
@@ -192,13 +193,17 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
     )
     table = {str(i): [{"ecg_id": h.ecg_id, "report": h.report, "score": h.score} for h in hs]
              for i, hs in zip(ids, hits)}
-    tmp = folder.with_name(folder.name + ".tmp")
-    index.save(tmp)
-    save_file(retrieval_weights(encoder), str(tmp / ENCODER_WEIGHTS))
-    (tmp / ENCODER_CONFIG).write_text(json.dumps(to_dict(cfg.encoder)))
-    (tmp / ENCODER_BUILD).write_text(json.dumps(build_args))
-    (tmp / NEIGHBOURS).write_text(json.dumps(table))
-    tmp.rename(folder)
+
+    def write(tmp: Path) -> dict[str, Any]:
+        index.save(tmp)
+        save_file(retrieval_weights(encoder), str(tmp / ENCODER_WEIGHTS))
+        (tmp / ENCODER_CONFIG).write_text(json.dumps(to_dict(cfg.encoder)))
+        (tmp / ENCODER_BUILD).write_text(json.dumps(build_args))
+        (tmp / NEIGHBOURS).write_text(json.dumps(table))
+        return {"kind": "retrieval", "key": key}
+
+    # a concurrent build of the same key may win: its (identical) folder is kept
+    write_once(folder, write, is_finished=lambda f: (f / NEIGHBOURS).is_file())
     dt = time.perf_counter() - t0
     print(f"[retrieval] embedded {len(ids)} records ({len(ids) / max(dt, 1e-9):.1f} rec/s), "
           f"indexed {len(train)} training records -> {folder}")

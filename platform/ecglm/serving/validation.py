@@ -9,8 +9,9 @@ Request JSON::
 
 Every rejection is a :class:`RequestError` carrying the HTTP status (400 malformed JSON, 413 body
 too large, 422 well-formed but invalid) and the offending field; :func:`error_body` gives the
-JSON the client sees. Accepted ECGs are resampled to ``data.fs`` and cropped/zero-padded to
-``data.n_samples``, exactly like training records.
+JSON the client sees. Accepted ECGs go through the training records' preprocessing
+(:func:`ecglm.data.preprocess.preprocess`: ``data.normalize`` filters, resampling to ``data.fs``,
+crop/pad to ``data.n_samples``).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ecglm.config.schema import DataConfig, ServeConfig
+from ecglm.data.canonical import LEADS
+from ecglm.data.preprocess import preprocess
 from ecglm.data.rows import ECGRow
 from ecglm.tasks import RequestError, get_task
-from ecglm.data.records import LEADS, fit_length, resample_ecg
 
 BASE_FIELDS = frozenset({"ecg", "fs"})
 """Fields every endpoint takes; a task adds its own
@@ -170,9 +172,11 @@ def validate_duration(n_samples: int, fs: float, serve: ServeConfig) -> None:
 
 
 def to_model_signal(x: np.ndarray, fs: float, data: DataConfig) -> np.ndarray:
-    """Resample ``(12, T)`` mV from ``fs`` Hz to ``data.fs`` and crop/zero-pad to
-    ``data.n_samples``: ``(12, data.n_samples)`` float32 mV."""
-    y = fit_length(resample_ecg(x, fs, data.fs), data.n_samples)
+    """``(12, T)`` mV at ``fs`` Hz -> ``(12, data.n_samples)`` float32 mV at ``data.fs`` Hz
+    through :func:`ecglm.data.preprocess.preprocess`, the path the shard records took
+    (``data.normalize`` filters, resampling, crop/pad policy). The shards store that signal
+    as int16 microvolts, so the model saw it during training within 0.5 uV of this output."""
+    y = preprocess(x, fs, data.normalize, data.fs, data.n_samples)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 

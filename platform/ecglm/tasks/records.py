@@ -17,9 +17,6 @@ it), and the provenance that goes into the cache key and the manifest.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ import pyarrow.parquet as pq
 from ecglm.config import ExperimentConfig, config_hash
 from ecglm.data.splits import SPLITS
 from ecglm.tasks.base import RowCounts, TaskData, TaskManifest, split_paths
+from ecglm.utils.cache_dirs import write_once
 
 TASKS_FORMAT_VERSION = 2
 PROGRESS_EVERY_S = 5.0
@@ -68,11 +66,10 @@ def _progress(task: str, i: int, n: int, t0: float, n_bad: int) -> None:
 
 def _write_folder(root: Path, rows: dict[str, list[dict[str, Any]]], schema: pa.Schema,
                   quarantine: list[dict[str, str]], manifest: TaskManifest) -> None:
-    """Write the folder under a temporary name unique to this process, then rename it into
-    place; a concurrent writer that finished first wins and this copy is removed."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-{os.getpid()}-", dir=root.parent))
-    try:
+    """Write the folder once (:func:`ecglm.utils.cache_dirs.write_once`): a concurrent
+    writer that finishes first wins and this build is dropped (same content)."""
+
+    def write(tmp: Path) -> dict[str, Any]:
         for split in SPLITS:
             if rows.get(split):
                 rows[split].sort(key=lambda r: r["sample_id"])
@@ -80,14 +77,10 @@ def _write_folder(root: Path, rows: dict[str, list[dict[str, Any]]], schema: pa.
                                str(tmp / f"{split}.parquet"))
         (tmp / "quarantine.jsonl").write_text("".join(json.dumps(q) + "\n" for q in quarantine))
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_json(), indent=2))
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, root)
-        except OSError:
-            if not (root / "manifest.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return {"kind": "task_rows", "task": manifest.task,
+                "hash": manifest.details.get("hash")}
+
+    write_once(root, write, is_finished=lambda f: (f / "manifest.json").is_file())
 
 
 def build_record_rows(cfg: ExperimentConfig, shards: Any, task: str, target: TargetBuilder,

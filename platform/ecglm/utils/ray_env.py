@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 
+import ray
+from ray.data import DataContext
+
 #: Environment every ecglm process (driver and Ray workers) runs with.
 WORKER_ENV: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
@@ -31,7 +34,7 @@ def set_process_env() -> None:
 
 def _has_cuda() -> bool:
     try:
-        import torch
+        import torch  # deferred on purpose: a ~2 s import only to probe for a GPU
 
         return torch.cuda.is_available()
     except ImportError:  # pragma: no cover
@@ -45,9 +48,6 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
         num_cpus: logical CPUs of a *local* instance (ignored when joining a cluster).
         object_store_bytes: object store size of a local instance, bytes.
     """
-    import ray
-    from ray.data import DataContext
-
     set_process_env()
     if not ray.is_initialized():
         env_vars = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}

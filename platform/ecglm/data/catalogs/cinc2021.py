@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import wfdb
 
 from ecglm.data.errors import CatalogError
 from ecglm.data.readers.wfdb_format import parse_comments
@@ -65,8 +66,6 @@ def load_cinc_catalog(root: Path, mapping: Path | None = None) -> pd.DataFrame:
     Raises:
         CatalogError: a header that wfdb cannot parse (names the file).
     """
-    import wfdb
-
     root = Path(root)
     names: dict[str, str] = {}
     candidates = [mapping] if mapping else [root / n for n in (

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.io import loadmat
 
 from ecglm.data.canonical import LEADS, RawECG
 from ecglm.data.errors import RecordError
@@ -39,8 +40,6 @@ def read_cpsc2018_mat(path: str | Path) -> RawECG:
             without its header (``header``); no ``ECG.data`` or a shape other than ``(12, N)``
             (``signal``).
     """
-    from scipy.io import loadmat
-
     p = Path(path)
     mat = p if p.suffix.lower() == ".mat" else Path(str(p) + ".mat")
     record = str(mat.with_suffix(""))

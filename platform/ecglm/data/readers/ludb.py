@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import wfdb
+
 from ecglm.data.canonical import LEADS, RawECG
 from ecglm.data.errors import RecordError
 from ecglm.data.readers.wfdb_format import read_wfdb_raw
@@ -76,8 +78,6 @@ def read_wave_annotations(path: str | Path) -> dict[str, list[Wave]]:
     Raises:
         RecordError: no annotation file at all, or an unreadable one (``annotations``).
     """
-    import wfdb
-
     record = str(path)
     out: dict[str, list[Wave]] = {}
     for lead, ext in zip(LEADS, ANNOTATION_EXTENSIONS):

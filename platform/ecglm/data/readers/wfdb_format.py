@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import wfdb
+from wfdb.io._signal import BYTES_PER_SAMPLE
+from wfdb.io.header import rx_record, rx_signal
 
 from ecglm.data.canonical import RawECG
 from ecglm.data.errors import RecordError
@@ -114,8 +117,6 @@ def parse_header(record: str) -> Header | None:
     Returns ``None`` for multi-segment records or lines the grammar does not match (the caller
     then lets wfdb parse the header and report the problem).
     """
-    from wfdb.io.header import rx_record, rx_signal
-
     text = _header_text(record)
     lines = [ln for ln in text.splitlines() if ln.strip()]
     body = [ln for ln in lines if not ln.lstrip().startswith("#")]
@@ -192,8 +193,6 @@ def _check_header(record: str, hea: Path) -> None:
 
 def _check_signal_files(record: str, header: Any) -> None:
     """Compare each signal file's size with what the header declares."""
-    from wfdb.io._signal import BYTES_PER_SAMPLE
-
     base = Path(record).parent
     files: dict[str, list[int]] = {}
     for i, name in enumerate(header.file_name or []):
@@ -242,8 +241,6 @@ def read_wfdb_raw(path: str | Path) -> RawECG:
         RecordError: missing/empty/truncated files (``file``), a malformed header or
             signal-count mismatch (``header``/``signal``), unknown units of a lead (``units``).
     """
-    import wfdb  # local import: wfdb is slow to import
-
     record = str(path)
     _check_header(record, Path(record + ".hea"))
     hdr = parse_header(record)

@@ -39,7 +39,7 @@ from ecglm.config.schema import ConfigError, ImageEncoderConfig
 from ecglm.features.validation import SignalError
 from ecglm.models.encoders.base import ECGEncoder, EncoderOutput, ModelInputError, check_ecg_input
 from ecglm.render.image import render_12lead
-from ecglm.utils.cache_dirs import write_atomically
+from ecglm.utils.cache_dirs import write_once
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 """OpenAI CLIP's RGB pixel mean (used when the tower folder has no preprocessor config)."""
@@ -106,7 +106,7 @@ def write_tiny_tower(image: ImageEncoderConfig, cache_dir: str | Path) -> Path:
         return {"source": "tiny", "tiny": asdict(image.tiny), "image_size": image.image_size,
                 "version": TINY_FORMAT_VERSION, "seed": TINY_INIT_SEED}
 
-    return write_atomically(target, build, MARKER_FILE)
+    return write_once(target, build, marker=MARKER_FILE, required=("config.json",))
 
 
 def tower_source(image: ImageEncoderConfig, cache_dir: str | Path) -> str:

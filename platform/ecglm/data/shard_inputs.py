@@ -1,0 +1,104 @@
+"""What a shard build reads before and around the records: the catalog of ``data.dataset``
+with splits, labels and file fingerprints, the digest of all input files, and the QA items
+turned into per-split rows (items whose ECGs were quarantined or fall in different splits are
+quarantined themselves).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ecglm.config.schema import ExperimentConfig
+from ecglm.data.datasets import load_dataset_catalog, meta_files
+from ecglm.data.ecgqa import QAItem, qa_dir
+from ecglm.data.ptbxl import add_scp_labels, load_ptbxl_catalog, ptbxl_dir
+from ecglm.data.sharding import files_fingerprint, fingerprints
+from ecglm.data.source import DataSource
+from ecglm.data.splits import SPLITS, record_splits
+
+
+def select_items(items: list[QAItem], max_items: int | None, seed: int) -> list[QAItem]:
+    """At most ``max_items`` of ``items`` (a seeded random subset, original order kept)."""
+    if max_items is None or len(items) <= max_items:
+        return items
+    keep = np.random.default_rng(seed).choice(len(items), size=max_items, replace=False)
+    return [items[i] for i in sorted(int(k) for k in keep)]
+
+
+def with_fingerprints(catalog: pd.DataFrame) -> pd.DataFrame:
+    """``catalog`` plus ``source_fp`` (fingerprint) and ``source_bytes`` of each ``path``."""
+    fps = fingerprints(catalog["path"].tolist())
+    return catalog.assign(source_fp=[fps[p][0] for p in catalog["path"]],
+                          source_bytes=[fps[p][1] for p in catalog["path"]])
+
+
+def shard_catalog(cfg: ExperimentConfig, source: DataSource) -> pd.DataFrame:
+    """Catalog of ``data.dataset`` with ``split``, ``labels`` (JSON) and the files'
+    ``source_fp`` / ``source_bytes`` (plus ``record`` for datasets other than PTB-XL)."""
+    dcfg = cfg.data
+    if dcfg.dataset != "ptbxl":
+        return with_fingerprints(load_dataset_catalog(dcfg, source.root, cfg.seed))
+    catalog = load_ptbxl_catalog(source.root, dcfg.max_ecg_id)
+    if catalog.empty:
+        raise ValueError(f"data.max_ecg_id: no PTB-XL record with ecg_id <= {dcfg.max_ecg_id} "
+                         f"found under {source.root}")
+    splits = record_splits(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist(),
+                           catalog["strat_fold"].tolist(), dcfg.qa_split, dcfg.valid_fraction,
+                           dcfg.test_fraction, cfg.seed, source.root)
+    catalog = add_scp_labels(catalog.assign(split=catalog["ecg_id"].map(splits)), source.root,
+                             dcfg.scp_min_likelihood)
+    return with_fingerprints(catalog)
+
+
+def input_fingerprint(catalog: pd.DataFrame, root: Path, dataset: str = "ptbxl") -> str:
+    """Digest of the metadata files (PTB-XL CSVs and ECG-QA files, or the dataset's catalog
+    files) and every record's files."""
+    meta = ([f for d in (ptbxl_dir(root), qa_dir(root)) if d.is_dir()
+             for f in d.iterdir() if f.is_file()] if dataset == "ptbxl"
+            else meta_files(dataset, root))
+    h = hashlib.sha1(files_fingerprint(meta).encode())
+    for e, fp in sorted(zip(catalog["ecg_id"].tolist(), catalog["source_fp"].tolist())):
+        h.update(f"{e}:{fp};".encode())
+    return h.hexdigest()
+
+
+def qa_rows(qa_items: list[QAItem], splits: dict[int, str], bad_ids: set[int],
+            signal_of: dict[int, bytes], patient_of: dict[int, int], n_samples: int,
+            quarantine: list[dict]) -> dict[str, list[dict]]:
+    """QA shard rows per split (``QA_SCHEMA`` of :mod:`ecglm.data.shards`, unsorted).
+
+    Args:
+        qa_items: the selected ECG-QA items.
+        splits: split of each ``ecg_id``.
+        bad_ids: quarantined ``ecg_id`` values.
+        signal_of: int16 microvolt bytes of each usable ``ecg_id``.
+        patient_of: patient of each ``ecg_id``.
+        n_samples: samples per lead of every signal.
+        quarantine: list the quarantined items are appended to (``{"id": "qa:<id>", ...}``).
+    """
+    rows: dict[str, list[dict]] = {s: [] for s in SPLITS}
+    for it in qa_items:
+        bad = [e for e in it.ecg_ids if e in bad_ids]
+        if bad:
+            quarantine.append({"id": f"qa:{it.sample_id}",
+                               "reason": f"ECG(s) {bad} quarantined"})
+            continue
+        item_splits = sorted({splits[e] for e in it.ecg_ids})
+        if len(item_splits) > 1:  # a comparison across splits would leak patients
+            quarantine.append({"id": f"qa:{it.sample_id}",
+                               "reason": f"ECGs {list(it.ecg_ids)} fall in different splits "
+                                         f"{item_splits}; left out to keep splits disjoint"})
+            continue
+        split = item_splits[0]
+        rows[split].append({
+            "sample_id": it.sample_id, "template_id": it.template_id,
+            "question_type": it.question_type, "attribute_type": it.attribute_type,
+            "question": it.question, "answer": it.answer, "options": it.options,
+            "ecg_ids": it.ecg_ids, "patient_ids": [patient_of[e] for e in it.ecg_ids],
+            "n_ecg": len(it.ecg_ids), "n_samples": n_samples,
+            "signals": b"".join(signal_of[e] for e in it.ecg_ids), "split": split})
+    return rows
