@@ -78,7 +78,6 @@ def test_transfer_section_wiring(cinc, shared_data: Path, monkeypatch) -> None:
 
     import ecglm.evaluation.classify as classify
     import ecglm.evaluation.sections as sections
-    import ecglm.retrieval.build as build
     from ecglm.config import ExperimentConfig, apply_overrides, parse_cli_overrides
     from ecglm.data.records import read_wfdb
 
@@ -88,16 +87,13 @@ def test_transfer_section_wiring(cinc, shared_data: Path, monkeypatch) -> None:
     codes = ['{"NORM": 100}'] * 6 + ['{"IRBBB": 100, "NDT": 100}'] * 6
     train = classify.RecordSet(ids, sig, [""] * 12, codes)
     enc = SimpleNamespace(eval=lambda: enc)
-    monkeypatch.setattr(classify, "read_records", lambda records, split: train)
-    monkeypatch.setattr(classify, "embed_signals", lambda e, s: _embed(s))
-    monkeypatch.setattr(sections, "load_model", lambda cfg, ckpt: SimpleNamespace(encoder=enc))
-    monkeypatch.setattr(build, "load_retrieval_encoder", lambda folder: enc)
+    monkeypatch.setattr(sections, "read_records", lambda records, split: train)
+    monkeypatch.setattr(sections, "embed_signals", lambda e, s: _embed(s))
+    monkeypatch.setattr(sections, "load_retrieval_encoder", lambda folder: enc)
     cfg = apply_overrides(ExperimentConfig(), parse_cli_overrides([
         "evaluation.transfer=cinc2021", f"data.shared_root={shared_data}"]))
-    prep = SimpleNamespace(cfg=cfg, shards=SimpleNamespace(records=None, manifest={}),
-                           retrieval=SimpleNamespace(folder=None))
-    (sec,) = [s for s in sections.build_sections(prep, Path("unused"))
-              if s.key.startswith("transfer")]
+    inputs = sections.SectionInputs(cfg, Path("unused"), "", {}, Path("unused"), lambda: enc)
+    (sec,) = [s for s in sections.build_sections(inputs) if s.key.startswith("transfer")]
     assert sec.key == "transfer/cinc2021"
     assert 0.0 <= sec.metrics["model/macro_auc"] <= 1.0
     assert sec.metrics["retrieval_encoder/n_records"] == len(cinc.record_ids)

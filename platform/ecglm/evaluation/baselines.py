@@ -18,6 +18,8 @@ from collections import Counter, defaultdict
 from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
 
 from ecglm.data.rows import QARow
 from ecglm.evaluation.qa import Prediction, exact_match, normalise_answer
@@ -94,9 +96,6 @@ class BlindBaseline:
         self.constant: dict[str, float] = {}
 
     def fit(self, rows: Sequence[QARow]) -> "BlindBaseline":
-        from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
-
         if not rows:
             raise ValueError("baselines: the training split has no QA rows")
         self.vectorizer = TfidfVectorizer(ngram_range=(1, 2), max_features=self.max_features)

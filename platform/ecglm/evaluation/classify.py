@@ -27,8 +27,13 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
+import pyarrow.parquet as pq
+
+from ecglm.data.ptbxl import load_scp_statements, scp_labels
+from ecglm.data.sharding import decode_signals
 
 from ecglm.evaluation.metrics import classification_metrics
+from ecglm.retrieval.build import embed
 
 SUPERCLASSES: tuple[str, ...] = ("NORM", "MI", "STTC", "CD", "HYP")
 
@@ -61,8 +66,6 @@ def superclass_matrix(scp_codes: Sequence[str | Mapping[str, float]], statements
         statements: ``scp_statements.csv`` as from :func:`ecglm.data.ptbxl.load_scp_statements`.
         min_likelihood: diagnostic statements below it (0-100) are ignored.
     """
-    from ecglm.data.ptbxl import scp_labels
-
     col = {c: i for i, c in enumerate(classes)}
     y = np.zeros((len(scp_codes), len(classes)), dtype=np.int64)
     for n, codes in enumerate(scp_codes):
@@ -79,8 +82,6 @@ def find_statements(roots: Sequence[str | Path]) -> Any:
     Raises:
         FileNotFoundError: none of ``roots`` holds ``ptbxl/scp_statements.csv``.
     """
-    from ecglm.data.ptbxl import load_scp_statements
-
     for root in roots:
         table = load_scp_statements(Path(root))
         if table is not None:
@@ -202,10 +203,6 @@ class RecordSet:
 
 def read_records(records: Path, split: str) -> RecordSet:
     """Records of ``split`` from a records Parquet folder (shard order)."""
-    import pyarrow.parquet as pq
-
-    from ecglm.data.sharding import decode_signals
-
     t = pq.read_table(str(records), columns=["ecg_id", "split", "n_samples", "signal",
                                              "report", "scp_codes"]).to_pydict()
     keep = [i for i, s in enumerate(t["split"]) if s == split]
@@ -218,8 +215,6 @@ def read_records(records: Path, split: str) -> RecordSet:
 
 def embed_signals(encoder: Any, signals: np.ndarray, batch: int = 16) -> np.ndarray:
     """Pooled embeddings (N, d) of ``signals`` (N, 12, T) mV by ``encoder`` (eval mode)."""
-    from ecglm.retrieval.build import embed
-
     parts = [embed(encoder, signals[i:i + batch]) for i in range(0, len(signals), batch)]
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 

@@ -22,6 +22,7 @@ import warnings
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from scipy.stats import rankdata
 
 from ecglm.evaluation.nlg import Meteor, bleu, cider_d, rouge_l, rouge_n
 from ecglm.evaluation.qa import exact_match
@@ -123,8 +124,6 @@ def binary_auc(y: np.ndarray, s: np.ndarray) -> float:
     Args:
         y: (N,) 0/1 truth with both classes present. s: (N,) scores (higher = positive).
     """
-    from scipy.stats import rankdata
-
     y = np.asarray(y).astype(bool)
     ranks = rankdata(np.asarray(s, dtype=np.float64))
     n_pos, n_neg = int(y.sum()), int((~y).sum())

@@ -29,6 +29,7 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from nltk.stem.porter import PorterStemmer
 
 Tokens = list[str]
 
@@ -213,8 +214,6 @@ class Meteor:
 
     def __init__(self, wordnet: Any, alpha: float = 0.9, beta: float = 3.0,
                  gamma: float = 0.5) -> None:
-        from nltk.stem.porter import PorterStemmer
-
         self.wordnet = wordnet
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         self._stem: Callable[[str], str] = PorterStemmer().stem

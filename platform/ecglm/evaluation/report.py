@@ -13,20 +13,21 @@ import io
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import matplotlib
 import numpy as np
 
+from ecglm.data.sharding import decode_signals
 from ecglm.evaluation.qa import Prediction
+
+matplotlib.use("Agg")  # files only, never a window (set before pyplot is imported)
+import matplotlib.pyplot as plt  # noqa: E402
 
 VERIFY_LABELS = ["yes", "no", "not sure", "other"]
 LEAD_NAMES = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
 def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """``matplotlib.pyplot`` on the file-only Agg backend."""
     return plt
 
 
@@ -224,8 +225,7 @@ def pick_examples(rows: Sequence[Any], preds: Sequence[Prediction], fs: float, n
     """Up to ``n`` examples (first ECG of each row), alternating correct and wrong answers."""
     if n <= 0:
         return []
-    if decode is None:
-        from ecglm.data.sharding import decode_signals as decode
+    decode = decode or decode_signals
     by_id = {int(r.sample_id): r for r in rows}
     good = [p for p in preds if p.correct]
     bad = [p for p in preds if not p.correct]

@@ -13,6 +13,7 @@ normal prediction path (the QA task's ``predict``) unchanged.
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import zlib
 from typing import Any, Callable, Sequence
@@ -21,6 +22,7 @@ import numpy as np
 
 from ecglm.data.rows import ECGRow
 from ecglm.data.sharding import encode_signals
+from ecglm.evaluation.report import curve_plot
 
 
 def snr_key(snr_db: float) -> str:
@@ -117,10 +119,6 @@ def curve_metrics(curve: dict[str, dict[str, float]]) -> dict[str, float]:
 def curve_section(curve: dict[str, dict[str, float]]) -> tuple[str, str]:
     """(heading, HTML) for ``report.html``: EM vs SNR plot (inf drawn at the right end) and
     a table of EM per question type and SNR."""
-    import html
-
-    from ecglm.evaluation.report import curve_plot
-
     keys = list(curve)
     finite = [float(k) for k in keys if k not in ("inf", "-inf")]
     right = (max(finite) + 10.0) if finite else 0.0

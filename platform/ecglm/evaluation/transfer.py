@@ -40,12 +40,16 @@ NORM status is unknown) is left out and counted as ``n_excluded`` with the reaso
 from __future__ import annotations
 
 import html
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ecglm.data.catalogs.cinc2021 import load_cinc_catalog
+from ecglm.data.errors import RecordError
+from ecglm.data.records import read_wfdb
 from ecglm.evaluation.classify import SUPERCLASSES, zero_shot_eval
 
 SINUS_RHYTHM = "426783006"
@@ -116,10 +120,6 @@ def load_cinc2021(root: Path, fs: int, n_samples: int, policy: Any = None,
     Raises:
         FileNotFoundError: ``root`` holds no ``.hea`` file.
     """
-    from ecglm.data.catalogs.cinc2021 import load_cinc_catalog
-    from ecglm.data.errors import RecordError
-    from ecglm.data.records import read_wfdb
-
     root = Path(root)
     cat = load_cinc_catalog(root) if root.is_dir() else None
     if cat is None or cat.empty:
@@ -155,8 +155,6 @@ def transfer_eval(train_emb: np.ndarray, train_y: np.ndarray, target_emb: np.nda
         "prevalence": {class: share}, "sources": {db: n}, "excluded": {id: reason}}``;
         only classes with positive and negative target records enter the macro means.
     """
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         m = zero_shot_eval(train_emb, train_y, target_emb, target.y, classes)
