@@ -10,9 +10,11 @@ Bad configs exit with status 2 and a message naming the dotted key.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Optional, Sequence
 
 from ecglm.config import (
@@ -22,19 +24,13 @@ from ecglm.config import (
     load_config,
     parse_cli_overrides,
 )
-from ecglm.pretrain.data import PretrainDataError
-from ecglm.recipes import (
-    check,
-    demo,
-    evaluate,
-    export,
-    expertqa,
-    pretrain,
-    serve,
-    shard,
-    train,
-    tune,
-)
+
+
+def _recipe(name: str) -> ModuleType:
+    """The recipe module of a command, imported when the command runs: recipes pull in torch,
+    Ray, transformers and MLflow (seconds of start-up), which ``--help`` and argument errors
+    should not pay for."""
+    return importlib.import_module(f"ecglm.recipes.{name}")
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
@@ -47,20 +43,20 @@ def _print(data: Any) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    return _print(train.run(_load(args), evaluate=not args.no_eval))
+    return _print(_recipe("train").run(_load(args), evaluate=not args.no_eval))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    return _print(evaluate.run(_load(args), args.checkpoint))
+    return _print(_recipe("evaluate").run(_load(args), args.checkpoint))
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    return _print(export.run(_load(args), args.checkpoint, args.out))
+    return _print(_recipe("export").run(_load(args), args.checkpoint, args.out))
 
 
 def _cmd_eval_expertqa(args: argparse.Namespace) -> int:
     try:
-        out = expertqa.run(_load(args), args.data, args.predictions)
+        out = _recipe("expertqa").run(_load(args), args.data, args.predictions)
     except ValueError as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -70,34 +66,35 @@ def _cmd_eval_expertqa(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    return _print(tune.run(_load(args)))
+    return _print(_recipe("tune").run(_load(args)))
 
 
 def _cmd_shard(args: argparse.Namespace) -> int:
-    return _print(shard.run(_load(args)))
+    return _print(_recipe("shard").run(_load(args)))
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     cfg = (load_config(args.config, args.set) if args.config
            else apply_overrides(ExperimentConfig(), parse_cli_overrides(args.set)))
-    print(check.run(cfg, args.paths, args.fs, args.seconds), flush=True)
+    print(_recipe("check").run(cfg, args.paths, args.fs, args.seconds), flush=True)
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    serve.run(_load(args), args.checkpoint)
+    _recipe("serve").run(_load(args), args.checkpoint)
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    demo.run(_load(args))
+    _recipe("demo").run(_load(args))
     return 0
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
+    recipe = _recipe("pretrain")
     try:
-        out = pretrain.run(_load(args))
-    except PretrainDataError as exc:
+        out = recipe.run(_load(args))
+    except recipe.PretrainDataError as exc:  # no record with text, batch does not fit
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return _print(out)

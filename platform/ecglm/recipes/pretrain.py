@@ -6,12 +6,20 @@ from __future__ import annotations
 from typing import Any
 
 from ecglm.config import ExperimentConfig
+from ecglm.pretrain.data import PretrainDataError
 from ecglm.pretrain.run import run_pretraining
 from ecglm.recipes.common import ray_lifecycle
 
 
+__all__ = ["PretrainDataError", "run"]
+
+
 def run(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Pretrain; the MLflow run, the encoder file and the zero-shot metrics."""
+    """Pretrain; the MLflow run, the encoder file and the zero-shot metrics.
+
+    Raises:
+        PretrainDataError: a split has no record with text, or the batch does not fit.
+    """
     with ray_lifecycle(cfg):
         res = run_pretraining(cfg)
     return {"mlflow_run_id": res.run_id, "encoder_path": str(res.encoder_path),
