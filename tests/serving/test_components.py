@@ -14,8 +14,9 @@ from ecglm.config import load_config
 from ecglm.models.prompting import build_prompt
 from ecglm.retrieval.index import ReportIndex
 from ecglm.serving.app import AppArgsError, build_app, resolve_app_args
-from ecglm.serving.deployments import qa_prompt, read_body, retrieve, route
+from ecglm.serving.deployments import read_body, retrieve, route
 from ecglm.serving.launch import base_url
+from ecglm.serving.parts import qa_prompt
 from ecglm.serving.validation import RequestError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -25,11 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
@@ -87,17 +85,6 @@ def retrieve(index: ReportIndex, embedding: np.ndarray, k: int,
     return index.search(query, k)[0]
 
 
-def qa_prompt(cfg: ExperimentConfig, tokenizer: Any, question: str, options: list[str],
-              reports: list[str]) -> str:
-    """The evaluation prompt for one single-ECG question (options as given, top-1 report):
-    :func:`ecglm.train.batches.row_prompt`, the builder training and evaluation use."""
-    from ecglm.train.batches import row_prompt
-
-    row = {"question": question, "options": list(options), "retrieved_reports": list(reports),
-           "n_ecg": 1}
-    return row_prompt(row, tokenizer, cfg, None)
-
-
 def route(request: Request) -> str:
     """Request path relative to the application's route prefix (``"/"``, ``"/healthz"``)."""
     path = request.scope.get("path", "/")
@@ -128,44 +115,30 @@ def _ms(t0: float) -> float:
 # deployments
 # ------------------------------------------------------------------------------------------------
 
-def _signal_tensor(signal: np.ndarray, n_samples: int) -> torch.Tensor:
-    """``signal (12, n_samples)`` float32 mV -> tensor (checked)."""
-    if signal.shape != (12, n_samples):
-        raise ValueError(f"signal: expected shape (12, {n_samples}), got {signal.shape}")
-    return torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
-
-
 @serve.deployment
 class ECGEncoder:
-    """Trained ECG front end (prefix) and the retrieval encoder (embedding); no LLM."""
+    """Trained ECG front end (prefix) and the retrieval encoder (embedding); no LLM
+    (:class:`ecglm.serving.parts.ECGPart`)."""
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str, retrieval_dir: str) -> None:
         set_process_env()  # before transformers is first imported in this replica
-        # deferred on purpose: the imports below load transformers, after set_process_env
-        from ecglm.models import load_front_end_from_checkpoint
-        from ecglm.retrieval.build import load_retrieval_encoder
-        from ecglm.train.loop import TRAINABLE_FILE
+        # deferred on purpose: parts loads transformers, which must see the process env
+        from ecglm.serving.parts import ECGPart
 
-        self.n_samples = cfg.data.n_samples
-        self.front_end = load_front_end_from_checkpoint(cfg, Path(checkpoint_dir) / TRAINABLE_FILE)
-        self.retrieval_encoder = load_retrieval_encoder(retrieval_dir)
+        self.part = ECGPart(cfg, checkpoint_dir, retrieval_dir)
 
-    @torch.no_grad()
+    @property
+    def front_end(self) -> Any:
+        """The :class:`~ecglm.models.ECGFrontEnd` this replica holds."""
+        return self.part.front_end
+
     def prefix(self, signal: np.ndarray) -> EncodedPrefix:
-        """``signal (12, data.n_samples)`` float32 mV -> the ECG prefix (:class:`EncodedPrefix`)."""
-        t0 = time.perf_counter()
-        x = _signal_tensor(signal, self.n_samples)
-        prefix, prefix_mask = self.front_end(x[None, None], None)
-        return EncodedPrefix(prefix, prefix_mask, _ms(t0))
+        """``signal (12, data.n_samples)`` float32 mV -> the ECG prefix."""
+        return self.part.prefix(signal)
 
-    @torch.no_grad()
     def embed(self, signal: np.ndarray) -> QueryEmbedding:
         """``signal (12, data.n_samples)`` float32 mV -> retrieval embedding ``(d_enc,)``."""
-        from ecglm.retrieval.build import embed  # deferred with the retrieval encoder (above)
-
-        t0 = time.perf_counter()
-        x = _signal_tensor(signal, self.n_samples)
-        return QueryEmbedding(embed(self.retrieval_encoder, x.numpy()[None])[0], _ms(t0))
+        return self.part.embed(signal)
 
 
 @serve.deployment
@@ -191,12 +164,10 @@ class LLM:
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str) -> None:
         set_process_env()  # before transformers is first imported in this replica
-        # deferred on purpose: the import below loads transformers, after set_process_env
-        from ecglm.models import load_prefix_lm
-        from ecglm.train.loop import TRAINABLE_FILE
+        # deferred on purpose: parts loads transformers, which must see the process env
+        from ecglm.serving.parts import LLMPart
 
-        self.cfg = cfg
-        self.model = load_prefix_lm(cfg, Path(checkpoint_dir) / TRAINABLE_FILE)
+        self.part = LLMPart(cfg, checkpoint_dir)
 
     async def __call__(self, encoded: EncodedPrefix, retrieved: Optional[Retrieved],
                        question: str, options: list[str]) -> Generation:
@@ -217,26 +188,11 @@ class LLM:
     @serve.batch(max_batch_size=LLM_MAX_BATCH_SIZE, batch_wait_timeout_s=LLM_BATCH_WAIT_S)
     async def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Up to :data:`LLM_MAX_BATCH_SIZE` requests decoded together (off the event loop)."""
-        return await asyncio.to_thread(self.generate, requests)
+        return await asyncio.to_thread(self.part.generate, requests)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Prompts -> ``(B, S)`` right-padded ids -> greedy decoding -> parsed answers."""
-        # deferred with load_prefix_lm (see __init__): these import transformers
-        from ecglm.models.prompting import parse_answer
-        from ecglm.train.batches import prompt_ids_batch
-
-        tok = self.model.tokenizer
-        prompts = [qa_prompt(self.cfg, tok, r.question, r.options, r.reports) for r in requests]
-        batch = prompt_ids_batch(prompts, tok, self.cfg)  # exactly as evaluation encodes them
-        prefix = torch.cat([r.prefix for r in requests], dim=0)
-        prefix_mask = torch.cat([r.prefix_mask for r in requests], dim=0)
-        ids = self.model.generate_from_prefix(prefix, prefix_mask, batch["input_ids"],
-                                              batch["attention_mask"], self.cfg.llm.max_new_tokens,
-                                              prefix_at=batch.get("prefix_at"))
-        out = []
-        for r, text in zip(requests, self.model.decode(ids)):
-            out.append(Generation(text, sorted(parse_answer(text, r.options))))
-        return out
+        """Decode a batch (:meth:`ecglm.serving.parts.LLMPart.generate`)."""
+        return self.part.generate(requests)
 
 
 @serve.deployment
