@@ -178,8 +178,8 @@ class LLM:
         gen = await self.generate_batch(GenerationRequest(
             encoded.prefix, encoded.prefix_mask, question, list(options),
             [h.report for h in hits]))
-        timings = {"encode": encoded.elapsed_ms
-                   + (retrieved.embed_ms if retrieved is not None else 0.0)}
+        timings = {"encode": round(encoded.elapsed_ms
+                                   + (retrieved.embed_ms if retrieved is not None else 0.0), 2)}
         if retrieved is not None:
             timings["retrieve"] = retrieved.search_ms
         timings["generate"] = _ms(t0)
