@@ -4,6 +4,8 @@ encoder, fusion objects chosen once, one registration per encoder."""
 from __future__ import annotations
 
 import inspect
+import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -20,17 +22,23 @@ from ecglm.config.schema import (
     EncoderConfig,
     ExperimentConfig,
     FusionConfig,
+    ImageEncoderConfig,
     MapperConfig,
     TemporalConvConfig,
+    TinyVisionConfig,
+    TSTransformerConfig,
 )
 from ecglm.config.tiny import TINY_FIXED
 from ecglm.models import (
     CheckpointError,
     ECGFrontEnd,
     ECGLanguageModel,
+    FrontEndSpec,
     InputPrefixFusion,
     KVPrefixFusion,
+    LLMDims,
     build_ecg_lm,
+    build_front_end,
     build_fusion,
     collate,
     load_front_end,
@@ -38,7 +46,7 @@ from ecglm.models import (
     load_prefix_lm,
     save_front_end,
 )
-from ecglm.models.encoders import ENCODERS, encoder_spec
+from ecglm.models.encoders import ENCODERS, encoder_spec, write_tiny_tower
 
 CfgFactory = Callable[..., ExperimentConfig]
 Signals = Callable[..., torch.Tensor]
@@ -186,3 +194,36 @@ def test_every_encoder_has_one_registration_that_config_and_retrieval_read() -> 
     assert encoder_spec("dual").sections == ("ts_transformer", "image")
     with pytest.raises(ConfigError, match="encoder.name"):
         encoder_spec("resnet")
+
+
+def test_saved_front_end_carries_its_vision_tower(make_signals: Signals, tmp_path: Path) -> None:
+    """A dual (GEM) front end whose tower came from a folder loads after that folder is gone,
+    with the tower's pixel statistics."""
+    tiny = TinyVisionConfig(hidden_size=24, n_layers=1, n_heads=2, intermediate_size=48,
+                            patch_size=16)
+    tower = Path(shutil.copytree(write_tiny_tower(ImageEncoderConfig(
+        source="tiny", image_size=64, tiny=tiny), tmp_path / "cache"), tmp_path / "tower"))
+    (tower / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3]}))
+    encoder = EncoderConfig(name="dual", d_model=32, n_layers=1, n_heads=2, dropout=0.0,
+                            ts_transformer=TSTransformerConfig(patch_size=50, max_patches=16),
+                            image=ImageEncoderConfig(source="path", path=str(tower),
+                                                     image_size=64))
+    dims = LLMDims(hidden_size=32, n_heads=2, n_kv_heads=2, head_dim=16, n_layers=1,
+                   model_type="llama")
+    spec = FrontEndSpec(encoder, MapperConfig(name="gem_projector", n_tokens=2, dropout=0.0),
+                        fs=100.0, dims=dims, cache_dir=str(tmp_path / "cache"))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        front_end = build_front_end(spec).eval()
+    signals = make_signals(2, 1, seed=6)
+    with torch.no_grad():
+        want, _ = front_end(signals, None)
+    folder = save_front_end(front_end, tmp_path / "saved")
+    shutil.rmtree(tower)
+    loaded = load_front_end(folder)
+    image = next(m for m in loaded.encoder.modules() if hasattr(m, "pixel_mean"))
+    assert image.pixel_mean.flatten().tolist() == pytest.approx([0.5, 0.4, 0.3])
+    with torch.no_grad():
+        got, _ = loaded(signals, None)
+    assert torch.equal(got, want)

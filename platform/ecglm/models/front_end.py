@@ -11,6 +11,11 @@ Saved folder::
                             the LLM numbers and the cache folder (tiny vision tower)
     front_end.safetensors   full state dict (parameters and buffers: batch-norm statistics),
                             keys ``encoder.*`` / ``mapper.*``
+    vision/                 image/dual encoders with a tower from ``encoder.image.path`` only:
+                            the tower (``save_pretrained``) and its pixel mean/std, so loading
+                            needs neither the LLM nor the original tower folder (a tiny tower is
+                            rebuilt under the saved cache folder, then overwritten by the
+                            weights)
 """
 
 from __future__ import annotations
@@ -27,12 +32,19 @@ from torch import Tensor, nn
 from ecglm.config.loader import build_section, to_dict
 from ecglm.config.schema import EncoderConfig, MapperConfig
 from ecglm.models.dims import LLMDims
-from ecglm.models.encoders import N_LEADS, CheckpointError, ModelInputError, build_encoder
+from ecglm.models.encoders import (
+    N_LEADS,
+    CheckpointError,
+    ImageEncoder,
+    ModelInputError,
+    build_encoder,
+)
 from ecglm.models.mappers import build_mapper
 
 FRONT_END_VERSION = 1
 FRONT_END_CONFIG = "front_end.json"
 FRONT_END_WEIGHTS = "front_end.safetensors"
+VISION_DIR = "vision"
 COMPONENTS = ("encoder", "mapper")
 """Sub-modules of the front end (their trained buffers are checkpointed with the weights)."""
 
@@ -153,6 +165,27 @@ def build_front_end(spec: FrontEndSpec, *, pretrained: bool = True) -> ECGFrontE
     return ECGFrontEnd(encoder, mapper, spec.dims.hidden_size, spec)
 
 
+def find_image_encoder(encoder: nn.Module) -> tuple[str, ImageEncoder] | None:
+    """``(module path within the encoder, "" for the encoder itself, image encoder)`` of an
+    image/dual encoder's image stream, or None."""
+    for name, module in encoder.named_modules():
+        if isinstance(module, ImageEncoder):
+            return name, module
+    return None
+
+
+def save_vision_tower(image: ImageEncoder, folder: str | Path) -> Path:
+    """Write the vision tower (``save_pretrained``) and the pixel statistics it is normalised
+    with (``preprocessor_config.json``) to ``folder``; loadable as ``encoder.image.path``."""
+    out = Path(folder)
+    image.tower.save_pretrained(str(out))
+    (out / "preprocessor_config.json").write_text(json.dumps({
+        "image_mean": image.pixel_mean.flatten().tolist(),
+        "image_std": image.pixel_std.flatten().tolist(),
+        "note": "pixel statistics the ecglm image encoder normalises with"}, indent=2))
+    return out
+
+
 def save_front_end(front_end: ECGFrontEnd, folder: str | Path) -> Path:
     """Write ``front_end`` (weights, buffers, spec) to ``folder``; loads without the LLM.
 
@@ -169,10 +202,15 @@ def save_front_end(front_end: ECGFrontEnd, folder: str | Path) -> Path:
              for k, v in front_end.state_dict().items()}
     save_file(state, str(out / FRONT_END_WEIGHTS),
               metadata={"format": "pt", "content": "ecglm-front-end"})
+    found = find_image_encoder(front_end.encoder)
+    vision = None
+    if found is not None and spec.encoder.image.source == "path":
+        vision = VISION_DIR
+        save_vision_tower(found[1], out / VISION_DIR)
     (out / FRONT_END_CONFIG).write_text(json.dumps({
         "version": FRONT_END_VERSION, "encoder": to_dict(spec.encoder),
         "mapper": to_dict(spec.mapper), "fs": spec.fs, "llm": dataclasses.asdict(spec.dims),
-        "cache_dir": spec.cache_dir}, indent=2))
+        "cache_dir": spec.cache_dir, "vision": vision}, indent=2))
     return out
 
 
@@ -191,7 +229,11 @@ def load_front_end(folder: str | Path) -> ECGFrontEnd:
     if meta.get("version") != FRONT_END_VERSION:
         raise CheckpointError(f"{meta_file}: front-end version {meta.get('version')!r}, this "
                               f"code reads version {FRONT_END_VERSION}")
-    spec = FrontEndSpec(encoder=build_section(EncoderConfig, meta["encoder"], "encoder"),
+    encoder = build_section(EncoderConfig, meta["encoder"], "encoder")
+    if meta.get("vision"):  # the tower saved next to the weights, wherever the folder lives
+        encoder = dataclasses.replace(encoder, image=dataclasses.replace(
+            encoder.image, path=str(root / str(meta["vision"]))))
+    spec = FrontEndSpec(encoder=encoder,
                         mapper=build_section(MapperConfig, meta["mapper"], "mapper"),
                         fs=float(meta["fs"]), dims=LLMDims(**meta["llm"]),
                         cache_dir=str(meta["cache_dir"]))
