@@ -38,6 +38,7 @@ from ecglm.models import (
     prepare_llm_dir,
 )
 from ecglm.models.fusion import (
+    KVPrefixFusion,
     kv_prefix_modules,
     left_pad_prefix_at,
     splice,
@@ -467,7 +468,7 @@ def test_kv_prefix_refuses_fused_qkv_families(make_cfg: CfgFactory) -> None:
     assert all(layer.k_norm is None for layer in modules.layers)
     tok.pad_token = tok.pad_token or tok.eos_token
     with pytest.raises(ConfigError, match="'gpt2'"):
-        ECGLanguageModel(kv_cfg(make_cfg), gpt2, tok)
+        ECGLanguageModel(build_ecg_lm(kv_cfg(make_cfg)).front_end, gpt2, tok, KVPrefixFusion())
 
 
 def test_all_linear_lora_targets() -> None:

@@ -11,14 +11,15 @@ from ray.serve import Application
 from starlette.requests import Request
 
 from ecglm.config import load_config
+from ecglm.data.rows import QARow
 from ecglm.models.prompting import build_prompt
 from ecglm.retrieval.index import ReportIndex
 from ecglm.serving.app import AppArgsError, build_app, resolve_app_args
-from ecglm.data.rows import QARow
-from ecglm.tasks.base import serving_row
-from ecglm.serving.deployments import read_body, retrieve, route, serve_prompt
+from ecglm.serving.deployments import read_body, retrieve, route
 from ecglm.serving.launch import base_url
+from ecglm.serving.parts import serve_prompt
 from ecglm.serving.validation import RequestError
+from ecglm.tasks.base import serving_row
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "jobs" / "configs" / "tiny.yaml"

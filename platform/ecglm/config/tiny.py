@@ -5,27 +5,23 @@ ZeRO stage, schedule) stay as the preset sets them; widths, depths, data size, s
 lengths and step counts shrink, so a tiny run exercises the same code path as the full-size
 run. Data becomes the deterministic synthetic set at 100 Hz (no ``../shared`` needed), the LLM
 a tiny random Llama (``llm.source: tiny``) and image towers a tiny random CLIP vision model.
-Dotted CLI overrides are applied after this, so ``--tiny train.max_steps=2`` wins.
+Dotted CLI overrides are applied after this, so ``--tiny train.max_steps=2`` wins. Encoder
+sizes are declared by the encoder config sections themselves (``TINY`` in
+:mod:`ecglm.config.encoders`); this module keeps no per-encoder table.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ecglm.config.loader import apply_overrides
+from ecglm.config.encoders import encoder_tiny_overrides
+from ecglm.config.overrides import apply_overrides
 from ecglm.config.schema import ExperimentConfig
 
-TINY_FIXED: dict[str, Any] = {
+_TINY_GENERAL: dict[str, Any] = {
     "data.source": "synthetic", "data.synthetic_records": 40, "data.fs": 100,
     "data.seconds": 10.0, "data.valid_fraction": 0.2, "data.test_fraction": 0.2,
     "data.records_per_shard": 16, "data.qa_split": "seeded",
-    "encoder.d_model": 32, "encoder.n_layers": 1, "encoder.n_heads": 2,
-    "encoder.conv_channels": [16, 32], "encoder.conv_kernels": [10, 5],
-    "encoder.conv_strides": [5, 5], "encoder.dropout": 0.0, "encoder.checkpoint": None,
-    "encoder.temporal_conv.channels": [8, 16], "encoder.temporal_conv.kernel": 5,
-    "encoder.temporal_conv.proj_hidden": 32,
-    "encoder.ts_transformer.patch_size": 25, "encoder.ts_transformer.max_patches": 64,
-    "encoder.image.source": "tiny", "encoder.image.image_size": 64,
     "mapper.n_layers": 1, "mapper.n_heads": 2, "mapper.dropout": 0.0,
     "llm.source": "tiny", "lora.r": 4, "lora.alpha": 8, "lora.dropout": 0.0,
     "train.num_workers": 2, "train.cpus_per_worker": 1.0, "train.use_gpu": False,
@@ -38,7 +34,11 @@ TINY_FIXED: dict[str, Any] = {
     "pretrain.epochs": 1, "pretrain.batch_size": 8, "pretrain.embed_dim": 32,
     "pretrain.max_text_tokens": 32,
 }
-"""Overrides every tiny config gets (sizes chosen so a 2-worker CPU run takes seconds)."""
+"""Overrides of the non-encoder sections every tiny config gets."""
+
+TINY_FIXED: dict[str, Any] = {**_TINY_GENERAL, **encoder_tiny_overrides()}
+"""Overrides every tiny config gets (sizes chosen so a 2-worker CPU run takes seconds): the
+general ones plus every encoder section's own ``TINY`` (:mod:`ecglm.config.encoders`)."""
 
 
 def tiny_overrides(cfg: ExperimentConfig) -> dict[str, Any]:

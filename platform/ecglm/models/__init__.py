@@ -1,7 +1,16 @@
-"""ECG-language model layer: ECG encoders, mappers, LLM preparation/LoRA, fusion, prompting."""
+"""ECG-language model layer: ECG encoders, mappers, the ECG front end, LLM preparation/LoRA,
+fusion classes, the LLM side, prompting."""
 
-from ecglm.models.ecg_lm import ECGLanguageModel, build_ecg_lm, position_ids_from_mask
 from ecglm.models.dims import LLMDims, llm_dims
+from ecglm.models.ecg_lm import (
+    ECGLanguageModel,
+    build_ecg_lm,
+    build_prefix_lm,
+    front_end_spec,
+    load_front_end_from_checkpoint,
+    load_prefix_lm,
+    position_ids_from_mask,
+)
 from ecglm.models.encoders import (
     CheckpointError,
     CMELTEncoder,
@@ -12,10 +21,21 @@ from ecglm.models.encoders import (
     ModelInputError,
     TemporalConvEncoder,
     TSTransformerEncoder,
+    EncoderSpec,
     build_encoder,
+    encoder_spec,
 )
+from ecglm.models.front_end import (
+    ECGFrontEnd,
+    FrontEndSpec,
+    build_front_end,
+    load_front_end,
+    save_front_end,
+)
+from ecglm.models.fusion import Fusion, InputPrefixFusion, KVPrefixFusion, build_fusion
 from ecglm.models.llm import LLMPrepareError, load_llm, load_tokenizer, prepare_llm_dir
 from ecglm.models.mappers import ETMapper, GEMProjector, HeadTile, TokenMLPMapper, build_mapper
+from ecglm.models.prefix_lm import PrefixLM
 from ecglm.models.prompting import (
     IGNORE_INDEX,
     PromptError,
@@ -30,38 +50,54 @@ from ecglm.models.prompting import (
 )
 
 __all__ = [
-    "IGNORE_INDEX",
     "CMELTEncoder",
     "CheckpointError",
     "DualEncoder",
     "ECGEncoder",
+    "ECGFrontEnd",
     "ECGLanguageModel",
     "ETMapper",
     "EncoderOutput",
+    "EncoderSpec",
+    "FrontEndSpec",
+    "Fusion",
     "GEMProjector",
     "HeadTile",
+    "IGNORE_INDEX",
     "ImageEncoder",
+    "InputPrefixFusion",
+    "KVPrefixFusion",
     "LLMDims",
     "LLMPrepareError",
     "ModelInputError",
+    "PrefixLM",
     "PromptError",
     "TSTransformerEncoder",
     "TemporalConvEncoder",
     "TokenMLPMapper",
     "build_ecg_lm",
     "build_encoder",
+    "build_front_end",
+    "build_fusion",
     "build_mapper",
+    "build_prefix_lm",
     "build_prompt",
     "collate",
     "encode_prompt",
     "encode_train_example",
+    "encoder_spec",
     "format_answer",
+    "front_end_spec",
     "llm_dims",
+    "load_front_end",
+    "load_front_end_from_checkpoint",
     "load_llm",
+    "load_prefix_lm",
     "load_tokenizer",
     "parse_answer",
     "position_ids_from_mask",
     "prepare_llm_dir",
     "prompt_for_row",
     "render_prompt",
+    "save_front_end",
 ]

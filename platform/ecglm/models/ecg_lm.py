@@ -1,436 +1,163 @@
-"""ECG language model: ECG encoder + mapper + LoRA causal LM, with two fusions.
+"""ECG language model: ECG front end (encoder + mapper) + LoRA causal LM, joined by a fusion.
 
 Every example carries ``E`` ECG slots (1, or 2 for comparison questions); ``ecg_mask (B, E)``
-says which slots hold a real ECG. The mapper turns each ECG into ``n`` vectors of the LLM width
-(``n`` is whatever the mapper returns: 12 for ET-Mapper, ``L_ts + N_img`` for GEM's projector,
-1 for MEIT's head tile), so the ECG side of an example is ``prefix (B, P = E * n, d_llm)`` with
-``prefix_mask (B, P)`` (0 on masked slots).
+says which slots hold a real ECG. The front end (:class:`~ecglm.models.front_end.ECGFrontEnd`)
+turns each ECG into ``n`` vectors of the LLM width (``n`` is whatever the mapper returns: 12
+for ET-Mapper, ``L_ts + N_img`` for GEM's projector, 1 for MEIT's head tile), so the ECG side
+of an example is ``prefix (B, P = E * n, d_llm)`` with ``prefix_mask (B, P)`` (0 on masked
+slots). The fusion object (:mod:`ecglm.models.fusion`, chosen once by ``fusion.name``) fuses
+the prefix with the text, aligns the labels and generates.
 
-Fusions (``fusion.name``, see :mod:`ecglm.models.fusion`):
-
-* ``input_prefix``: the prefix joins the text embeddings, before the text (``position:
-  prepend``) or at ``prefix_at (B,)``, the index in ``input_ids`` where the prompt held
-  ``fusion.placeholder`` (:func:`ecglm.models.fusion.split_at_placeholder`). The LM runs on the
-  fused ``(B, P + S)`` sequence; logits cover it.
-* ``kv_prefix`` (MEIT): the prefix becomes per-layer keys/values (a cache) the text attends to;
-  the LM runs on the ``S`` text tokens only; logits cover the text.
-
-Position ids are the running count of attended tokens (``cumsum(attention_mask) - 1``) over
-the fused/full mask, the rule Hugging Face ``generate`` uses, so training, scoring and
-generation agree whatever the padding layout and however many ECG slots are masked.
+This module is also the one place an :class:`ExperimentConfig` becomes modules
+(:func:`build_ecg_lm`, :func:`front_end_spec`, :func:`build_prefix_lm`,
+:func:`load_front_end_from_checkpoint`, :func:`load_prefix_lm`); the classes take modules and
+numbers.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from transformers import DynamicCache, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from ecglm.config.schema import ConfigError, ExperimentConfig
-from ecglm.models.dims import dims_from_config
-from ecglm.models.encoders import N_LEADS, CheckpointError, ModelInputError, build_encoder
-from ecglm.models.fusion import (
-    build_kv_prefix_cache,
-    check_prefix_at,
-    greedy_with_cache,
-    kv_prefix_modules,
-    left_pad,
-    left_pad_prefix_at,
-    splice,
-    text_index,
+from ecglm.config.schema import ExperimentConfig
+from ecglm.models.dims import LLMDims, dims_from_config, llm_dims
+from ecglm.models.encoders import CheckpointError
+from ecglm.models.front_end import (
+    COMPONENTS,
+    ECGFrontEnd,
+    FrontEndSpec,
+    build_front_end,
 )
+from ecglm.models.fusion import Fusion, build_fusion, position_ids_from_mask
 from ecglm.models.llm import load_llm
-from ecglm.models.mappers import build_mapper
-from ecglm.models.prompting import IGNORE_INDEX
+from ecglm.models.prefix_lm import PrefixLM, PrefixLMMethods, check_tokenizer
+from ecglm.models.trainable import load_into, trainable_tensors
 
-COMPONENTS = ("encoder", "mapper")
-"""Top-level ECG-side sub-modules (their trained buffers are checkpointed with the weights)."""
-
-
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """``(B, S)`` 0/1 mask -> ``(B, S)`` positions counting attended tokens only (0 on pads)."""
-    mask = attention_mask.long()
-    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+__all__ = ["COMPONENTS", "ECGLanguageModel", "build_ecg_lm", "build_prefix_lm",
+           "front_end_spec", "load_front_end_from_checkpoint", "load_prefix_lm",
+           "position_ids_from_mask"]
 
 
-class ECGLanguageModel(nn.Module):
-    """ECG encoder + mapper + (LoRA-wrapped) causal LM.
+class ECGLanguageModel(PrefixLMMethods, nn.Module):
+    """ECG front end + (LoRA-wrapped) causal LM, joined by a fusion.
+
+    The front end's ``encoder`` and ``mapper`` are registered here directly (with the LLM as
+    ``llm``), so parameter and checkpoint keys are ``encoder.*``, ``mapper.*`` and ``llm.*``;
+    :attr:`front_end` is the same encoder + mapper as one module.
 
     Args:
-        cfg: full experiment config (``encoder``, ``mapper``, ``fusion``, ``llm``, ``data.fs``).
+        front_end: encoder + mapper (:func:`~ecglm.models.front_end.build_front_end`).
         llm: causal LM exposing ``get_input_embeddings()`` and ``generate`` (a ``PeftModel``, or
             a plain HF model for an exported, merged model).
         tokenizer: its tokenizer; must have pad and eos tokens.
+        fusion: how the prefix enters the LM (:func:`~ecglm.models.fusion.build_fusion`).
+        max_new_tokens: default decoding steps (``llm.max_new_tokens``).
+        cfg: the experiment config the model was built from, kept as provenance (export writes
+            it); None when built from modules by hand.
 
     Raises:
-        ConfigError: no pad/eos token, or ``kv_prefix`` with an LLM family it cannot handle.
+        ConfigError: no pad/eos token, or a fusion the LLM family cannot take (``kv_prefix``
+            with fused-qkv families).
     """
 
-    def __init__(self, cfg: ExperimentConfig, llm: nn.Module,
-                 tokenizer: PreTrainedTokenizerBase) -> None:
+    def __init__(self, front_end: ECGFrontEnd, llm: nn.Module,
+                 tokenizer: PreTrainedTokenizerBase, fusion: Fusion, *,
+                 max_new_tokens: int = 16, cfg: ExperimentConfig | None = None) -> None:
         super().__init__()
-        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
-            raise ConfigError("llm: tokenizer needs pad and eos tokens (use load_llm)")
-        if cfg.fusion.name == "kv_prefix":
-            kv_prefix_modules(llm)  # fail early for unsupported families
+        check_tokenizer(tokenizer)
+        fusion.check_llm(llm)  # fail early for unsupported families
         self.cfg = cfg
         self.d_llm = int(llm.get_input_embeddings().embedding_dim)
-        get_base = getattr(llm, "get_base_model", None)
-        dims = dims_from_config((get_base() if callable(get_base) else llm).config)
-        self.encoder = build_encoder(cfg.encoder, fs=cfg.data.fs, llm_head_dim=dims.head_dim,
-                                     cache_dir=cfg.llm.cache_dir)
-        self.mapper = build_mapper(cfg.mapper, self.encoder, self.d_llm,
-                                   llm_n_heads=dims.n_heads)
+        if front_end.d_llm != self.d_llm:
+            raise ValueError(f"front end maps to width {front_end.d_llm}, the LLM is "
+                             f"{self.d_llm} wide")
+        self.encoder = front_end.encoder
+        self.mapper = front_end.mapper
         self.llm = llm
         self.tokenizer = tokenizer
+        self.fusion = fusion
+        self.max_new_tokens = int(max_new_tokens)
+        # not registered: its modules are registered above (keys encoder.*/mapper.*)
+        self.__dict__["_front_end"] = front_end
+
+    @property
+    def front_end(self) -> ECGFrontEnd:
+        """The encoder + mapper as one module (the same parameters as ``encoder``/``mapper``)."""
+        return self.__dict__["_front_end"]
 
     @property
     def n_tokens(self) -> int:
         """Nominal prefix tokens per ECG (the mapper's ``n_tokens`` when it has one, else
-        ``mapper.n_tokens``). Informational only: the model always uses the mapper's output."""
-        return int(getattr(self.mapper, "n_tokens", self.cfg.mapper.n_tokens))
-
-    @property
-    def fusion(self) -> str:
-        """``input_prefix`` or ``kv_prefix``."""
-        return self.cfg.fusion.name
-
-    # ----------------------------------------------------------------------------------------
-    # train/eval mode, frozen parts
-    # ----------------------------------------------------------------------------------------
-
-    def _trained(self, module: nn.Module, component: nn.Module) -> bool:
-        """Whether ``module`` (inside ``component``) is trained: its own parameters require
-        grad, or (a parameter-free module) some parameter of ``component`` does."""
-        own = list(module.parameters(recurse=False))
-        if own:
-            return any(p.requires_grad for p in own)
-        return any(p.requires_grad for p in component.parameters())
+        ``mapper.n_tokens`` of the spec). Informational only: the model always uses the
+        mapper's output."""
+        spec = self.front_end.spec
+        return int(getattr(self.mapper, "n_tokens", spec.mapper.n_tokens if spec else 0))
 
     def train(self, mode: bool = True) -> "ECGLanguageModel":
         """Like :meth:`nn.Module.train`, but batch-norm layers of frozen ECG-side parts stay in
-        eval mode, so their running statistics (not checkpointed) never change."""
+        eval mode (:meth:`ECGFrontEnd.train`), so their running statistics never change."""
         super().train(mode)
-        if mode:
-            for name in COMPONENTS:
-                component = getattr(self, name)
-                for module in component.modules():
-                    if (isinstance(module, nn.modules.batchnorm._BatchNorm)
-                            and not self._trained(module, component)):
-                        module.eval()
+        self.front_end.train(mode)
         return self
 
-    # ----------------------------------------------------------------------------------------
-    # prefix
-    # ----------------------------------------------------------------------------------------
-
     def ecg_prefix(self, signals: Tensor, ecg_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Encode ECG slots into prefix vectors (used by both fusions).
+        """Encode ECG slots into prefix vectors (used by every fusion).
 
         Args:
             signals: ``(B, E, 12, T)`` float, mV.
             ecg_mask: ``(B, E)`` bool, True where the slot holds a real ECG (default: all).
 
         Returns:
-            ``prefix (B, E * n, d_llm)`` in the LLM embedding dtype (zeros on masked slots),
-            ``n`` = tokens per ECG returned by the mapper, and ``prefix_mask (B, E * n)`` bool.
+            ``prefix (B, E * n, d_llm)`` in the LLM embedding dtype (zeros on masked slots)
+            and ``prefix_mask (B, E * n)`` bool.
         """
-        if signals.ndim != 4 or signals.shape[2] != N_LEADS:
-            raise ModelInputError(f"signals: expected shape (B, E, {N_LEADS}, T), "
-                                  f"got {tuple(signals.shape)}")
-        batch, n_ecg, _, n_samples = signals.shape
-        if ecg_mask is None:
-            ecg_mask = torch.ones(batch, n_ecg, dtype=torch.bool, device=signals.device)
-        if tuple(ecg_mask.shape) != (batch, n_ecg):
-            raise ModelInputError(f"ecg_mask: expected shape ({batch}, {n_ecg}), "
-                                  f"got {tuple(ecg_mask.shape)}")
-        valid = ecg_mask.to(device=signals.device, dtype=torch.bool).reshape(-1)
-        flat = signals.reshape(batch * n_ecg, N_LEADS, n_samples)
-        dtype = self.llm.get_input_embeddings().weight.dtype
-        if bool(valid.all()) or not bool(valid.any()):
-            tokens = self.mapper(self.encoder(flat))  # (B*E, n, d)
-        else:
-            # encode only real ECGs (per-sample ops: identical result, less compute)
-            mapped = self.mapper(self.encoder(flat[valid]))
-            tokens = mapped.new_zeros(batch * n_ecg, *mapped.shape[1:])
-            tokens[valid] = mapped
-        if tokens.ndim != 3 or tokens.shape[2] != self.d_llm:
-            raise ModelInputError(f"mapper output: expected shape (N, n, {self.d_llm}), "
-                                  f"got {tuple(tokens.shape)}")
-        per_ecg = tokens.shape[1]
-        tokens = tokens * valid.to(tokens.dtype)[:, None, None]
-        prefix = tokens.reshape(batch, n_ecg * per_ecg, self.d_llm).to(dtype)
-        prefix_mask = valid.reshape(batch, n_ecg).repeat_interleave(per_ecg, dim=1)
-        return prefix, prefix_mask
-
-    @staticmethod
-    def _check_text(input_ids: Tensor, attention_mask: Tensor, batch: int, source: str) -> None:
-        """Raise :class:`ModelInputError` unless ``input_ids``/``attention_mask`` are equal
-        ``(B, S)`` shapes with ``B == batch`` (the batch of ``source``)."""
-        if input_ids.ndim != 2 or attention_mask.shape != input_ids.shape:
-            raise ModelInputError(f"input_ids/attention_mask: expected equal (B, S) shapes, got "
-                                  f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
-        if batch != input_ids.shape[0]:
-            raise ModelInputError(f"{source}: batch {batch} != input_ids batch "
-                                  f"{input_ids.shape[0]}")
-
-    @staticmethod
-    def _check_prefix(prefix: Tensor, prefix_mask: Tensor) -> None:
-        if prefix.ndim != 3 or tuple(prefix_mask.shape) != tuple(prefix.shape[:2]):
-            raise ModelInputError(f"prefix/prefix_mask: expected (B, P, d) and (B, P), got "
-                                  f"{tuple(prefix.shape)} and {tuple(prefix_mask.shape)}")
-
-    def _prefix_at(self, prefix_at: Tensor | None, input_ids: Tensor) -> Tensor | None:
-        """Validate ``prefix_at`` against the fusion config; None means prepend."""
-        fusion = self.cfg.fusion
-        if fusion.name == "kv_prefix":
-            if prefix_at is not None:
-                raise ModelInputError("prefix_at: must be None with fusion.name=kv_prefix (the "
-                                      "ECG is a key/value prefix, not a text position)")
-            return None
-        if prefix_at is None:
-            if fusion.position == "placeholder":
-                raise ModelInputError(f"prefix_at: required with fusion.position=placeholder "
-                                      f"(index of {fusion.placeholder!r} in input_ids, see "
-                                      f"ecglm.models.fusion.split_at_placeholder)")
-            return None
-        return check_prefix_at(prefix_at.to(input_ids.device), input_ids.shape[0],
-                               input_ids.shape[1])
-
-    def _fuse_prefix(self, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
-                     attention_mask: Tensor, prefix_at: Tensor | None
-                     ) -> tuple[Tensor, Tensor]:
-        """input_prefix: ``prefix (B, P, d)`` + text embeddings ``(B, S, d)`` ->
-        ``(inputs_embeds (B, P+S, d), attention_mask (B, P+S))`` (prefix first, or spliced in
-        at ``prefix_at``)."""
-        text = self.llm.get_input_embeddings()(input_ids)
-        prefix_mask = prefix_mask.to(device=attention_mask.device, dtype=attention_mask.dtype)
-        if prefix_at is None:
-            embeds = torch.cat([prefix.to(text.dtype), text], dim=1)
-            mask = torch.cat([prefix_mask, attention_mask], dim=1)
-        else:
-            embeds = splice(text, prefix.to(text.dtype), prefix_at)
-            mask = splice(attention_mask, prefix_mask, prefix_at)
-        return embeds, mask
-
-    def _full_labels(self, labels: Tensor | None, input_ids: Tensor, n_prefix: int,
-                     prefix_at: Tensor | None) -> Tensor | None:
-        """Labels over the fused sequence: ``-100`` on the prefix (input_prefix only)."""
-        if labels is None:
-            return None
-        if labels.shape != input_ids.shape:
-            raise ModelInputError(f"labels: expected shape {tuple(input_ids.shape)}, "
-                                  f"got {tuple(labels.shape)}")
-        if self.fusion == "kv_prefix":
-            return labels
-        ignore = labels.new_full((labels.shape[0], n_prefix), IGNORE_INDEX)
-        if prefix_at is None:
-            return torch.cat([ignore, labels], dim=1)
-        return splice(labels, ignore, prefix_at)
-
-    def _kv_cache(self, prefix: Tensor, prefix_mask: Tensor) -> DynamicCache:
-        """kv_prefix: per-layer keys/values of the prefix at positions counting attended
-        prefix slots (``0..P-1`` when all are real)."""
-        modules = kv_prefix_modules(self.llm)
-        if self.training and modules.checkpointing_drops_cache:
-            raise ConfigError("fusion.name=kv_prefix: Hugging Face gradient checkpointing drops "
-                              "past_key_values (the ECG key/value prefix) in training; disable "
-                              "gradient checkpointing on the LLM")
-        return build_kv_prefix_cache(modules, prefix, position_ids_from_mask(prefix_mask))
-
-    # ----------------------------------------------------------------------------------------
-    # training / scoring
-    # ----------------------------------------------------------------------------------------
+        prefix, prefix_mask = self.front_end(signals, ecg_mask)
+        return prefix.to(self.embed_dtype), prefix_mask
 
     def forward(self, signals: Tensor, ecg_mask: Tensor | None, input_ids: Tensor,
                 attention_mask: Tensor, labels: Tensor | None = None,
                 prefix_at: Tensor | None = None) -> CausalLMOutputWithPast:
-        """Causal LM over the ECG prefix and the text.
-
-        Args:
-            signals: ``(B, E, 12, T)`` mV; ecg_mask: ``(B, E)`` bool.
-            input_ids, attention_mask: ``(B, S)`` text tokens (right padding).
-            labels: ``(B, S)`` with ``-100`` where no loss is wanted, or None.
-            prefix_at: ``(B,)`` long, input_prefix only: index in ``input_ids`` the ECG tokens
-                are inserted before (required with ``fusion.position: placeholder``; None:
-                prepend).
-
-        Returns:
-            HF output with ``loss`` when labels given and ``logits``: input_prefix
-            ``(B, P + S, vocab)`` over the fused sequence, kv_prefix ``(B, S, vocab)`` over the
-            text (:meth:`text_logits` gives ``(B, S, vocab)`` for both).
-        """
+        """Causal LM over the ECG prefix and the text: :meth:`ecg_prefix` then
+        :meth:`forward_from_prefix` (see there for arguments and logits shapes)."""
         self._check_text(input_ids, attention_mask, signals.shape[0], "signals")
         prefix, prefix_mask = self.ecg_prefix(signals, ecg_mask)
         return self.forward_from_prefix(prefix, prefix_mask, input_ids, attention_mask, labels,
                                         prefix_at)
-
-    def forward_from_prefix(self, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
-                            attention_mask: Tensor, labels: Tensor | None = None,
-                            prefix_at: Tensor | None = None) -> CausalLMOutputWithPast:
-        """:meth:`forward` from an already computed ``prefix (B, P, d)``/``prefix_mask (B, P)``."""
-        self._check_text(input_ids, attention_mask, prefix.shape[0], "prefix")
-        self._check_prefix(prefix, prefix_mask)
-        at = self._prefix_at(prefix_at, input_ids)
-        full_labels = self._full_labels(labels, input_ids, prefix.shape[1], at)
-        if self.fusion == "kv_prefix":
-            cache = self._kv_cache(prefix, prefix_mask)
-            mask = torch.cat([prefix_mask.to(device=attention_mask.device,
-                                             dtype=attention_mask.dtype), attention_mask], dim=1)
-            positions = position_ids_from_mask(mask)[:, prefix.shape[1]:]
-            return self.llm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                            past_key_values=cache, labels=full_labels, use_cache=False)
-        embeds, mask = self._fuse_prefix(prefix, prefix_mask, input_ids, attention_mask, at)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask,
-                        position_ids=position_ids_from_mask(mask), labels=full_labels,
-                        use_cache=False)
-
-    def text_logits(self, logits: Tensor, input_ids: Tensor,
-                    prefix_at: Tensor | None = None) -> Tensor:
-        """Logits at the text positions, ``(B, S, vocab)``, from :meth:`forward`'s ``logits``
-        (``(B, P + S, vocab)`` for input_prefix with the prefix first or at ``prefix_at``;
-        ``(B, S, vocab)`` for kv_prefix, returned as is)."""
-        batch, n_text = input_ids.shape
-        n_prefix = logits.shape[1] - n_text
-        if n_prefix == 0:
-            return logits
-        index = text_index(prefix_at, n_prefix, n_text, batch, logits.device)
-        return logits.gather(1, index[:, :, None].expand(batch, n_text, logits.shape[2]))
-
-    # ----------------------------------------------------------------------------------------
-    # generation
-    # ----------------------------------------------------------------------------------------
-
-    @contextmanager
-    def _eval_mode(self) -> Iterator[None]:
-        """Eval mode for the block; the previous training/eval mode is restored after."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield
-        finally:
-            self.train(was_training)
 
     @torch.no_grad()
     def generate_ids(self, signals: Tensor, ecg_mask: Tensor | None, input_ids: Tensor,
                      attention_mask: Tensor, max_new_tokens: int | None = None, *,
                      prefix_at: Tensor | None = None) -> list[list[int]]:
         """Greedy decoding; new token ids per example, cut after the first eos (excluded).
-
-        Prompts may be right- or left-padded: they are re-packed to left padding internally
-        (``prefix_at`` indexes the ``input_ids`` given here). The model is put in eval mode for
-        the call and its previous mode restored.
-        """
+        See :meth:`generate_from_prefix` (same result from the prefix of ``signals``)."""
         self._check_text(input_ids, attention_mask, signals.shape[0], "signals")
         with self._eval_mode():
             prefix, prefix_mask = self.ecg_prefix(signals, ecg_mask)
             return self.generate_from_prefix(prefix, prefix_mask, input_ids, attention_mask,
                                              max_new_tokens, prefix_at=prefix_at)
 
-    @torch.no_grad()
-    def generate_from_prefix(self, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
-                             attention_mask: Tensor, max_new_tokens: int | None = None, *,
-                             prefix_at: Tensor | None = None) -> list[list[int]]:
-        """Greedy decoding from an already computed ECG prefix (see :meth:`ecg_prefix`), for
-        both fusions.
-
-        Args:
-            prefix: ``(B, P, d_llm)`` prefix vectors.
-            prefix_mask: ``(B, P)`` bool, True on attended prefix tokens.
-            input_ids, attention_mask: ``(B, S)`` prompt tokens, right- or left-padded.
-            max_new_tokens: decoding steps (default ``llm.max_new_tokens``).
-            prefix_at: ``(B,)`` long, input_prefix only: index in ``input_ids`` the ECG tokens
-                go before (required with ``fusion.position: placeholder``).
-
-        Returns:
-            ``B`` lists of new token ids, cut before the first eos. Same result as
-            :meth:`generate_ids` on the signals the prefix was computed from.
-        """
-        self._check_text(input_ids, attention_mask, prefix.shape[0], "prefix")
-        self._check_prefix(prefix, prefix_mask)
-        at = self._prefix_at(prefix_at, input_ids)
-        steps = int(max_new_tokens or self.cfg.llm.max_new_tokens)
-        ids, mask = left_pad(input_ids, attention_mask, int(self.tokenizer.pad_token_id))
-        if at is not None:
-            at = left_pad_prefix_at(at, attention_mask, ids.shape[1])
-        prefix, prefix_mask = prefix.to(ids.device), prefix_mask.to(ids.device)
-        with self._eval_mode():
-            if self.fusion == "kv_prefix":
-                rows = self._greedy_kv(prefix, prefix_mask, ids, mask, steps)
-            else:
-                rows = self._greedy_embeds(prefix, prefix_mask, ids, mask, at, steps)
-        eos = int(self.tokenizer.eos_token_id)
-        return [row[: row.index(eos)] if eos in row else row for row in rows]
-
-    def _greedy_embeds(self, prefix: Tensor, prefix_mask: Tensor, ids: Tensor, mask: Tensor,
-                       at: Tensor | None, steps: int) -> list[list[int]]:
-        """input_prefix: HF ``generate`` (greedy) on the fused left-padded embeddings."""
-        embeds, full_mask = self._fuse_prefix(prefix, prefix_mask, ids, mask, at)
-        out = self.llm.generate(
-            inputs_embeds=embeds, attention_mask=full_mask, max_new_tokens=steps,
-            do_sample=False, num_beams=1, pad_token_id=int(self.tokenizer.pad_token_id),
-            eos_token_id=int(self.tokenizer.eos_token_id))
-        sequences = out if isinstance(out, Tensor) else out.sequences
-        # with inputs_embeds and no input_ids, HF returns the new tokens only
-        if sequences.shape[1] > steps:
-            raise RuntimeError(f"llm.generate returned {sequences.shape[1]} tokens for "
-                               f"max_new_tokens={steps}; expected new tokens only")
-        return sequences.tolist()
-
-    def _greedy_kv(self, prefix: Tensor, prefix_mask: Tensor, ids: Tensor, mask: Tensor,
-                   steps: int) -> list[list[int]]:
-        """kv_prefix: greedy decoding over the LM, continuing the ECG key/value cache."""
-        cache = self._kv_cache(prefix, prefix_mask)
-        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
-        positions = position_ids_from_mask(full_mask)[:, prefix.shape[1]:]
-        return greedy_with_cache(self.llm, cache, ids, full_mask, positions, steps,
-                                 int(self.tokenizer.eos_token_id))
-
     def generate(self, signals: Tensor, ecg_mask: Tensor | None, input_ids: Tensor,
                  attention_mask: Tensor, max_new_tokens: int | None = None, *,
                  prefix_at: Tensor | None = None) -> list[str]:
         """Greedy answers: decoded text of the new tokens only (special tokens skipped)."""
-        ids = self.generate_ids(signals, ecg_mask, input_ids, attention_mask, max_new_tokens,
-                                prefix_at=prefix_at)
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in ids]
+        return self.decode(self.generate_ids(signals, ecg_mask, input_ids, attention_mask,
+                                             max_new_tokens, prefix_at=prefix_at))
 
     # ----------------------------------------------------------------------------------------
     # trainable state (checkpoints)
     # ----------------------------------------------------------------------------------------
 
-    def _trained_buffers(self) -> dict[str, Tensor]:
-        """Persistent buffers of trained ECG-side modules (batch-norm running statistics of a
-        trained encoder/mapper), keyed by module path."""
-        out: dict[str, Tensor] = {}
-        for name in COMPONENTS:
-            component = getattr(self, name)
-            for mod_name, module in component.named_modules():
-                if not self._trained(module, component):
-                    continue
-                skip = getattr(module, "_non_persistent_buffers_set", set())
-                for buf_name, buf in module.named_buffers(recurse=False):
-                    if buf is not None and buf_name not in skip:
-                        key = ".".join(p for p in (name, mod_name, buf_name) if p)
-                        out[key] = buf
-        return out
-
-    def _trainable_tensors(self) -> dict[str, Tensor]:
-        tensors: dict[str, Tensor] = {name: p for name, p in self.named_parameters()
-                                      if p.requires_grad}
-        tensors.update(self._trained_buffers())
-        return tensors
-
     def trainable_state_dict(self) -> dict[str, Tensor]:
         """Detached copies of every ``requires_grad`` parameter (encoder if trainable, mapper,
         LoRA; never a frozen image tower or the frozen LLM) plus the running statistics of
         trained batch-norm layers, keyed by module path; the keys depend on the config only."""
-        return {name: t.detach().clone() for name, t in self._trainable_tensors().items()}
+        return {name: t.detach().clone()
+                for name, t in trainable_tensors(self, COMPONENTS).items()}
 
     def load_trainable_state_dict(self, state: dict[str, Tensor]) -> None:
         """Copy ``state`` into the trainable tensors; keys and shapes must match exactly.
@@ -438,20 +165,7 @@ class ECGLanguageModel(nn.Module):
         Raises:
             CheckpointError: missing/unexpected keys or shape mismatch (names them).
         """
-        tensors = self._trainable_tensors()
-        missing = sorted(set(tensors) - set(state))
-        unexpected = sorted(set(state) - set(tensors))
-        if missing or unexpected:
-            raise CheckpointError(f"trainable state: missing keys {missing[:5]} "
-                                  f"({len(missing)}), unexpected keys {unexpected[:5]} "
-                                  f"({len(unexpected)})")
-        with torch.no_grad():
-            for name, tensor in tensors.items():
-                value = state[name]
-                if tuple(value.shape) != tuple(tensor.shape):
-                    raise CheckpointError(f"trainable state: {name}: expected shape "
-                                          f"{tuple(tensor.shape)}, got {tuple(value.shape)}")
-                tensor.copy_(value.to(device=tensor.device, dtype=tensor.dtype))
+        load_into(trainable_tensors(self, COMPONENTS), state)
 
     def save_trainable(self, path: str | Path) -> Path:
         """Write :meth:`trainable_state_dict` to a safetensors file (CPU tensors)."""
@@ -473,12 +187,68 @@ class ECGLanguageModel(nn.Module):
         self.load_trainable_state_dict(load_file(str(file)))
 
 
+# --------------------------------------------------------------------------------------------
+# ExperimentConfig -> modules (the one place)
+# --------------------------------------------------------------------------------------------
+
+def front_end_spec(cfg: ExperimentConfig, dims: LLMDims) -> FrontEndSpec:
+    """The front end's sections and numbers from ``cfg`` and the LLM geometry ``dims``."""
+    return FrontEndSpec(encoder=cfg.encoder, mapper=cfg.mapper, fs=float(cfg.data.fs),
+                        dims=dims, cache_dir=str(cfg.llm.cache_dir))
+
+
+def _llm_dims_of(llm: nn.Module) -> LLMDims:
+    get_base = getattr(llm, "get_base_model", None)
+    return dims_from_config((get_base() if callable(get_base) else llm).config)
+
+
 def build_ecg_lm(cfg: ExperimentConfig) -> ECGLanguageModel:
     """Load the LLM (:func:`load_llm`) and build encoder + mapper seeded by ``cfg.seed``.
 
     The caller's RNG state is left untouched.
     """
     llm, tokenizer = load_llm(cfg.llm, cfg.lora, cfg.seed)
+    fusion = build_fusion(cfg.fusion)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return ECGLanguageModel(cfg, llm, tokenizer)
+        check_tokenizer(tokenizer)
+        fusion.check_llm(llm)
+        front_end = build_front_end(front_end_spec(cfg, _llm_dims_of(llm)))
+        return ECGLanguageModel(front_end, llm, tokenizer, fusion,
+                                max_new_tokens=cfg.llm.max_new_tokens, cfg=cfg)
+
+
+def build_prefix_lm(cfg: ExperimentConfig) -> PrefixLM:
+    """The LLM side alone: LLM + LoRA (:func:`load_llm`) + fusion, no encoder or mapper."""
+    llm, tokenizer = load_llm(cfg.llm, cfg.lora, cfg.seed)
+    return PrefixLM(llm, tokenizer, build_fusion(cfg.fusion), cfg.llm.max_new_tokens)
+
+
+def load_prefix_lm(cfg: ExperimentConfig, trainable_file: str | Path) -> PrefixLM:
+    """:func:`build_prefix_lm` with the ``llm.*`` (LoRA) tensors of a trainable checkpoint
+    file loaded (the ``trainable.safetensors`` of a checkpoint folder); eval mode."""
+    side = build_prefix_lm(cfg)
+    side.load_llm_state(trainable_file)
+    return side.eval()
+
+
+def load_front_end_from_checkpoint(cfg: ExperimentConfig,
+                                   trainable_file: str | Path) -> ECGFrontEnd:
+    """The front end of a trained model without its LLM: built seeded by ``cfg.seed`` (the
+    weights :func:`build_ecg_lm` gives the parts a checkpoint does not hold: a frozen
+    encoder), sized by the LLM's ``config.json`` only (:func:`llm_dims`, no weights), then the
+    ``encoder.*``/``mapper.*`` tensors of the checkpoint file loaded; eval mode.
+
+    Raises:
+        CheckpointError: file missing or its ECG-side keys do not match exactly.
+    """
+    file = Path(trainable_file)
+    if not file.is_file():
+        raise CheckpointError(f"trainable state: file not found: {file}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        front_end = build_front_end(front_end_spec(cfg, llm_dims(cfg.llm)))
+    state = {k: v for k, v in load_file(str(file)).items()
+             if k.split(".", 1)[0] in COMPONENTS}
+    load_into(trainable_tensors(front_end, COMPONENTS), state)
+    return front_end.eval()

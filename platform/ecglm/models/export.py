@@ -35,14 +35,21 @@ from transformers import AutoModelForCausalLM
 
 from ecglm.config.loader import dump_yaml, from_dict
 from ecglm.config.schema import ExperimentConfig
-from ecglm.models.ecg_lm import COMPONENTS, ECGLanguageModel
+from ecglm.models.dims import dims_from_config
+from ecglm.models.ecg_lm import COMPONENTS, ECGLanguageModel, front_end_spec
 from ecglm.models.encoders import CheckpointError
+from ecglm.models.front_end import (
+    VISION_DIR,
+    build_front_end,
+    find_image_encoder,
+    save_vision_tower,
+)
+from ecglm.models.fusion import build_fusion
 from ecglm.models.llm import load_tokenizer
 
 EXPORT_VERSION = 1
 MANIFEST_FILE = "ecglm_export.json"
 LLM_DIR = "llm"
-VISION_DIR = "vision"
 ECG_FILE = "ecg.safetensors"
 CONFIG_FILE = "config.yaml"
 
@@ -63,12 +70,11 @@ def merged_llm(llm: nn.Module, in_place: bool = False) -> nn.Module:
 def vision_tower(model: ECGLanguageModel) -> tuple[str, nn.Module] | None:
     """``(state-dict key prefix within the encoder, tower)`` of an image/dual encoder's vision
     tower, or None."""
-    from ecglm.models.encoders.image import ImageEncoder
-
-    for name, module in model.encoder.named_modules():
-        if isinstance(module, ImageEncoder):
-            return (f"{name}." if name else "") + "tower.", module.tower
-    return None
+    found = find_image_encoder(model.encoder)
+    if found is None:
+        return None
+    name, image = found
+    return (f"{name}." if name else "") + "tower.", image.tower
 
 
 def ecg_state_dict(model: ECGLanguageModel, skip_prefix: str | None = None
@@ -90,14 +96,10 @@ def _save_vision(model: ECGLanguageModel, out: Path) -> str | None:
     found = vision_tower(model)
     if found is None:
         return None
-    prefix, tower = found
-    tower.save_pretrained(str(out / VISION_DIR))
-    image = next(m for m in model.encoder.modules() if hasattr(m, "pixel_mean"))
-    (out / VISION_DIR / "preprocessor_config.json").write_text(json.dumps({
-        "image_mean": image.pixel_mean.flatten().tolist(),
-        "image_std": image.pixel_std.flatten().tolist(),
-        "note": "pixel statistics the ecglm image encoder normalises with"}, indent=2))
-    return prefix
+    image = find_image_encoder(model.encoder)
+    assert image is not None
+    save_vision_tower(image[1], out / VISION_DIR)
+    return found[0]
 
 
 def export_merged(model: ECGLanguageModel, out_dir: str | Path, *,
@@ -113,6 +115,9 @@ def export_merged(model: ECGLanguageModel, out_dir: str | Path, *,
     Returns:
         ``out_dir`` as a :class:`Path`.
     """
+    if model.cfg is None:
+        raise ValueError("export_merged: the model carries no experiment config (build it with "
+                         "build_ecg_lm)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     merged = merged_llm(model.llm, in_place=in_place)
@@ -159,7 +164,9 @@ def load_exported(out_dir: str | Path, dtype: torch.dtype = torch.float32) -> EC
     llm.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = ECGLanguageModel(cfg, llm, tokenizer)
+        front_end = build_front_end(front_end_spec(cfg, dims_from_config(llm.config)))
+        model = ECGLanguageModel(front_end, llm, tokenizer, build_fusion(cfg.fusion),
+                                 max_new_tokens=cfg.llm.max_new_tokens, cfg=cfg)
     state = load_file(str(root / str(info["ecg"])))
     for name in COMPONENTS:
         prefix = f"{name}."

@@ -14,11 +14,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from peft import get_peft_model
 from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from ecglm.config import ExperimentConfig
+from ecglm.models.dims import dims_from_config
+from ecglm.models.encoders import encoder_spec
+from ecglm.models.encoders.sizing import VISION_REFERENCE_CONFIGS, count
+from ecglm.models.llm import lora_config
+from ecglm.models.mappers import build_mapper
 
-REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {
+__all__ = ["LLM_REFERENCE_CONFIGS", "REFERENCE_CONFIGS", "PartCounts", "count",
+           "full_size_counts", "human", "model_counts"]
+
+
+LLM_REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {
     "meta-llama/Llama-3.2-1B-Instruct": dict(
         model_type="llama", hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
         num_attention_heads=32, num_key_value_heads=8, head_dim=64, vocab_size=128256,
@@ -31,12 +42,14 @@ REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {
         model_type="llama", hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
         num_attention_heads=32, num_key_value_heads=32, head_dim=128, vocab_size=32000,
         tie_word_embeddings=False),
-    "openai/clip-vit-large-patch14-336": dict(
-        model_type="clip_vision_model", hidden_size=1024, intermediate_size=4096,
-        num_hidden_layers=24, num_attention_heads=16, patch_size=14, image_size=336),
 }
-"""Architecture hyper-parameters of the hub models the presets name (from their public
+"""Architecture hyper-parameters of the LLMs the presets name (from their public
 ``config.json``); used only to count parameters on the meta device."""
+
+REFERENCE_CONFIGS: dict[str, dict[str, Any]] = {**LLM_REFERENCE_CONFIGS,
+                                                **VISION_REFERENCE_CONFIGS}
+"""Every hub model the presets name: LLMs and vision towers
+(:data:`~ecglm.models.encoders.sizing.VISION_REFERENCE_CONFIGS`)."""
 
 
 @dataclass
@@ -58,15 +71,6 @@ class PartCounts:
         return self.encoder[1] + self.mapper[1] + self.llm[1] + self.lora[1]
 
 
-def count(module: nn.Module | None, predicate: Any = None) -> tuple[int, int]:
-    """``(total, trainable)`` parameters of ``module`` whose names pass ``predicate``."""
-    if module is None:
-        return 0, 0
-    params = [(n, p) for n, p in module.named_parameters() if predicate is None or predicate(n)]
-    return (sum(p.numel() for _, p in params),
-            sum(p.numel() for _, p in params if p.requires_grad))
-
-
 def _is_lora(name: str) -> bool:
     return "lora_" in name
 
@@ -77,21 +81,14 @@ def model_counts(model: Any) -> PartCounts:
                       count(model.llm, lambda n: not _is_lora(n)), count(model.llm, _is_lora))
 
 
-def _reference_config(path: str) -> Any:
+def _reference_config(path: str) -> PretrainedConfig:
     """HF config object of a :data:`REFERENCE_CONFIGS` entry."""
-    from transformers import AutoConfig
-
     ref = dict(REFERENCE_CONFIGS[path])
     return AutoConfig.for_model(ref.pop("model_type"), **ref)
 
 
 def _meta_llm(cfg: ExperimentConfig) -> nn.Module:
     """The preset's LLM on the meta device with its LoRA adapters (as ``load_llm`` adds them)."""
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from ecglm.models.llm import lora_config
-
     with torch.device("meta"):
         llm = AutoModelForCausalLM.from_config(_reference_config(str(cfg.llm.path)))
     return get_peft_model(llm, lora_config(cfg.lora))
@@ -99,45 +96,16 @@ def _meta_llm(cfg: ExperimentConfig) -> nn.Module:
 
 def full_size_counts(cfg: ExperimentConfig) -> PartCounts:
     """Counts of a full-size preset without downloading anything (see the module docstring).
+    The encoder is counted by its registration (:meth:`EncoderSpec.count_full_size`).
 
     Raises:
         KeyError: ``llm.path`` (or ``encoder.image.path``) is not in :data:`REFERENCE_CONFIGS`.
     """
-    from ecglm.config.loader import apply_overrides
-    from ecglm.models.encoders import build_encoder
-    from ecglm.models.mappers import build_mapper
-
-    from ecglm.models.dims import dims_from_config
-
     llm = _meta_llm(cfg)
     dims = dims_from_config(_reference_config(str(cfg.llm.path)))
-    hidden, heads, head_dim = dims.hidden_size, dims.n_heads, dims.head_dim
-    image_counts = (0, 0)
-    enc_cfg = cfg.encoder
-    if cfg.encoder.name in ("image", "dual"):
-        from transformers import CLIPVisionConfig, CLIPVisionModel
-
-        vref = {k: v for k, v in REFERENCE_CONFIGS[str(cfg.encoder.image.path)].items()
-                if k != "model_type"}
-        with torch.device("meta"):
-            tower = CLIPVisionModel(CLIPVisionConfig(**vref))
-        tower.requires_grad_(cfg.encoder.image.trainable)
-        image_counts = count(tower)
-        # build the ECG side with a tiny tower of the same width (weights counted above)
-        enc_cfg = apply_overrides(cfg, {
-            "encoder.image.source": "tiny", "encoder.image.tiny.hidden_size": vref["hidden_size"],
-            "encoder.image.tiny.n_layers": 1, "encoder.image.tiny.n_heads": vref[
-                "num_attention_heads"], "encoder.image.tiny.intermediate_size": 8,
-            "encoder.image.tiny.patch_size": vref["patch_size"],
-            "encoder.image.image_size": vref["image_size"]}).encoder
-    encoder = build_encoder(enc_cfg, fs=float(cfg.data.fs), llm_head_dim=head_dim,
-                            cache_dir=cfg.llm.cache_dir)
-    mapper = build_mapper(cfg.mapper, encoder, hidden, llm_n_heads=heads)
-    tower_attr = getattr(encoder, "image", None) or getattr(encoder, "tower", None)
-    enc = count(encoder)
-    if tower_attr is not None and cfg.encoder.name in ("image", "dual"):
-        small = count(tower_attr)
-        enc = (enc[0] - small[0] + image_counts[0], enc[1] - small[1] + image_counts[1])
+    encoder, enc = encoder_spec(cfg.encoder.name).count_full_size(
+        cfg.encoder, float(cfg.data.fs), dims.head_dim, cfg.llm.cache_dir)
+    mapper = build_mapper(cfg.mapper, encoder, dims.hidden_size, llm_n_heads=dims.n_heads)
     return PartCounts(enc, count(mapper), count(llm, lambda n: not _is_lora(n)),
                       count(llm, _is_lora))
 

@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import save_file
 
 from ecglm.config import ExperimentConfig, config_hash, to_dict
+from ecglm.config.encoders import encoder_sections
 from ecglm.config.loader import build_section
 from ecglm.config.schema import EncoderConfig
 from ecglm.data.shards import ShardSet, decode_signals
@@ -40,6 +41,7 @@ from ecglm.models.dims import llm_dims
 from ecglm.models.encoders import (
     ECGEncoder,
     build_encoder,
+    encoder_spec,
     load_encoder_checkpoint,
     time_series_part,
 )
@@ -142,19 +144,13 @@ def load_retrieval_encoder(folder: str | Path) -> ECGEncoder:
     return enc.eval()
 
 
-_OWN_SECTIONS = {"cmelt": (), "temporal_conv": ("temporal_conv",),
-                 "ts_transformer": ("ts_transformer",), "image": ("image",),
-                 "dual": ("ts_transformer", "image")}
-"""Encoder sub-sections each encoder reads (the others do not change its embeddings)."""
-
-
 def encoder_key(cfg: ExperimentConfig, args: dict[str, Any]) -> dict[str, Any]:
     """What determines the retrieval encoder's embeddings: the encoder section without the
     sub-sections of other encoders, plus its build arguments ``args``
     (:func:`encoder_build_args`: ``fs``, LLM head dim)."""
     data = to_dict(cfg.encoder)
-    own = _OWN_SECTIONS.get(cfg.encoder.name, ())
-    for section in ("temporal_conv", "ts_transformer", "image"):
+    own = encoder_spec(cfg.encoder.name).sections  # the sub-sections this encoder reads
+    for section in encoder_sections():
         if section not in own:
             data.pop(section, None)
     data["build"] = {"fs": args["fs"], "llm_head_dim": args["llm_head_dim"]}

@@ -22,6 +22,8 @@ from ray.serve import Application
 
 from ecglm.config import ExperimentConfig, load_config
 from ecglm.config.paths import resolve_paths
+from ecglm.serving.deployments import LLM, LLM_MAX_BATCH_SIZE, ECGEncoder, Ingress, Retriever
+from ecglm.tracking import mlflow_run
 
 CPUS_PER_REPLICA = 0.25
 """Logical CPUs reserved by every replica (4 deployments fit a 4-CPU local Ray easily)."""
@@ -51,7 +53,8 @@ def _actor_options() -> dict[str, Any]:
 
 def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
                       retrieval_dir: Path) -> Application:
-    """The bound deployment graph Ingress -> ECGEncoder -> Retriever -> LLM.
+    """The bound deployment graph Ingress -> ECGEncoder -> Retriever -> LLM (the encoder
+    replica loads the ECG front end only, the LLM replica the LLM side only).
 
     Args:
         cfg: experiment config (``data``, ``encoder``, ``mapper``, ``llm``, ``lora``,
@@ -63,8 +66,6 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
     Raises:
         AppArgsError: a folder lacks one of its files.
     """
-    from ecglm.serving.deployments import LLM, LLM_MAX_BATCH_SIZE, ECGEncoder, Ingress, Retriever
-
     cfg = resolve_paths(cfg)
     ckpt = Path(checkpoint_dir).resolve()
     retr = Path(retrieval_dir).resolve()
@@ -102,8 +103,6 @@ def default_retrieval_dir(cfg: ExperimentConfig, checkpoint_dir: Path,
     (downloaded under ``<output_dir>/downloads/<run_id>``)."""
     if run_id is None:
         return checkpoint_dir.parent / "retrieval"
-    from ecglm.tracking import mlflow_run
-
     dst = Path(cfg.output_dir) / "downloads" / run_id
     return mlflow_run.download_artifacts(cfg.tracking.tracking_uri, run_id, "retrieval", dst)
 
@@ -125,6 +124,8 @@ def resolve_app_args(args: Mapping[str, Any]) -> AppSpec:
         AppArgsError: unknown/missing arguments or a checkpoint path that does not exist.
         ecglm.config.ConfigError: the config or an override is invalid.
     """
+    # deferred on purpose: evaluation.run loads the training stack (transformers) into the
+    # `serve run` driver; the resolver moves to a low-level checkpoint module
     from ecglm.evaluation.run import resolve_checkpoint
 
     unknown = sorted(set(args) - ALLOWED_ARGS)

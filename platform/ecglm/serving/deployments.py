@@ -1,13 +1,20 @@
 """Ray Serve deployments: ``Ingress`` (HTTP) -> ``ECGEncoder`` -> ``Retriever`` -> ``LLM``.
 
-* ``ECGEncoder`` computes the ECG prefix with the trained encoder + mapper and the retrieval
-  embedding with the *retrieval* encoder saved next to the index (the one the index was built
-  with, not the fine-tuned one).
+Each deployment loads only its own part:
+
+* ``ECGEncoder`` holds the trained ECG front end (encoder + mapper,
+  :func:`ecglm.models.load_front_end_from_checkpoint`, no LLM) for the prefix
+  (:meth:`ECGEncoder.prefix`) and the *retrieval* encoder saved next to the index (the one the
+  index was built with, not the fine-tuned one) for the embedding (:meth:`ECGEncoder.embed`).
 * ``Retriever`` returns the top-k reports of similar training ECGs from the FAISS index.
-* ``LLM`` builds the evaluation prompt (options in the given order, top-1 report) and decodes
-  greedily from the prefix; requests are micro-batched with ``@serve.batch``.
+* ``LLM`` holds the LLM side only (LLM + LoRA + fusion, :func:`ecglm.models.load_prefix_lm`),
+  builds the evaluation prompt (options in the given order, top-1 report) and decodes greedily
+  from the prefix; requests are micro-batched with ``@serve.batch``.
 * ``Ingress`` checks the body size before reading it, validates the JSON
-  (:mod:`ecglm.serving.validation`), chains the three and answers JSON.
+  (:mod:`ecglm.serving.validation`) and chains the handles without awaiting each hop: the
+  ``DeploymentResponse`` of one call is the argument of the next (Serve resolves it where it
+  runs), so the prefix is computed while the embedding is searched, and only the LLM's answer
+  comes back to the ingress.
 
 So the served answer is the one offline evaluation (:func:`ecglm.evaluation.qa.predict`) gives
 for the same ECG, question and options.
@@ -18,12 +25,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import torch
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
@@ -33,6 +37,13 @@ from ecglm.config import ExperimentConfig
 from ecglm.config.schema import DataConfig, ServeConfig
 from ecglm.data.rows import ECGRow
 from ecglm.retrieval.index import Hit, ReportIndex
+from ecglm.serving.messages import (
+    EncodedPrefix,
+    Generation,
+    GenerationRequest,
+    QueryEmbedding,
+    Retrieved,
+)
 from ecglm.serving.validation import (
     RequestError,
     check_body_size,
@@ -41,8 +52,6 @@ from ecglm.serving.validation import (
     parse_json,
     validate_request,
 )
-from ecglm.tasks import get_task
-from ecglm.tasks.encode import prompt_ids_batch, row_prompt
 from ecglm.utils.ray_env import set_process_env
 
 logger = logging.getLogger("ray.serve")
@@ -54,45 +63,6 @@ encoder, distinct records stay below 1 - 1e-3; only exact duplicate signals (sam
 reach 1."""
 LLM_MAX_BATCH_SIZE = 4
 LLM_BATCH_WAIT_S = 0.01
-
-
-# ------------------------------------------------------------------------------------------------
-# messages between deployments
-# ------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class EncodedECG:
-    """Output of :class:`ECGEncoder` for one ECG."""
-
-    prefix: torch.Tensor
-    """``(1, P, d_llm)`` ECG prefix vectors (``P`` = tokens the mapper returns; both fusions)."""
-    prefix_mask: torch.Tensor
-    """``(1, P)`` bool."""
-    embedding: np.ndarray
-    """``(d_enc,)`` float32 retrieval embedding (pooled retrieval-encoder output)."""
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """Input of :class:`LLM` for one question."""
-
-    prefix: torch.Tensor
-    """``(1, P, d_llm)``."""
-    prefix_mask: torch.Tensor
-    """``(1, P)`` bool."""
-    row: ECGRow
-    """The task's fields of the request (:meth:`ecglm.tasks.base.Task.request_row`)."""
-    reports: list[str]
-    """Retrieved reports, best first."""
-
-
-@dataclass(frozen=True)
-class Generation:
-    """Output of :class:`LLM`: the generated text and the task's response fields."""
-
-    generated: str
-    body: dict[str, Any]
-    """:meth:`ecglm.tasks.base.Task.response` of the text (e.g. the parsed answer)."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -114,13 +84,6 @@ def retrieve(index: ReportIndex, embedding: np.ndarray, k: int,
         return index.search(query, k, exclude_ids=[own.ecg_id],
                             exclude_patients=[own.patient_id] if exclude_same_patient else None)[0]
     return index.search(query, k)[0]
-
-
-def serve_prompt(cfg: ExperimentConfig, tokenizer: Any, row: ECGRow,
-                 reports: list[str]) -> str:
-    """The evaluation prompt of one single-ECG request (task fields as given, top-1 report):
-    :func:`ecglm.tasks.encode.row_prompt`, the builder training and evaluation use."""
-    return row_prompt(get_task(cfg.task), row.with_reports(reports), tokenizer, cfg, None)
 
 
 def route(request: Request) -> str:
@@ -155,29 +118,28 @@ def _ms(t0: float) -> float:
 
 @serve.deployment
 class ECGEncoder:
-    """Trained encoder + mapper (prefix) and the retrieval encoder (embedding)."""
+    """Trained ECG front end (prefix) and the retrieval encoder (embedding); no LLM
+    (:class:`ecglm.serving.parts.ECGPart`)."""
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str, retrieval_dir: str) -> None:
         set_process_env()  # before transformers is first imported in this replica
-        from ecglm.evaluation.run import load_model
-        from ecglm.retrieval.build import load_retrieval_encoder
+        # deferred on purpose: parts loads transformers, which must see the process env
+        from ecglm.serving.parts import ECGPart
 
-        self.n_samples = cfg.data.n_samples
-        self.model = load_model(cfg, Path(checkpoint_dir))
-        self.retrieval_encoder = load_retrieval_encoder(retrieval_dir)
+        self.part = ECGPart(cfg, checkpoint_dir, retrieval_dir)
 
-    @torch.no_grad()
-    def __call__(self, signal: np.ndarray) -> EncodedECG:
-        """``signal (12, data.n_samples)`` float32 mV -> :class:`EncodedECG`."""
-        from ecglm.retrieval.build import embed
+    @property
+    def front_end(self) -> Any:
+        """The :class:`~ecglm.models.ECGFrontEnd` this replica holds."""
+        return self.part.front_end
 
-        if signal.shape != (12, self.n_samples):
-            raise ValueError(f"signal: expected shape (12, {self.n_samples}), "
-                             f"got {signal.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32))
-        prefix, prefix_mask = self.model.ecg_prefix(x[None, None], None)
-        embedding = embed(self.retrieval_encoder, x.numpy()[None])[0]
-        return EncodedECG(prefix, prefix_mask, embedding)
+    def prefix(self, signal: np.ndarray) -> EncodedPrefix:
+        """``signal (12, data.n_samples)`` float32 mV -> the ECG prefix."""
+        return self.part.prefix(signal)
+
+    def embed(self, signal: np.ndarray) -> QueryEmbedding:
+        """``signal (12, data.n_samples)`` float32 mV -> retrieval embedding ``(d_enc,)``."""
+        return self.part.embed(signal)
 
 
 @serve.deployment
@@ -189,46 +151,48 @@ class Retriever:
         self.top_k = top_k
         self.exclude_same_patient = exclude_same_patient
 
-    def __call__(self, embedding: np.ndarray) -> list[Hit]:
-        """``embedding (d,)`` -> top-k :class:`Hit` (never the query's own record)."""
-        return retrieve(self.index, embedding, self.top_k, self.exclude_same_patient)
+    def __call__(self, query: QueryEmbedding) -> Retrieved:
+        """Top-k :class:`Hit` for the query (never the query's own record)."""
+        t0 = time.perf_counter()
+        hits = retrieve(self.index, query.embedding, self.top_k, self.exclude_same_patient)
+        return Retrieved(hits, query.elapsed_ms, _ms(t0))
 
 
 @serve.deployment
 class LLM:
-    """LoRA LLM of the trained model; greedy decoding from the ECG prefix, micro-batched."""
+    """LLM side of the trained model (LLM + LoRA + fusion, no encoder or mapper); greedy
+    decoding from the ECG prefix, micro-batched."""
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str) -> None:
         set_process_env()  # before transformers is first imported in this replica
-        from ecglm.evaluation.run import load_model
+        # deferred on purpose: parts loads transformers, which must see the process env
+        from ecglm.serving.parts import LLMPart
 
-        self.cfg = cfg
-        self.model = load_model(cfg, Path(checkpoint_dir))
+        self.part = LLMPart(cfg, checkpoint_dir)
 
-    async def __call__(self, request: GenerationRequest) -> Generation:
-        return await self.generate_batch(request)
+    async def __call__(self, encoded: EncodedPrefix, retrieved: Optional[Retrieved],
+                       row: ECGRow) -> Generation:
+        """Answer one request (its task fields in ``row``) from its prefix and retrieved
+        reports (either may arrive as the resolved result of another deployment's response)."""
+        t0 = time.perf_counter()
+        hits = retrieved.hits if retrieved is not None else []
+        gen = await self.generate_batch(GenerationRequest(
+            encoded.prefix, encoded.prefix_mask, row, [h.report for h in hits]))
+        timings = {"encode": round(encoded.elapsed_ms
+                                   + (retrieved.embed_ms if retrieved is not None else 0.0), 2)}
+        if retrieved is not None:
+            timings["retrieve"] = retrieved.search_ms
+        timings["generate"] = _ms(t0)
+        return Generation(gen.generated, gen.body, hits, timings)
 
     @serve.batch(max_batch_size=LLM_MAX_BATCH_SIZE, batch_wait_timeout_s=LLM_BATCH_WAIT_S)
     async def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Up to :data:`LLM_MAX_BATCH_SIZE` requests decoded together (off the event loop)."""
-        return await asyncio.to_thread(self.generate, requests)
+        return await asyncio.to_thread(self.part.generate, requests)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Prompts -> ``(B, S)`` right-padded ids -> greedy decoding -> task responses."""
-        tok = self.model.tokenizer
-        task = get_task(self.cfg.task)
-        prompts = [serve_prompt(self.cfg, tok, r.row, r.reports) for r in requests]
-        batch = prompt_ids_batch(prompts, tok, self.cfg)  # exactly as evaluation encodes them
-        prefix = torch.cat([r.prefix for r in requests], dim=0)
-        prefix_mask = torch.cat([r.prefix_mask for r in requests], dim=0)
-        ids = self.model.generate_from_prefix(prefix, prefix_mask, batch["input_ids"],
-                                              batch["attention_mask"], self.cfg.llm.max_new_tokens,
-                                              prefix_at=batch.get("prefix_at"))
-        out = []
-        for r, row in zip(requests, ids):
-            text = tok.decode(row, skip_special_tokens=True).strip()
-            out.append(Generation(text, task.response(r.row, text, self.cfg)))
-        return out
+        """Decode a batch (:meth:`ecglm.serving.parts.LLMPart.generate`)."""
+        return self.part.generate(requests)
 
 
 @serve.deployment
@@ -269,28 +233,23 @@ class Ingress:
             return _error(500, "server", "internal error while answering; see the Serve logs")
 
     async def answer(self, request: Request) -> dict[str, Any]:
-        """Validate, encode, retrieve, generate; the JSON response body."""
+        """Validate, then encode -> (retrieve) -> generate as one chain of handle calls; the
+        JSON response body. Stage timings are measured inside each deployment."""
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         body = await read_body(request, self.serve_cfg.max_body_bytes)
         req = validate_request(parse_json(body), self.serve_cfg, self.data_cfg, self.task)
         timings["validate"] = _ms(t0)
 
-        t = time.perf_counter()
-        enc: EncodedECG = await self.encoder.remote(req.signal)
-        timings["encode"] = _ms(t)
-        hits: list[Hit] = []
+        prefix = self.encoder.prefix.remote(req.signal)
+        retrieved = None
         if self.retrieval:  # presets without retrieval (MEIT, GEM) never see reports
-            t = time.perf_counter()
-            hits = await self.retriever.remote(enc.embedding)
-            timings["retrieve"] = _ms(t)
-        t = time.perf_counter()
-        gen: Generation = await self.llm.remote(GenerationRequest(
-            enc.prefix, enc.prefix_mask, req.row, [h.report for h in hits]))
-        timings["generate"] = _ms(t)
+            retrieved = self.retriever.remote(self.encoder.embed.remote(req.signal))
+        gen: Generation = await self.llm.remote(prefix, retrieved, req.row)
+        timings.update(gen.timings)
         timings["total"] = _ms(t0)
         reports = [{"ecg_id": h.ecg_id, "report": h.report, "score": round(h.score, 6)}
-                   for h in hits]
+                   for h in gen.hits]
         return {**gen.body, "retrieved_reports": reports, "timings_ms": timings}
 
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import requests
+from ray import serve
+
 from ecglm.config import ExperimentConfig
+from ecglm.serving.app import build_application
+from ecglm.utils.ray_env import init_ray
 
 APP_NAME = "ecglm"
 HEALTH_PATH = "healthz"
@@ -34,8 +39,6 @@ def wait_until_healthy(url: str, timeout_s: float, poll_s: float = 0.2) -> float
     Raises:
         ServeStartError: no 200 within ``timeout_s``.
     """
-    import requests
-
     t0 = time.perf_counter()
     last = "no answer"
     session = requests.Session()
@@ -69,11 +72,6 @@ def start(cfg: ExperimentConfig, checkpoint_dir: Path, retrieval_dir: Path,
     Returns:
         The application URL, e.g. ``http://127.0.0.1:8000/`` (``POST`` questions there).
     """
-    from ray import serve
-
-    from ecglm.serving.app import build_application
-    from ecglm.utils.ray_env import init_ray
-
     init_ray(cfg.train.ray_num_cpus)
     app = build_application(cfg, checkpoint_dir, retrieval_dir)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
@@ -85,6 +83,4 @@ def start(cfg: ExperimentConfig, checkpoint_dir: Path, retrieval_dir: Path,
 
 def stop() -> None:
     """Shut Serve down (all applications, proxies and the controller); Ray keeps running."""
-    from ray import serve
-
     serve.shutdown()

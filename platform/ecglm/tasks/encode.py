@@ -15,14 +15,15 @@ import numpy as np
 import torch
 
 from ecglm.config import ExperimentConfig
-from ecglm.models.fusion import split_at_placeholder
+from ecglm.models.fusion import build_fusion, split_at_placeholder
 from ecglm.models.prompting import collate, encode_prompt, render_prompt
 from ecglm.tasks.base import ECGRow, Task
 
 
 def uses_placeholder(cfg: ExperimentConfig) -> bool:
-    """True when ECG tokens are spliced at ``fusion.placeholder`` instead of prepended."""
-    return cfg.fusion.name == "input_prefix" and cfg.fusion.position == "placeholder"
+    """True when the fusion splices the ECG tokens at a prompt marker (``fusion.placeholder``)
+    instead of prepending them or caching them as keys/values."""
+    return build_fusion(cfg.fusion).prompt_marker is not None
 
 
 def row_prompt(task: Task, row: ECGRow, tokenizer: Any, cfg: ExperimentConfig,

@@ -14,7 +14,7 @@ from ecglm.models.encoders.base import (
 from ecglm.models.encoders.cmelt import CMELTEncoder
 from ecglm.models.encoders.dual import DualEncoder
 from ecglm.models.encoders.image import ImageEncoder, tiny_tower_dir, write_tiny_tower
-from ecglm.models.encoders.registry import ENCODERS, build_encoder
+from ecglm.models.encoders.registry import ENCODERS, EncoderSpec, build_encoder, encoder_spec
 from ecglm.models.encoders.temporal_conv import TemporalConvEncoder
 from ecglm.models.encoders.ts_transformer import TSTransformerEncoder
 
@@ -25,12 +25,14 @@ __all__ = [
     "CheckpointError",
     "DualEncoder",
     "ECGEncoder",
+    "EncoderSpec",
     "EncoderOutput",
     "ImageEncoder",
     "ModelInputError",
     "TSTransformerEncoder",
     "TemporalConvEncoder",
     "build_encoder",
+    "encoder_spec",
     "load_encoder_checkpoint",
     "mask_leads",
     "tiny_tower_dir",

@@ -1,0 +1,83 @@
+"""The fusion interface: how an ECG prefix enters the LLM, for training and for generation.
+
+A :class:`Fusion` owns the three things that differ between fusions: fusing the prefix
+``(B, P, d_llm)`` with the text ``(B, S)`` and running the LM, aligning the labels with what
+the LM sees, and greedy generation. It holds no parameters (the LLM is passed in), so one
+object serves the full model and the LLM side alone.
+
+Position ids are the running count of attended tokens (:func:`position_ids_from_mask`) over the
+fused/full mask, the rule Hugging Face ``generate`` uses, so training, scoring and generation
+agree whatever the padding layout and however many ECG slots are masked.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+
+def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
+    """``(B, S)`` 0/1 mask -> ``(B, S)`` positions counting attended tokens only (0 on pads)."""
+    mask = attention_mask.long()
+    return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+class Fusion(ABC):
+    """Where the ECG prefix enters a causal LM (``fusion.name``)."""
+
+    name: str
+    """The ``fusion.name`` this class implements."""
+
+    @property
+    def prompt_marker(self) -> str | None:
+        """The prompt text the ECG tokens replace (their position in the prompt), or None
+        when they do not sit in the text (prepended, or a key/value cache)."""
+        return None
+
+    def check_llm(self, llm: nn.Module) -> None:
+        """Raise :class:`~ecglm.config.ConfigError` when ``llm`` cannot take this fusion
+        (default: every causal LM can)."""
+
+    @abstractmethod
+    def check_prefix_at(self, prefix_at: Tensor | None, input_ids: Tensor) -> Tensor | None:
+        """Validate ``prefix_at (B,)`` (the text index the prefix goes before) for this fusion;
+        returns it as long on ``input_ids``' device, or None (prepend / no text position).
+
+        Raises:
+            ModelInputError: given where the fusion has no text position, or missing where it
+                is required, or out of range.
+        """
+
+    @abstractmethod
+    def labels(self, labels: Tensor, n_prefix: int, prefix_at: Tensor | None) -> Tensor:
+        """``labels (B, S)`` over the text -> labels over the sequence the LM is run on
+        (``-100`` on prefix positions where the prefix is part of it)."""
+
+    @abstractmethod
+    def forward(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
+                attention_mask: Tensor, labels: Tensor | None, prefix_at: Tensor | None,
+                training: bool) -> CausalLMOutputWithPast:
+        """Run ``llm`` over the prefix and the text.
+
+        Args:
+            llm: causal LM (peft-wrapped or plain).
+            prefix: ``(B, P, d_llm)`` in the LM embedding dtype; prefix_mask: ``(B, P)`` bool.
+            input_ids, attention_mask: ``(B, S)`` text tokens.
+            labels: labels already aligned by :meth:`labels`, or None.
+            prefix_at: from :meth:`check_prefix_at`.
+            training: the model is in training mode.
+
+        Returns:
+            HF output (``loss`` when labels are given, ``logits`` over the sequence the LM ran
+            on).
+        """
+
+    @abstractmethod
+    def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
+                 mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
+                 eos_id: int) -> list[list[int]]:
+        """Greedy decoding of at most ``steps`` new tokens from left-padded prompts
+        ``ids``/``mask (B, S)`` (``prefix_at`` already moved to the left-padded layout);
+        ``B`` lists of new token ids, not cut at eos."""

@@ -1,0 +1,75 @@
+"""``kv_prefix`` fusion (MEIT): the prefix becomes per-layer keys/values the text attends to.
+
+The LM runs on the ``S`` text tokens only, continuing a cache that holds the ``P`` prefix
+slots (:func:`~ecglm.models.fusion.kv_cache.build_kv_prefix_cache`); logits and labels cover
+the text.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from transformers import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ecglm.config.schema import ConfigError
+from ecglm.models.encoders import ModelInputError
+from ecglm.models.fusion.base import Fusion, position_ids_from_mask
+from ecglm.models.fusion.kv_cache import (
+    build_kv_prefix_cache,
+    greedy_with_cache,
+    kv_prefix_modules,
+)
+
+
+class KVPrefixFusion(Fusion):
+    """Prefix vectors as a key/value cache ahead of the text (no text position)."""
+
+    name = "kv_prefix"
+
+    def check_llm(self, llm: nn.Module) -> None:
+        kv_prefix_modules(llm)  # raises ConfigError for unsupported families
+
+    def check_prefix_at(self, prefix_at: Tensor | None, input_ids: Tensor) -> Tensor | None:
+        if prefix_at is not None:
+            raise ModelInputError("prefix_at: must be None with fusion.name=kv_prefix (the "
+                                  "ECG is a key/value prefix, not a text position)")
+        return None
+
+    def labels(self, labels: Tensor, n_prefix: int, prefix_at: Tensor | None) -> Tensor:
+        return labels
+
+    @staticmethod
+    def cache(llm: nn.Module, prefix: Tensor, prefix_mask: Tensor,
+              training: bool) -> DynamicCache:
+        """Per-layer keys/values of the prefix at positions counting attended prefix slots
+        (``0..P-1`` when all are real).
+
+        Raises:
+            ConfigError: training with HF gradient checkpointing, which drops the cache.
+        """
+        modules = kv_prefix_modules(llm)
+        if training and modules.checkpointing_drops_cache:
+            raise ConfigError("fusion.name=kv_prefix: Hugging Face gradient checkpointing drops "
+                              "past_key_values (the ECG key/value prefix) in training; disable "
+                              "gradient checkpointing on the LLM")
+        return build_kv_prefix_cache(modules, prefix, position_ids_from_mask(prefix_mask))
+
+    def forward(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
+                attention_mask: Tensor, labels: Tensor | None, prefix_at: Tensor | None,
+                training: bool) -> CausalLMOutputWithPast:
+        cache = self.cache(llm, prefix, prefix_mask, training)
+        mask = torch.cat([prefix_mask.to(device=attention_mask.device,
+                                         dtype=attention_mask.dtype), attention_mask], dim=1)
+        positions = position_ids_from_mask(mask)[:, prefix.shape[1]:]
+        return llm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                   past_key_values=cache, labels=labels, use_cache=False)
+
+    def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
+                 mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
+                 eos_id: int) -> list[list[int]]:
+        """Greedy decoding over the LM, continuing the ECG key/value cache."""
+        cache = self.cache(llm, prefix, prefix_mask, training=False)
+        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
+        positions = position_ids_from_mask(full_mask)[:, prefix.shape[1]:]
+        return greedy_with_cache(llm, cache, ids, full_mask, positions, steps, eos_id)
