@@ -2,7 +2,9 @@
 
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
 ``export``, ``data shard``, ``data check``, ``serve``, ``demo``. ``--tiny`` shrinks any preset.
-Bad configs exit with status 2 and a message naming the dotted key.
+Bad configs exit with status 2 and a message naming the dotted key. ``-v`` (before the
+command) shows Ray's and the libraries' logs on the terminal; by default they go to
+``<output_dir>/<name>/logs/`` (see :mod:`ecglm.utils.logs`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ecglm.config import ConfigError, ExperimentConfig, load_config
+from ecglm.utils.logs import log_file, quiet_output
 
 
 def _load(args: argparse.Namespace) -> ExperimentConfig:
@@ -135,8 +138,24 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _log_file(args: argparse.Namespace) -> Optional[Path]:
+    """The log file of a command that loads an experiment config (None otherwise, or when the
+    config does not load: the command itself then reports the error)."""
+    if not hasattr(args, "overrides"):
+        return None
+    try:
+        cfg = _load(args)
+    except (ConfigError, OSError, ValueError):
+        return None
+    command = " ".join(x for x in (args.command, getattr(args, "data_cmd", None)) if x)
+    return log_file(cfg.output_dir, cfg.name, command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ecglm", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Ray's and the libraries' logs here (default: in a log file "
+                        "under <output_dir>/<name>/logs/, path printed)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn, help_: str, parent=sub) -> argparse.ArgumentParser:
@@ -198,7 +217,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return int(args.fn(args) or 0)
+        with quiet_output(_log_file(args), verbose=args.verbose):
+            return int(args.fn(args) or 0)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,9 @@ from ecglm.evaluation.qa import predict
 from ecglm.evaluation.run import load_model
 from ecglm.retrieval.index import ReportIndex
 from ecglm.train.run import qa_rows
-from tests.serving.conftest import MAX_BODY_BYTES, Served
+from tests.helpers import MAX_BODY_BYTES, Served
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # the module's first test starts the app
 
 TIMEOUT_S = 60
 

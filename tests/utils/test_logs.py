@@ -1,0 +1,98 @@
+"""Readable command output: the line filters, the log file and the failure tail."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecglm.cli import build_parser
+from ecglm.utils.logs import (LineFilter, is_progress, log_file, quiet_output, show_on_stderr,
+                              show_on_stdout, split_worker_prefix)
+
+TRAIN_LINE = "\x1b[36m(RayTrainWorker pid=6981)\x1b[0m [train] step 3/20 loss 2.6502 ETA 197s"
+NOISE_LINE = "\x1b[36m(TrainController pid=6851)\x1b[0m Requesting resources: {'CPU': 1.0} * 2"
+
+
+def test_worker_prefix_is_split_and_colours_removed() -> None:
+    assert split_worker_prefix(TRAIN_LINE) == ("RayTrainWorker pid=6981",
+                                               "[train] step 3/20 loss 2.6502 ETA 197s")
+    assert split_worker_prefix("(raylet) WARNING: 8 PYTHON workers")[0] == "raylet"
+    assert split_worker_prefix("[demo] counts: {}") == (None, "[demo] counts: {}")
+    assert split_worker_prefix("(gold ['no']) answer")[0] is None  # not a Ray prefix
+
+
+def test_stdout_keeps_driver_lines_and_worker_progress_only() -> None:
+    assert show_on_stdout("=== 2/5 train ===") == "=== 2/5 train ==="
+    assert show_on_stdout(TRAIN_LINE) == "[train] step 3/20 loss 2.6502 ETA 197s"
+    assert show_on_stdout(NOISE_LINE) is None
+    assert show_on_stderr("2026-11-30 INFO worker.py:2029 -- Started a local Ray") is None
+    assert show_on_stderr("[eval] 8/8 generated (2.1/s, ETA 0s)") == \
+        "[eval] 8/8 generated (2.1/s, ETA 0s)"
+    assert show_on_stderr("error: predictions: unknown item") == "error: predictions: unknown item"
+    assert is_progress("  [ecglm.data] read 300 records") and not is_progress("Loading weights")
+
+
+def test_line_filter_logs_everything_and_joins_partial_writes() -> None:
+    term, log = io.StringIO(), io.StringIO()
+    f = LineFilter(term, log, show_on_stdout)
+    f.write("[demo] a")
+    assert term.getvalue() == "" and log.getvalue() == ""
+    f.write("bc\n" + NOISE_LINE + "\n" + TRAIN_LINE + "\nbar 10%\rbar 100%\r")
+    f.close_pending()
+    assert term.getvalue() == "[demo] abc\n[train] step 3/20 loss 2.6502 ETA 197s\n"
+    assert log.getvalue() == f"[demo] abc\n{NOISE_LINE}\n{TRAIN_LINE}\nbar 10%\rbar 100%\r"
+
+
+def test_quiet_output_routes_and_restores(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                          ) -> None:
+    logger = logging.getLogger("ecglm.test.library")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    try:
+        path = log_file(tmp_path / "runs", "exp", "data shard")
+        assert path.parent == (tmp_path / "runs" / "exp" / "logs").resolve()
+        assert path.name.startswith("data-shard-") and path.suffix == ".log"
+        out0, err0 = sys.stdout, sys.stderr
+        with quiet_output(path) as got:
+            assert got == path
+            print("[demo] stage line")
+            print(NOISE_LINE)
+            logger.warning("library chatter")
+        assert sys.stdout is out0 and sys.stderr is err0 and handler.stream is err0
+        captured = capsys.readouterr()
+        assert captured.out == f"[ecglm] Ray and library logs: {path} (ecglm -v shows them " \
+                               "here)\n[demo] stage line\n"
+        assert captured.err == ""
+        text = path.read_text()
+        assert "[demo] stage line" in text and NOISE_LINE in text and "library chatter" in text
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_quiet_output_shows_the_log_tail_on_failure(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "run.log"
+    with pytest.raises(RuntimeError, match="boom"):
+        with quiet_output(path):
+            print(NOISE_LINE)
+            raise RuntimeError("boom")
+    err = capsys.readouterr().err
+    assert f"[ecglm] failed (RuntimeError); last lines of {path}:" in err
+    assert "Requesting resources" in err
+
+
+def test_verbose_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with quiet_output(tmp_path / "never.log", verbose=True) as got:
+        print(NOISE_LINE)
+    assert got is None and not (tmp_path / "never.log").exists()
+    assert capsys.readouterr().out == NOISE_LINE + "\n"
+
+
+def test_cli_has_a_global_verbose_flag() -> None:
+    args = build_parser().parse_args(["-v", "demo", "jobs/configs/quickstart.yaml"])
+    assert args.verbose and args.command == "demo"
+    assert not build_parser().parse_args(["demo", "x.yaml"]).verbose
