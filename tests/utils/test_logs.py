@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from ecglm.cli import build_parser
-from ecglm.utils.logs import (LineFilter, is_progress, log_file, quiet_output, show_on_stderr,
-                              show_on_stdout, split_worker_prefix)
+from ecglm.utils.logs import (LineFilter, is_progress, log_file, quiet_output, shown,
+                              split_worker_prefix)
+
+OWN = ("ecglm", "tests")
+"""Prints of this test module count as ecglm's own output."""
 
 TRAIN_LINE = "\x1b[36m(RayTrainWorker pid=6981)\x1b[0m [train] step 3/20 loss 2.6502 ETA 197s"
 NOISE_LINE = "\x1b[36m(TrainController pid=6851)\x1b[0m Requesting resources: {'CPU': 1.0} * 2"
@@ -25,26 +28,37 @@ def test_worker_prefix_is_split_and_colours_removed() -> None:
     assert split_worker_prefix("(gold ['no']) answer")[0] is None  # not a Ray prefix
 
 
-def test_stdout_keeps_driver_lines_and_worker_progress_only() -> None:
-    assert show_on_stdout("=== 2/5 train ===") == "=== 2/5 train ==="
-    assert show_on_stdout(TRAIN_LINE) == "[train] step 3/20 loss 2.6502 ETA 197s"
-    assert show_on_stdout(NOISE_LINE) is None
-    assert show_on_stderr("2026-11-30 INFO worker.py:2029 -- Started a local Ray") is None
-    assert show_on_stderr("[eval] 8/8 generated (2.1/s, ETA 0s)") == \
-        "[eval] 8/8 generated (2.1/s, ETA 0s)"
-    assert show_on_stderr("error: predictions: unknown item") == "error: predictions: unknown item"
+def test_own_lines_and_worker_progress_are_shown() -> None:
+    assert shown("=== 2/5 train ===", own=True) == "=== 2/5 train ==="
+    assert shown("Trial status: 1 PENDING", own=False) is None  # a library's print
+    assert shown(TRAIN_LINE, own=False) == "[train] step 3/20 loss 2.6502 ETA 197s"
+    assert shown(NOISE_LINE, own=False) is None
+    assert shown(NOISE_LINE, own=True) is None
     assert is_progress("  [ecglm.data] read 300 records") and not is_progress("Loading weights")
 
 
-def test_line_filter_logs_everything_and_joins_partial_writes() -> None:
+def _library_print(stream: io.TextIOBase, text: str) -> None:
+    """``print`` from a module that is not ours (this one, seen from a filter without
+    ``tests`` in its own modules)."""
+    print(text, file=stream)
+
+
+def test_line_filter_logs_everything_and_shows_own_lines() -> None:
     term, log = io.StringIO(), io.StringIO()
-    f = LineFilter(term, log, show_on_stdout)
-    f.write("[demo] a")
+    mine = LineFilter(term, log, OWN)
+    mine.write("[demo] a")
     assert term.getvalue() == "" and log.getvalue() == ""
-    f.write("bc\n" + NOISE_LINE + "\n" + TRAIN_LINE + "\nbar 10%\rbar 100%\r")
-    f.close_pending()
-    assert term.getvalue() == "[demo] abc\n[train] step 3/20 loss 2.6502 ETA 197s\n"
+    mine.write("bc\n" + NOISE_LINE + "\n" + TRAIN_LINE + "\nbar 10%\rbar 100%\r")
+    mine.close_pending()
+    assert term.getvalue() == (
+        "[demo] abc\n[train] step 3/20 loss 2.6502 ETA 197s\n")
     assert log.getvalue() == f"[demo] abc\n{NOISE_LINE}\n{TRAIN_LINE}\nbar 10%\rbar 100%\r"
+    term2, log2 = io.StringIO(), io.StringIO()
+    theirs = LineFilter(term2, log2, ("ecglm",))
+    _library_print(theirs, "Trial status: 1 PENDING")
+    _library_print(theirs, TRAIN_LINE)
+    assert term2.getvalue() == "[train] step 3/20 loss 2.6502 ETA 197s\n"
+    assert log2.getvalue() == f"Trial status: 1 PENDING\n{TRAIN_LINE}\n"
 
 
 def test_quiet_output_routes_and_restores(tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -57,16 +71,17 @@ def test_quiet_output_routes_and_restores(tmp_path: Path, capsys: pytest.Capture
         assert path.parent == (tmp_path / "runs" / "exp" / "logs").resolve()
         assert path.name.startswith("data-shard-") and path.suffix == ".log"
         out0, err0 = sys.stdout, sys.stderr
-        with quiet_output(path) as got:
+        with quiet_output(path, own_modules=OWN) as got:
             assert got == path
             print("[demo] stage line")
+            print("error: shown on stderr", file=sys.stderr)
             print(NOISE_LINE)
             logger.warning("library chatter")
         assert sys.stdout is out0 and sys.stderr is err0 and handler.stream is err0
         captured = capsys.readouterr()
         assert captured.out == f"[ecglm] Ray and library logs: {path} (ecglm -v shows them " \
                                "here)\n[demo] stage line\n"
-        assert captured.err == ""
+        assert captured.err == "error: shown on stderr\n"
         text = path.read_text()
         assert "[demo] stage line" in text and NOISE_LINE in text and "library chatter" in text
     finally:
@@ -77,7 +92,7 @@ def test_quiet_output_shows_the_log_tail_on_failure(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "run.log"
     with pytest.raises(RuntimeError, match="boom"):
-        with quiet_output(path):
+        with quiet_output(path, own_modules=OWN):
             print(NOISE_LINE)
             raise RuntimeError("boom")
     err = capsys.readouterr().err

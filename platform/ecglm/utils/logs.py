@@ -1,10 +1,11 @@
 """Readable command output: ecglm's own lines on the terminal, everything else in a log file.
 
-A command run under :func:`quiet_output` shows what ecglm prints in the driver (stage banners,
-``[tag] ...`` progress lines with rate and ETA, the final summary or JSON) and, from Ray
-workers, only ecglm's progress lines (the ``(RayTrainWorker pid=...)`` prefix removed). Ray's
-and the libraries' logs, warnings, progress bars and the rest of the worker output go to the
-log file, whose path is printed first; when the command fails the file's last lines are shown.
+A command run under :func:`quiet_output` shows what ecglm's own code prints in the driver
+(stage banners, ``[tag] ...`` progress lines with rate and ETA, error messages, the final
+summary or JSON) and, from Ray workers, only ecglm's progress lines (the
+``(RayTrainWorker pid=...)`` prefix removed). What Ray and the libraries print or log
+(Tune's tables, warnings, progress bars, the rest of the worker output) goes to the log file,
+whose path is printed first; when the command fails the file's last lines are shown.
 ``ecglm -v`` skips all of this and shows everything.
 
 Mechanism: ``sys.stdout``/``sys.stderr`` are replaced for the duration of the command by
@@ -29,11 +30,11 @@ PROGRESS_TAGS: tuple[str, ...] = ("[train]", "[eval]", "[pretrain]", "[tasks]", 
                                   "[retrieval]", "[serve]", "[demo]", "[tune]", "[shards]")
 """How ecglm's own progress lines start; worker lines starting so reach the terminal."""
 
-ERROR_PREFIXES: tuple[str, ...] = ("error:", "config error:")
-"""How the messages ecglm writes to stderr for the user start; these always reach the terminal."""
-
 TAIL_LINES = 40
 """Lines of the log file shown when a command fails."""
+
+OWN_MODULES: tuple[str, ...] = ("ecglm",)
+"""Modules whose own writes to stdout/stderr are ecglm's output (shown on the terminal)."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _WORKER = re.compile(r"^\((?P<who>[^()]*?(?:pid=\d+|raylet|gcs_server|monitor)[^()]*)\) ")
@@ -54,37 +55,33 @@ def is_progress(message: str) -> bool:
     return message.lstrip().startswith(PROGRESS_TAGS)
 
 
-def show_on_stdout(line: str) -> Optional[str]:
-    """Text of ``line`` to show on the terminal's stdout, or None to keep it in the log only:
-    the driver's own lines as they are, a worker's progress lines without Ray's prefix."""
-    who, message = split_worker_prefix(line)
-    if who is None:
-        return line
-    return message if is_progress(message) else None
+def shown(line: str, own: bool) -> Optional[str]:
+    """Text of ``line`` to show on the terminal, or None to keep it in the log only.
 
-
-def show_on_stderr(line: str) -> Optional[str]:
-    """Like :func:`show_on_stdout` for stderr, where the driver's lines are library logs,
-    warnings and progress bars: only ecglm's progress lines (driver or worker) and its error
-    messages (:data:`ERROR_PREFIXES`, driver only) are shown."""
+    ``own``: the line was written by ecglm's code in this process (a ``print`` in an
+    :data:`OWN_MODULES` module), not by a library or by Ray forwarding a worker's output.
+    Shown: ecglm's own lines as they are, and a worker's progress lines without Ray's prefix.
+    """
     who, message = split_worker_prefix(line)
-    if who is None and line.startswith(ERROR_PREFIXES):
-        return line
-    return message if is_progress(message) else None
+    if who is not None:
+        return message if is_progress(message) else None
+    return line if own else None
 
 
 class LineFilter(io.TextIOBase):
     """A text stream that copies every complete line to ``log`` and passes to ``terminal`` the
-    text ``show(line)`` returns (None: nothing). Thread-safe; partial lines wait for their end
-    (``\\r`` progress-bar updates count as line ends)."""
+    lines :func:`shown` keeps. A line is "own" when the code that wrote its first part lives
+    in one of the ``own_modules``. Thread-safe; partial lines wait for their end (``\\r``
+    progress-bar updates count as line ends)."""
 
-    def __init__(self, terminal: TextIO, log: TextIO, show: Callable[[str], Optional[str]]
-                 ) -> None:
+    def __init__(self, terminal: TextIO, log: TextIO,
+                 own_modules: tuple[str, ...] = OWN_MODULES) -> None:
         super().__init__()
         self.terminal = terminal
         self.log = log
-        self.show = show
+        self.own_modules = own_modules
         self._pending = ""
+        self._pending_own = False
         self._lock = threading.Lock()
 
     def writable(self) -> bool:
@@ -97,17 +94,27 @@ class LineFilter(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.terminal, "encoding", None) or "utf-8"
 
+    def _caller_is_own(self) -> bool:
+        """Whether the code calling :meth:`write` (through ``print`` or directly) is ours."""
+        frame = sys._getframe(2)  # 0: here, 1: write, 2: the caller of write/print
+        name = str(frame.f_globals.get("__name__", ""))
+        return name.split(".")[0] in self.own_modules or name in self.own_modules
+
     def write(self, text: str) -> int:
+        own = self._caller_is_own()
         with self._lock:
+            if not self._pending:
+                self._pending_own = own
             lines = re.split(r"(?<=[\n\r])", self._pending + text)
             self._pending = lines.pop() if not lines[-1].endswith(("\n", "\r")) else ""
             for line in lines:
                 if not line:
                     continue
                 self.log.write(line)
-                shown = self.show(line.rstrip("\r\n"))
-                if shown is not None and line.endswith("\n"):
-                    self.terminal.write(shown + "\n")
+                keep = shown(line.rstrip("\r\n"), self._pending_own)
+                if keep is not None and line.endswith("\n"):
+                    self.terminal.write(keep + "\n")
+                self._pending_own = own
         return len(text)
 
     def flush(self) -> None:
@@ -117,8 +124,10 @@ class LineFilter(io.TextIOBase):
 
     def close_pending(self) -> None:
         """Write out a last line that never got its newline."""
-        if self._pending:
-            self.write("\n")
+        with self._lock:
+            if self._pending:
+                self.log.write(self._pending + "\n")
+                self._pending = ""
 
 
 def log_file(output_dir: str | Path, name: str, command: str) -> Path:
@@ -147,18 +156,20 @@ def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
 
 
 @contextmanager
-def quiet_output(path: Optional[Path], verbose: bool = False) -> Iterator[Optional[Path]]:
+def quiet_output(path: Optional[Path], verbose: bool = False,
+                 own_modules: tuple[str, ...] = OWN_MODULES) -> Iterator[Optional[Path]]:
     """Run the body with ecglm's lines on the terminal and everything else in ``path``.
 
-    ``verbose`` or ``path`` None: no change (yields None). On an exception the last
-    :data:`TAIL_LINES` lines of the log are printed to stderr before it propagates.
+    ``verbose`` or ``path`` None: no change (yields None). ``own_modules``: whose prints are
+    shown (see :class:`LineFilter`). On an exception the last :data:`TAIL_LINES` lines of the
+    log are printed to stderr before it propagates.
     """
     if verbose or path is None:
         yield None
         return
     out, err = sys.stdout, sys.stderr
     with path.open("a", buffering=1, encoding="utf-8", errors="replace") as log:
-        f_out, f_err = LineFilter(out, log, show_on_stdout), LineFilter(err, log, show_on_stderr)
+        f_out, f_err = LineFilter(out, log, own_modules), LineFilter(err, log, own_modules)
         print(f"[ecglm] Ray and library logs: {path} (ecglm -v shows them here)", file=out,
               flush=True)
         sys.stdout, sys.stderr = f_out, f_err

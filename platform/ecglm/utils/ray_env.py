@@ -34,7 +34,7 @@ def set_process_env() -> None:
 
 def _has_cuda() -> bool:
     try:
-        import torch
+        import torch  # deferred on purpose: set_process_env runs before anything heavy loads
 
         return torch.cuda.is_available()
     except ImportError:  # pragma: no cover
@@ -48,6 +48,7 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
         num_cpus: logical CPUs of a *local* instance (ignored when joining a cluster).
         object_store_bytes: object store size of a local instance, bytes.
     """
+    # deferred on purpose: importing this module (conftest, the CLI) must not load Ray
     import ray
     from ray.data import DataContext
 
