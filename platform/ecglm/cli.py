@@ -138,16 +138,20 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+_RAY_COMMANDS = frozenset({"train", "eval", "tune", "serve", "demo", "pretrain", "data shard"})
+"""Commands that start Ray: their Ray and library logs go to a log file unless ``-v``."""
+
+
 def _log_file(args: argparse.Namespace) -> Optional[Path]:
-    """The log file of a command that loads an experiment config (None otherwise, or when the
-    config does not load: the command itself then reports the error)."""
-    if not hasattr(args, "overrides"):
+    """The log file of a command that starts Ray (None otherwise, or when the config does not
+    load: the command itself then reports the error)."""
+    command = " ".join(x for x in (args.command, getattr(args, "data_cmd", None)) if x)
+    if command not in _RAY_COMMANDS:
         return None
     try:
         cfg = _load(args)
     except (ConfigError, OSError, ValueError):
         return None
-    command = " ".join(x for x in (args.command, getattr(args, "data_cmd", None)) if x)
     return log_file(cfg.output_dir, cfg.name, command)
 
 

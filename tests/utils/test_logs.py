@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ecglm.cli import build_parser
+from ecglm.cli import _log_file, build_parser
 from ecglm.utils.logs import (LineFilter, is_progress, log_file, quiet_output, shown,
                               split_worker_prefix)
+from tests.helpers import REPO
 
 OWN = ("ecglm", "tests")
 """Prints of this test module count as ecglm's own output."""
@@ -111,3 +112,32 @@ def test_cli_has_a_global_verbose_flag() -> None:
     args = build_parser().parse_args(["-v", "demo", "jobs/configs/quickstart.yaml"])
     assert args.verbose and args.command == "demo"
     assert not build_parser().parse_args(["demo", "x.yaml"]).verbose
+
+
+def test_ray_commands_log_under_the_run_folder(tmp_path: Path) -> None:
+    parser = build_parser()
+    cfg = str(REPO / "jobs/configs/tiny.yaml")
+    train = parser.parse_args(["train", cfg, f"output_dir={tmp_path}"])
+    path = _log_file(train)
+    assert path is not None and path.parent == (tmp_path / "tiny" / "logs").resolve()
+    assert path.name.startswith("train-")
+    assert _log_file(parser.parse_args(["export", cfg, "--checkpoint", "x", "--out", "y"])) \
+        is None
+    assert _log_file(parser.parse_args(["train", str(tmp_path / "missing.yaml")])) is None
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_lines_overwrite_each_other_on_a_terminal() -> None:
+    term, log = _Tty(), io.StringIO()
+    f = LineFilter(term, log, OWN)
+    f.write("[train] step 1/3 ETA 2s\n[train] step 2/3 ETA 1s\n[train] step 3/3 ETA 0s\n")
+    f.write("=== 3/5 sweep\n[eval] 8/8 generated\n")
+    f.close_pending()
+    assert term.getvalue() == ("[train] step 1/3 ETA 2s\r\x1b[2K[train] step 2/3 ETA 1s"
+                               "\r\x1b[2K[train] step 3/3 ETA 0s\n=== 3/5 sweep\n"
+                               "[eval] 8/8 generated\n")
+    assert log.getvalue().count("\n") == 5

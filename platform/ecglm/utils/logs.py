@@ -68,11 +68,21 @@ def shown(line: str, own: bool) -> Optional[str]:
     return line if own else None
 
 
+def progress_tag(message: str) -> Optional[str]:
+    """The ``[tag]`` a progress line starts with (None for other lines)."""
+    return message.split(maxsplit=1)[0] if is_progress(message) else None
+
+
 class LineFilter(io.TextIOBase):
     """A text stream that copies every complete line to ``log`` and passes to ``terminal`` the
     lines :func:`shown` keeps. A line is "own" when the code that wrote its first part lives
     in one of the ``own_modules``. Thread-safe; partial lines wait for their end (``\\r``
-    progress-bar updates count as line ends)."""
+    progress-bar updates count as line ends).
+
+    On a terminal (``terminal.isatty()``) consecutive progress lines with the same tag
+    overwrite each other, so each loop keeps one live line (rate, ETA); in a file or pipe
+    every line stays.
+    """
 
     def __init__(self, terminal: TextIO, log: TextIO,
                  own_modules: tuple[str, ...] = OWN_MODULES) -> None:
@@ -83,6 +93,8 @@ class LineFilter(io.TextIOBase):
         self._pending = ""
         self._pending_own = False
         self._lock = threading.Lock()
+        self._live = bool(getattr(terminal, "isatty", lambda: False)())
+        self._open_tag: Optional[str] = None
 
     def writable(self) -> bool:
         return True
@@ -113,9 +125,20 @@ class LineFilter(io.TextIOBase):
                 self.log.write(line)
                 keep = shown(line.rstrip("\r\n"), self._pending_own)
                 if keep is not None and line.endswith("\n"):
-                    self.terminal.write(keep + "\n")
+                    self._emit(keep)
                 self._pending_own = own
         return len(text)
+
+    def _emit(self, text: str) -> None:
+        """Write one shown line (a live progress line stays open for the next update)."""
+        tag = progress_tag(text) if self._live else None
+        if self._open_tag is not None:
+            if tag == self._open_tag:
+                self.terminal.write("\r\x1b[2K" + text)
+                return
+            self.terminal.write("\n")
+        self.terminal.write(text if tag else text + "\n")
+        self._open_tag = tag
 
     def flush(self) -> None:
         with self._lock:
@@ -128,6 +151,9 @@ class LineFilter(io.TextIOBase):
             if self._pending:
                 self.log.write(self._pending + "\n")
                 self._pending = ""
+            if self._open_tag is not None:
+                self.terminal.write("\n")
+                self._open_tag = None
 
 
 def log_file(output_dir: str | Path, name: str, command: str) -> Path:
