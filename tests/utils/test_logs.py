@@ -141,3 +141,14 @@ def test_progress_lines_overwrite_each_other_on_a_terminal() -> None:
                                "\r\x1b[2K[train] step 3/3 ETA 0s\n=== 3/5 sweep\n"
                                "[eval] 8/8 generated\n")
     assert log.getvalue().count("\n") == 5
+
+
+def test_prints_through_a_print_wrapper_keep_their_origin() -> None:
+    """Ray Data's tqdm replaces ``builtins.print`` in the driver; a print of ours through it
+    is still ours."""
+    term, log = io.StringIO(), io.StringIO()
+    f = LineFilter(term, log, OWN)
+    wrapper_globals = {"__name__": "ray.experimental.tqdm_ray", "__builtins__": __builtins__}
+    exec("def safe_print(*args, **kwargs):\n    print(*args, **kwargs)\n", wrapper_globals)
+    wrapper_globals["safe_print"]("[ecglm.data] read 3/4 records", file=f)
+    assert term.getvalue() == "[ecglm.data] read 3/4 records\n"

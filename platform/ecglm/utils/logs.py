@@ -24,6 +24,7 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import Callable, Iterator, Optional, TextIO
 
 PROGRESS_TAGS: tuple[str, ...] = ("[train]", "[eval]", "[pretrain]", "[tasks]", "[ecglm",
@@ -35,6 +36,14 @@ TAIL_LINES = 40
 
 OWN_MODULES: tuple[str, ...] = ("ecglm",)
 """Modules whose own writes to stdout/stderr are ecglm's output (shown on the terminal)."""
+
+PRINT_WRAPPERS: frozenset[str] = frozenset({
+    "ray.experimental.tqdm_ray",                      # Ray Data's tqdm swaps builtins.print
+    "ray.train.v2._internal.logging.patch_print",     # Ray Train workers
+    "ray.serve._private.logging_utils",               # Ray Serve replicas
+})
+"""Modules whose replacement of ``builtins.print`` sits between a ``print`` and the stream;
+the code that called ``print`` is looked for above them."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _WORKER = re.compile(r"^\((?P<who>[^()]*?(?:pid=\d+|raylet|gcs_server|monitor)[^()]*)\) ")
@@ -66,6 +75,13 @@ def shown(line: str, own: bool) -> Optional[str]:
     if who is not None:
         return message if is_progress(message) else None
     return line if own else None
+
+
+def _module_of(frame: FrameType) -> str:
+    """Module name of the code running in ``frame`` (``python -m pkg.mod``: ``pkg.mod``)."""
+    name = str(frame.f_globals.get("__name__", ""))
+    spec = frame.f_globals.get("__spec__")
+    return str(spec.name) if name == "__main__" and spec is not None else name
 
 
 def progress_tag(message: str) -> Optional[str]:
@@ -109,7 +125,11 @@ class LineFilter(io.TextIOBase):
     def _caller_is_own(self) -> bool:
         """Whether the code calling :meth:`write` (through ``print`` or directly) is ours."""
         frame = sys._getframe(2)  # 0: here, 1: write, 2: the caller of write/print
-        name = str(frame.f_globals.get("__name__", ""))
+        while frame is not None and _module_of(frame) in PRINT_WRAPPERS:
+            frame = frame.f_back
+        if frame is None:
+            return False
+        name = _module_of(frame)
         return name.split(".")[0] in self.own_modules or name in self.own_modules
 
     def write(self, text: str) -> int:
