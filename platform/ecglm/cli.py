@@ -221,7 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        with quiet_output(_log_file(args), verbose=args.verbose):
+        with quiet_output(_log_file(args), verbose=args.verbose,
+                          user_errors=(ConfigError, FileNotFoundError)):
             return int(args.fn(args) or 0)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -152,3 +152,11 @@ def test_prints_through_a_print_wrapper_keep_their_origin() -> None:
     exec("def safe_print(*args, **kwargs):\n    print(*args, **kwargs)\n", wrapper_globals)
     wrapper_globals["safe_print"]("[ecglm.data] read 3/4 records", file=f)
     assert term.getvalue() == "[ecglm.data] read 3/4 records\n"
+
+
+def test_user_errors_get_no_log_tail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(FileNotFoundError):
+        with quiet_output(tmp_path / "run.log", own_modules=OWN,
+                          user_errors=(FileNotFoundError,)):
+            raise FileNotFoundError("no such checkpoint")
+    assert capsys.readouterr().err == ""

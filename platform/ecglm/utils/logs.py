@@ -203,12 +203,15 @@ def tail(path: Path, n: int = TAIL_LINES) -> list[str]:
 
 @contextmanager
 def quiet_output(path: Optional[Path], verbose: bool = False,
-                 own_modules: tuple[str, ...] = OWN_MODULES) -> Iterator[Optional[Path]]:
+                 own_modules: tuple[str, ...] = OWN_MODULES,
+                 user_errors: tuple[type[BaseException], ...] = ()
+                 ) -> Iterator[Optional[Path]]:
     """Run the body with ecglm's lines on the terminal and everything else in ``path``.
 
     ``verbose`` or ``path`` None: no change (yields None). ``own_modules``: whose prints are
     shown (see :class:`LineFilter`). On an exception the last :data:`TAIL_LINES` lines of the
-    log are printed to stderr before it propagates.
+    log are printed to stderr before it propagates, except for ``user_errors`` (a bad config
+    or path, which the caller reports in one line).
     """
     if verbose or path is None:
         yield None
@@ -228,7 +231,7 @@ def quiet_output(path: Optional[Path], verbose: bool = False,
             f_err.close_pending()
             log.flush()
             sys.stdout, sys.stderr = out, err
-            if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            if not isinstance(exc, (KeyboardInterrupt, SystemExit, *user_errors)):
                 print(f"[ecglm] failed ({type(exc).__name__}); last lines of {path}:",
                       file=err)
                 for line in tail(path):
