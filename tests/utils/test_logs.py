@@ -160,3 +160,15 @@ def test_user_errors_get_no_log_tail(tmp_path: Path, capsys: pytest.CaptureFixtu
                           user_errors=(FileNotFoundError,)):
             raise FileNotFoundError("no such checkpoint")
     assert capsys.readouterr().err == ""
+
+
+def test_progress_lines_are_thinned_off_a_terminal() -> None:
+    term, log = io.StringIO(), io.StringIO()
+    f = LineFilter(term, log, OWN)
+    f.write("=== 2/5 train\n")
+    f.write("".join(f"[train] step {k}/5\n" for k in range(1, 6)))
+    f.write("[eval] 8/8 generated\n=== 3/5 sweep\n")
+    f.close_pending()
+    assert term.getvalue() == ("=== 2/5 train\n[train] step 1/5\n[train] step 5/5\n"
+                               "[eval] 8/8 generated\n=== 3/5 sweep\n")
+    assert log.getvalue().count("[train]") == 5

@@ -34,6 +34,9 @@ PROGRESS_TAGS: tuple[str, ...] = ("[train]", "[eval]", "[pretrain]", "[tasks]", 
 TAIL_LINES = 40
 """Lines of the log file shown when a command fails."""
 
+PROGRESS_EVERY_S = 30.0
+"""Off a terminal, a loop's progress lines are shown at most this often (the last always)."""
+
 OWN_MODULES: tuple[str, ...] = ("ecglm",)
 """Modules whose own writes to stdout/stderr are ecglm's output (shown on the terminal)."""
 
@@ -95,9 +98,10 @@ class LineFilter(io.TextIOBase):
     in one of the ``own_modules``. Thread-safe; partial lines wait for their end (``\\r``
     progress-bar updates count as line ends).
 
-    On a terminal (``terminal.isatty()``) consecutive progress lines with the same tag
-    overwrite each other, so each loop keeps one live line (rate, ETA); in a file or pipe
-    every line stays.
+    Consecutive progress lines with the same tag are one loop: on a terminal
+    (``terminal.isatty()``) they overwrite each other, so each loop keeps one live line
+    (rate, ETA); in a file or pipe they are thinned to one per :data:`PROGRESS_EVERY_S` plus
+    the loop's last line.
     """
 
     def __init__(self, terminal: TextIO, log: TextIO,
@@ -110,7 +114,9 @@ class LineFilter(io.TextIOBase):
         self._pending_own = False
         self._lock = threading.Lock()
         self._live = bool(getattr(terminal, "isatty", lambda: False)())
-        self._open_tag: Optional[str] = None
+        self._run_tag: Optional[str] = None
+        self._shown_at = 0.0
+        self._held: Optional[str] = None
 
     def writable(self) -> bool:
         return True
@@ -150,15 +156,34 @@ class LineFilter(io.TextIOBase):
         return len(text)
 
     def _emit(self, text: str) -> None:
-        """Write one shown line (a live progress line stays open for the next update)."""
-        tag = progress_tag(text) if self._live else None
-        if self._open_tag is not None:
-            if tag == self._open_tag:
-                self.terminal.write("\r\x1b[2K" + text)
+        """Write one shown line. On a terminal a progress line stays open for the next update
+        of its loop; elsewhere a loop's lines are thinned to one per :data:`PROGRESS_EVERY_S`
+        (its last line always shown)."""
+        tag = progress_tag(text)
+        if self._live:
+            if self._run_tag is not None:
+                if tag == self._run_tag:
+                    self.terminal.write("\r\x1b[2K" + text)
+                    return
+                self.terminal.write("\n")
+            self.terminal.write(text if tag else text + "\n")
+            self._run_tag = tag
+            return
+        now = time.monotonic()
+        if tag is not None and tag == self._run_tag:
+            if now - self._shown_at < PROGRESS_EVERY_S:
+                self._held = text
                 return
-            self.terminal.write("\n")
-        self.terminal.write(text if tag else text + "\n")
-        self._open_tag = tag
+        else:
+            self._release()
+        self.terminal.write(text + "\n")
+        self._run_tag, self._shown_at, self._held = tag, now, None
+
+    def _release(self) -> None:
+        """Show a loop's last progress line that was held back."""
+        if self._held is not None:
+            self.terminal.write(self._held + "\n")
+            self._held = None
 
     def flush(self) -> None:
         with self._lock:
@@ -171,9 +196,10 @@ class LineFilter(io.TextIOBase):
             if self._pending:
                 self.log.write(self._pending + "\n")
                 self._pending = ""
-            if self._open_tag is not None:
+            if self._live and self._run_tag is not None:
                 self.terminal.write("\n")
-                self._open_tag = None
+            self._release()
+            self._run_tag = None
 
 
 def log_file(output_dir: str | Path, name: str, command: str) -> Path:
