@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ecglm.cli import _log_file, build_parser
-from ecglm.utils.logs import (LineFilter, is_progress, log_file, quiet_output, shown,
-                              split_worker_prefix)
+from ecglm.utils.logs import (LineFilter, is_progress, log_file, loop_tag, quiet_output,
+                              shown, split_worker_prefix)
 from tests.helpers import REPO
 
 OWN = ("ecglm", "tests")
@@ -36,6 +36,10 @@ def test_own_lines_and_worker_progress_are_shown() -> None:
     assert shown(NOISE_LINE, own=False) is None
     assert shown(NOISE_LINE, own=True) is None
     assert is_progress("  [ecglm.data] read 300 records") and not is_progress("Loading weights")
+    assert loop_tag("[ecglm.data] read 190/300 records (34.3 records/s, 4.1 MB/s)") == \
+        "[ecglm.data]"
+    assert loop_tag("[eval] 24/81 generated (0.57/s, ETA 101s)") == "[eval]"
+    assert loop_tag("[demo] data source: shared (/work/shared/data)") is None
 
 
 def _library_print(stream: io.TextIOBase, text: str) -> None:
@@ -135,12 +139,15 @@ def test_progress_lines_overwrite_each_other_on_a_terminal() -> None:
     term, log = _Tty(), io.StringIO()
     f = LineFilter(term, log, OWN)
     f.write("[train] step 1/3 ETA 2s\n[train] step 2/3 ETA 1s\n[train] step 3/3 ETA 0s\n")
-    f.write("=== 3/5 sweep\n[eval] 8/8 generated\n")
+    f.write("=== 3/5 sweep\n[eval] 8/8 generated (0.6/s, ETA 0s)\n")
+    f.write("[demo] data source: shared (/work/shared/data)\n[demo] counts: {}\n")
     f.close_pending()
     assert term.getvalue() == ("[train] step 1/3 ETA 2s\r\x1b[2K[train] step 2/3 ETA 1s"
                                "\r\x1b[2K[train] step 3/3 ETA 0s\n=== 3/5 sweep\n"
-                               "[eval] 8/8 generated\n")
-    assert log.getvalue().count("\n") == 5
+                               "[eval] 8/8 generated (0.6/s, ETA 0s)\n"
+                               "[demo] data source: shared (/work/shared/data)\n"
+                               "[demo] counts: {}\n")
+    assert log.getvalue().count("\n") == 7
 
 
 def test_prints_through_a_print_wrapper_keep_their_origin() -> None:
@@ -166,9 +173,10 @@ def test_progress_lines_are_thinned_off_a_terminal() -> None:
     term, log = io.StringIO(), io.StringIO()
     f = LineFilter(term, log, OWN)
     f.write("=== 2/5 train\n")
-    f.write("".join(f"[train] step {k}/5\n" for k in range(1, 6)))
+    f.write("".join(f"[train] step {k}/5 0.7 ex/s\n" for k in range(1, 6)))
     f.write("[eval] 8/8 generated\n=== 3/5 sweep\n")
     f.close_pending()
-    assert term.getvalue() == ("=== 2/5 train\n[train] step 1/5\n[train] step 5/5\n"
-                               "[eval] 8/8 generated\n=== 3/5 sweep\n")
+    assert term.getvalue() == ("=== 2/5 train\n[train] step 1/5 0.7 ex/s\n"
+                               "[train] step 5/5 0.7 ex/s\n[eval] 8/8 generated\n"
+                               "=== 3/5 sweep\n")
     assert log.getvalue().count("[train]") == 5

@@ -49,6 +49,7 @@ PRINT_WRAPPERS: frozenset[str] = frozenset({
 the code that called ``print`` is looked for above them."""
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RATE = re.compile(r"\bETA\b|\d[\d.]*\s*[A-Za-z]*/s\b")
 _WORKER = re.compile(r"^\((?P<who>[^()]*?(?:pid=\d+|raylet|gcs_server|monitor)[^()]*)\) ")
 
 
@@ -87,9 +88,12 @@ def _module_of(frame: FrameType) -> str:
     return str(spec.name) if name == "__main__" and spec is not None else name
 
 
-def progress_tag(message: str) -> Optional[str]:
-    """The ``[tag]`` a progress line starts with (None for other lines)."""
-    return message.split(maxsplit=1)[0] if is_progress(message) else None
+def loop_tag(message: str) -> Optional[str]:
+    """The ``[tag]`` of a loop's progress line: a progress line with a rate or an ETA
+    (``[train] step 3/20 ... 0.7 ex/s ETA 90s``); None for other lines (``[demo] counts``)."""
+    if is_progress(message) and _RATE.search(message):
+        return message.split(maxsplit=1)[0]
+    return None
 
 
 class LineFilter(io.TextIOBase):
@@ -98,7 +102,7 @@ class LineFilter(io.TextIOBase):
     in one of the ``own_modules``. Thread-safe; partial lines wait for their end (``\\r``
     progress-bar updates count as line ends).
 
-    Consecutive progress lines with the same tag are one loop: on a terminal
+    Consecutive progress lines with the same tag and a rate or ETA are one loop: on a terminal
     (``terminal.isatty()``) they overwrite each other, so each loop keeps one live line
     (rate, ETA); in a file or pipe they are thinned to one per :data:`PROGRESS_EVERY_S` plus
     the loop's last line.
@@ -159,7 +163,7 @@ class LineFilter(io.TextIOBase):
         """Write one shown line. On a terminal a progress line stays open for the next update
         of its loop; elsewhere a loop's lines are thinned to one per :data:`PROGRESS_EVERY_S`
         (its last line always shown)."""
-        tag = progress_tag(text)
+        tag = loop_tag(text)
         if self._live:
             if self._run_tag is not None:
                 if tag == self._run_tag:
