@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/ecglm demo jobs/configs/quickstart.yaml
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow" tests

@@ -4,7 +4,9 @@ Argument parsing only: each command runs one recipe (:mod:`ecglm.recipes`).
 
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
 ``export``, ``data shard``, ``data check``, ``serve``, ``demo``. ``--tiny`` shrinks any preset.
-Bad configs exit with status 2 and a message naming the dotted key.
+Bad configs exit with status 2 and a message naming the dotted key. ``-v`` (before the
+command) shows Ray's and the libraries' logs on the terminal; by default they go to
+``<output_dir>/<name>/logs/`` (see :mod:`ecglm.utils.logs`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ecglm.config import (
     load_config,
     parse_cli_overrides,
 )
+from ecglm.utils.logs import log_file, quiet_output
 
 
 def _recipe(name: str) -> ModuleType:
@@ -100,8 +103,28 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return _print(out)
 
 
+_RAY_COMMANDS = frozenset({"train", "eval", "tune", "serve", "demo", "pretrain", "data shard"})
+"""Commands that start Ray: their Ray and library logs go to a log file unless ``-v``."""
+
+
+def _log_file(args: argparse.Namespace) -> Optional[Path]:
+    """The log file of a command that starts Ray (None otherwise, or when the config does not
+    load: the command itself then reports the error)."""
+    command = " ".join(x for x in (args.command, getattr(args, "data_cmd", None)) if x)
+    if command not in _RAY_COMMANDS:
+        return None
+    try:
+        cfg = _load(args)
+    except (ConfigError, OSError, ValueError):
+        return None
+    return log_file(cfg.output_dir, cfg.name, command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ecglm", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show Ray's and the libraries' logs here (default: in a log file "
+                        "under <output_dir>/<name>/logs/, path printed)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn, help_: str, parent=sub) -> argparse.ArgumentParser:
@@ -163,7 +186,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     try:
-        return int(args.fn(args) or 0)
+        with quiet_output(_log_file(args), verbose=args.verbose,
+                          user_errors=(ConfigError, FileNotFoundError)):
+            return int(args.fn(args) or 0)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.helpers import CINC, LUDB, RECORDS500, write_mimic_fixture
 from ecglm.data import (CatalogError, add_scp_labels, clean_report, load_cinc_catalog,
                         load_ecgqa_json, load_ecgqa_split, load_expert_qa, load_ludb_catalog,
                         load_mimic_catalog, load_ptbxl_catalog, scp_labels)
 from ecglm.data.ecgqa import NUMERIC_OPTIONS, QUESTION_TYPES, VERIFY_OPTIONS
 from ecglm.data.ptbxl import load_scp_statements
 from ecglm.data.splits import record_splits
+from tests.helpers import CINC, LUDB, RECORDS500, write_mimic_fixture
 
 
 def test_ptbxl_labels_and_folds(shared_data: Path) -> None:

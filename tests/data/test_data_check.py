@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.helpers import CINC, ODD, RECORDS500, copy_record, put_nan, truncate_dat
 from ecglm.cli import main
 from ecglm.data import find_records
+from tests.helpers import CINC, ODD, RECORDS500, copy_record, put_nan, truncate_dat
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str], dict]:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import scipy.io
 
-from tests.data.helpers import (CINC, RECORDS500, copy_record, put_nan, rename_lead,
-                                set_signal_count, truncate_dat)
 from ecglm.config.schema import NormalizeConfig
 from ecglm.data import LEADS, RecordError, read_record
+from tests.helpers import (CINC, RECORDS500, copy_record, put_nan, rename_lead,
+                           set_signal_count, truncate_dat)
 
 
 def _copy_cinc(tmp: Path, name: str) -> Path:

@@ -9,12 +9,12 @@ import pytest
 import scipy.io
 import wfdb
 
-from tests.data.helpers import CINC, LUDB, ODD, RECORDS500, write_mimic_fixture
 from ecglm.config.schema import NormalizeConfig
 from ecglm.data import LEADS, RecordError, find_records, read_raw, read_record
 from ecglm.data.normalize import canonical_lead
 from ecglm.data.readers.ludb import read_wave_annotations
 from ecglm.data.readers.wfdb_format import read_wfdb_raw
+from tests.helpers import CINC, LUDB, ODD, RECORDS500, write_mimic_fixture
 
 DEFAULT = NormalizeConfig()
 

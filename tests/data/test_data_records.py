@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import wfdb
 
-from tests.data.helpers import (RECORDS100, RECORDS500, copy_record, put_nan, rename_lead,
-                                truncate_dat)
 from ecglm.data import LEADS, RecordError, read_wfdb
+from tests.helpers import (RECORDS100, RECORDS500, copy_record, put_nan, rename_lead,
+                           truncate_dat)
 
 
 def _rdsamp_canonical(path: Path) -> np.ndarray:

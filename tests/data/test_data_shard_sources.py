@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.data.helpers import CINC, RECORDS500, write_mimic_fixture
 from ecglm.cli import main
 from ecglm.config import from_dict
 from ecglm.config.schema import ConfigError, NormalizeConfig
@@ -21,6 +20,7 @@ from ecglm.data.datasets import cinc_ecg_id, load_dataset_catalog
 from ecglm.data.sharding import NAMED_RECORD_SCHEMA
 from ecglm.data.shards import require_qa_dataset, shard_hash
 from ecglm.data.splits import SPLITS
+from tests.helpers import CINC, RECORDS500, write_mimic_fixture
 
 QUANT_MV = 0.0005 + 1e-6  # int16 microvolt rounding
 
@@ -93,7 +93,8 @@ def test_cinc_ecg_id() -> None:
         cinc_ecg_id("E07500_x")
 
 
-def test_shard_ludb(ray_session, shared_data: Path, tmp_path: Path, capsys) -> None:
+@pytest.mark.slow
+def test_shard_ludb(shared_data: Path, ray_session, tmp_path: Path, capsys) -> None:
     cfg = _cfg(tmp_path, dataset="ludb", source="shared", shared_root=str(shared_data),
                max_records=12)
     shards = build_shards(cfg)
@@ -111,7 +112,8 @@ def test_shard_ludb(ray_session, shared_data: Path, tmp_path: Path, capsys) -> N
     assert "reusing shards" in capsys.readouterr().out
 
 
-def test_shard_cinc2021(ray_session, shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_shard_cinc2021(shared_data: Path, ray_session, tmp_path: Path) -> None:
     cfg = _cfg(tmp_path / "shards", dataset="cinc2021", source="shared",
                shared_root=str(shared_data))
     shards = build_shards(cfg)
@@ -160,7 +162,8 @@ def _share_subject(root: Path, keep: int, other: int) -> None:
             csv.writer(fh).writerows(rows)
 
 
-def test_shard_mimic_fixture(ray_session, shared_data: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_shard_mimic_fixture(shared_data: Path, ray_session, tmp_path: Path) -> None:
     mimic = tmp_path / "mimic"
     recs = write_mimic_fixture(mimic, [RECORDS500 / f"0000{k}_hr" for k in (1, 2, 3, 4)])
     kept = [r for r in recs if r["report"]]  # the 3rd report is too short: not in the catalog
@@ -186,7 +189,8 @@ def test_shard_mimic_fixture(ray_session, shared_data: Path, tmp_path: Path) -> 
                           mimic_root=str(tmp_path / "nothere")))
 
 
-def test_cli_shard_ludb(ray_session, shared_data: Path, repo_root: Path, tmp_path: Path,
+@pytest.mark.slow
+def test_cli_shard_ludb(shared_data: Path, ray_session, repo_root: Path, tmp_path: Path,
                         capsys) -> None:
     code = main(["data", "shard", str(repo_root / "jobs/configs/tiny.yaml"), "data.dataset=ludb",
                  "data.source=shared", f"data.shared_root={shared_data}",

@@ -11,10 +11,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.data.helpers import RECORDS500, copy_record, put_nan, rename_lead, truncate_dat
 from ecglm.config import from_dict, to_dict
 from ecglm.data import build_shards, decode_signals, encode_signals, load_ptbxl_catalog, read_wfdb
 from ecglm.data.splits import SPLITS
+from tests.helpers import RECORDS500, copy_record, put_nan, rename_lead, truncate_dat
 
 QUANT_MV = 0.0005 + 1e-6  # int16 microvolt rounding
 
@@ -46,7 +46,7 @@ def _quarantine(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_round_trip_real_ptbxl(ray_session, shared_data: Path, tmp_path: Path, capsys) -> None:
+def test_round_trip_real_ptbxl(shared_data: Path, ray_session, tmp_path: Path, capsys) -> None:
     cfg = _cfg(tmp_path / "shards", source="shared", shared_root=str(shared_data), max_ecg_id=40)
     shards = build_shards(cfg)
     out = capsys.readouterr().out
@@ -117,7 +117,7 @@ def _mixed_root(tmp_path: Path, shared_data: Path) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_mixed_input_quarantine_and_incremental_rerun(ray_session, shared_data: Path,
+def test_mixed_input_quarantine_and_incremental_rerun(shared_data: Path, ray_session,
                                                       tmp_path: Path, capsys) -> None:
     root, rec_dir = _mixed_root(tmp_path, shared_data)
     cfg = _cfg(tmp_path / "shards", source="shared", shared_root=str(root))

@@ -12,6 +12,7 @@ import pytest
 from ecglm.evaluation.classify import (SUPERCLASSES, build_prototypes, extract_labels,
                                        superclass_matrix, text_classification_eval,
                                        text_label_matrix, zero_shot_eval, zero_shot_scores)
+from tests.helpers import tiny_config
 
 
 @pytest.fixture
@@ -74,7 +75,6 @@ def test_zero_shot_on_synthetic_signals_with_tiny_encoder(statements: pd.DataFra
     from ecglm.data.synthetic import simulate_labels, simulate_signal
     from ecglm.evaluation.classify import embed_signals
     from ecglm.models.encoders import build_encoder
-    from tests.train.conftest import tiny_config
 
     cfg = tiny_config(Path("/tmp/unused"))
     recs = simulate_labels(48, seed=1)

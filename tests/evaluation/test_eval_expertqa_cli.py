@@ -9,7 +9,6 @@ import pytest
 
 from ecglm.cli import main
 from ecglm.evaluation.expertqa import attach_predictions, load_predictions, reference_rows
-from tests.evaluation.test_judge import _Replies, server  # noqa: F401  (fixture)
 
 FIXTURE = Path(__file__).parent / "fixtures" / "expertqa"
 ANSWERS = {"CK:0": "The QRS complex reflects ventricular depolarisation.",

@@ -3,9 +3,6 @@ and a real local (tiny) Hugging Face model."""
 
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -31,51 +28,6 @@ def test_parse_scores_json_and_lines() -> None:
                 '{"terminology": 4}']:
         with pytest.raises(JudgeParseError):
             parse_scores(bad, MEIT)
-
-
-class _Replies:
-    """HTTP handler factory returning canned chat completions in order."""
-
-    def __init__(self, replies: list[str]) -> None:
-        self.replies = replies
-        self.requests: list[dict] = []
-
-    def handler(self):
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append({"path": self.path, "body": body,
-                                       "auth": self.headers.get("Authorization")})
-                content = outer.replies.pop(0) if outer.replies else "???"
-                if content == "HTTP500":
-                    self.send_response(500)
-                    self.end_headers()
-                    return
-                data = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                            "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        return H
-
-
-@pytest.fixture()
-def server():
-    replies = _Replies([])
-    httpd = HTTPServer(("127.0.0.1", 0), replies.handler())
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield replies, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_openai_judge_retries_then_records_failure(server, monkeypatch) -> None:

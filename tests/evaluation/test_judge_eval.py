@@ -10,7 +10,6 @@ import pytest
 from ecglm.config import ExperimentConfig, apply_overrides, parse_cli_overrides
 from ecglm.evaluation.judging import build_judge, judge_section
 from ecglm.evaluation.qa import Prediction
-from tests.evaluation.test_judge import _Replies, server  # noqa: F401  (fixture)
 
 
 def _preds() -> list[Prediction]:

@@ -8,7 +8,7 @@ import pytest
 
 from ecglm.evaluation import nlg
 from ecglm.evaluation.resources import ptb_tokenize
-from tests.evaluation.refdata import make_pairs
+from tests.helpers import make_pairs
 
 TOL = 1e-6
 

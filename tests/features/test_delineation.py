@@ -9,8 +9,8 @@ import pytest
 
 from ecglm.data.records import read_wfdb
 from ecglm.features import SignalError, delineate
-from tests.features import synth
-from tests.features.ludb import expert_beats
+from tests import helpers as synth
+from tests.helpers import expert_beats
 
 
 def _ms(samples: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import pytest
 from ecglm.data.records import LEADS, read_wfdb
 from ecglm.features import (FEATURE_NAMES, FEATURE_UNITS, ST_FORMS, SignalError, delineate,
                             grounding_features, st_form_code, summarize, summary_text)
-from tests.features import synth
+from tests import helpers as synth
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,11 @@ from safetensors.torch import load_file
 from ecglm.models.encoders import build_encoder
 from ecglm.pretrain.loop import MODEL_FILE
 from ecglm.pretrain.model import SigLIPModel
-from tests.train.conftest import tiny_config
+from tests.helpers import tiny_config
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_tiny_pretraining_end_to_end(ray_session, tmp_path_factory: pytest.TempPathFactory
                                      ) -> None:
     from mlflow.tracking import MlflowClient

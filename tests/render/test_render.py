@@ -13,7 +13,7 @@ from ecglm.data.records import LEADS
 from ecglm.features import SignalError
 from ecglm.render import GRID_LAYOUT, layout_12lead, render_12lead, save_png
 from ecglm.render import image as render_image
-from tests.features import synth
+from tests import helpers as synth
 
 BLACK = np.array(render_image.TRACE_RGB)
 

@@ -20,8 +20,7 @@ from ecglm.serving.messages import GenerationRequest
 from ecglm.serving.parts import serve_prompt
 from ecglm.tasks.base import serving_row
 from ecglm.tasks.encode import prompt_ids_batch
-from tests.serving.conftest import write_checkpoint
-from tests.train.conftest import tiny_config
+from tests.helpers import tiny_config, write_checkpoint
 
 
 def refuse(*args: object, **kwargs: object) -> None:

@@ -24,9 +24,9 @@ from ecglm.retrieval.index import ReportIndex
 from ecglm.tasks import get_task
 from ecglm.tasks.qa import predict
 from ecglm.train.run import split_rows
-from tests.serving.conftest import MAX_BODY_BYTES, Served
+from tests.helpers import MAX_BODY_BYTES, Served
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # the module's first test starts the app
 
 TIMEOUT_S = 60
 

@@ -11,9 +11,9 @@ import pytest
 import requests
 
 from ecglm.config import load_config
-from tests.serving.conftest import MAX_BODY_BYTES, Served, free_port, write_checkpoint
+from tests.helpers import MAX_BODY_BYTES, Served, free_port, write_checkpoint
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # the module's first test starts the app
 REPO = Path(__file__).resolve().parents[2]
 
 

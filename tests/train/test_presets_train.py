@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
                                            ("meit_reports", "model/bleu4"),
                                            ("gem_grounding", "model/grounding/n_claims"),
                                            ("classify_ptbxl", "baseline/prior/macro_auc")])
+@pytest.mark.timeout(600)
 def test_preset_trains_and_evaluates_tiny(ray_session, tiny_root: Path, capsys,
                                           preset: str, metric: str) -> None:
     root = tiny_root / f"preset-{preset}"

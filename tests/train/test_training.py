@@ -14,7 +14,7 @@ from ecglm.evaluation.run import load_model
 from ecglm.models.ecg_lm import build_ecg_lm
 from ecglm.train.loop import STATE_FILE, TRAINABLE_FILE
 from ecglm.train.run import run_training
-from tests.train.conftest import tiny_config
+from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,7 @@ def _initial_trainable(cfg) -> dict[str, torch.Tensor]:
     [("ddp", []), ("zero2", ["train.strategy=deepspeed", "train.zero_stage=2"]),
      ("zero3", ["train.strategy=deepspeed", "train.zero_stage=3"])],
 )
+@pytest.mark.timeout(600)
 def test_training_run(ray_session, tiny_root: Path, strategy: str, overrides: list[str]) -> None:
     cfg = tiny_config(tiny_root, "train.max_steps=4", "train.eval_every=2", *overrides)
     res = run_training(cfg, run_name=f"test-{strategy}")

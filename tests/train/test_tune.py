@@ -9,11 +9,12 @@ from mlflow.tracking import MlflowClient
 
 from ecglm.config import ConfigError
 from ecglm.tuning.sweep import run_sweep
-from tests.train.conftest import tiny_config
+from tests.helpers import tiny_config
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(600)
 def test_sweep_two_trials(ray_session, tiny_root: Path) -> None:
     cfg = tiny_config(tiny_root, "train.max_steps=4", "train.eval_every=2",
                       "tune.search_space={lora.r: [2, 4]}", "tune.scheduler=asha")

@@ -21,6 +21,9 @@ WORKER_ENV: dict[str, str] = {
     "TRANSFORMERS_OFFLINE": "1",
     "OMP_NUM_THREADS": "1",
     "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    # Ray Train's print patch tees every worker print into its logger, whose console handler
+    # prints it again: each worker line reached the terminal twice.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
 
