@@ -36,7 +36,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from ecglm.evaluation.run import load_model, resolve_checkpoint
+    from ecglm.checkpoint import resolve_checkpoint
+    from ecglm.models.from_checkpoint import load_model
     from ecglm.models.export import export_merged
 
     cfg = _load(args)

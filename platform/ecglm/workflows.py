@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from ecglm.checkpoint import resolve_checkpoint
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.run import evaluate, resolve_checkpoint
+from ecglm.evaluation.run import evaluate
 from ecglm.train.run import Prepared, TrainResult, prepare, qa_rows, run_training
 
 

@@ -43,9 +43,9 @@ def tiny_eval(ray_session, tmp_path_factory: pytest.TempPathFactory):
     The checkpoint holds the seeded initial trainable weights, so evaluation tests need no
     training run.
     """
-    from ecglm.evaluation.run import load_model  # noqa: F401  (import check)
+    from ecglm.checkpoint import TRAINABLE_FILE
+    from ecglm.models.from_checkpoint import load_model  # noqa: F401  (import check)
     from ecglm.models.ecg_lm import build_ecg_lm
-    from ecglm.train.loop import TRAINABLE_FILE
     from ecglm.train.run import prepare
     from tests.train.conftest import tiny_config
 

@@ -20,7 +20,7 @@ import requests
 from ecglm.data.records import LEADS
 from ecglm.data.shards import decode_signals
 from ecglm.evaluation.qa import predict
-from ecglm.evaluation.run import load_model
+from ecglm.models.from_checkpoint import load_model
 from ecglm.retrieval.index import ReportIndex
 from ecglm.train.run import qa_rows
 from tests.serving.conftest import MAX_BODY_BYTES, Served

@@ -42,7 +42,7 @@ def served_report(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def test_served_report_equals_offline_generation(served_report: Served) -> None:
     from ecglm.evaluation.qa import generate_texts
-    from ecglm.evaluation.run import load_model
+    from ecglm.models.from_checkpoint import load_model
     from ecglm.train.run import qa_rows
 
     rows = qa_rows(served_report.prep, "test")[:2]

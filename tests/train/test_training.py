@@ -9,10 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
+from ecglm.checkpoint import STATE_FILE, TRAINABLE_FILE
 from ecglm.config import flatten
-from ecglm.evaluation.run import load_model
 from ecglm.models.ecg_lm import build_ecg_lm
-from ecglm.train.loop import STATE_FILE, TRAINABLE_FILE
+from ecglm.models.from_checkpoint import load_model
 from ecglm.train.run import run_training
 from tests.train.conftest import tiny_config
 

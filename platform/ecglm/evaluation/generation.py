@@ -25,11 +25,12 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ecglm.checkpoint import STATE_FILE
 from ecglm.config import ExperimentConfig
 from ecglm.evaluation.qa import generate_texts
-from ecglm.evaluation.run import EvalResult, EvalSection, load_model
+from ecglm.evaluation.run import EvalResult, EvalSection
+from ecglm.models.from_checkpoint import load_model
 from ecglm.tracking import mlflow_run
-from ecglm.train.loop import STATE_FILE
 
 BAR_KEYS = ("bleu1", "bleu4", "meteor", "rouge_l", "bertscore_f1")
 

@@ -7,12 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import yaml
-
+from ecglm.checkpoint import STATE_FILE
 from ecglm.config import ExperimentConfig
 from ecglm.evaluation.qa import Prediction, predict, predictions_table, score
+from ecglm.models.from_checkpoint import load_model
 from ecglm.tracking import mlflow_run
-from ecglm.train.loop import STATE_FILE, TRAINABLE_FILE
 
 
 @dataclass
@@ -35,37 +34,6 @@ class EvalSection:
     metrics: dict[str, float]
     summary: dict[str, Any] = field(default_factory=dict)
     html: str = ""
-
-
-def resolve_checkpoint(cfg: ExperimentConfig, checkpoint: str) -> tuple[Path, Optional[str]]:
-    """A checkpoint folder, from a path or an MLflow run id (its ``checkpoint`` artifact).
-
-    Returns:
-        (folder holding ``trainable.safetensors``, MLflow run id or None)
-    """
-    path = Path(checkpoint)
-    if path.is_dir():
-        if not (path / TRAINABLE_FILE).exists():
-            raise FileNotFoundError(f"{path}: no {TRAINABLE_FILE} (not an ecglm checkpoint)")
-        return path, None
-    dst = Path(cfg.output_dir) / "downloads" / checkpoint
-    local = mlflow_run.download_artifacts(cfg.tracking.tracking_uri, checkpoint, "checkpoint", dst)
-    if not (local / TRAINABLE_FILE).exists():
-        raise FileNotFoundError(f"MLflow run {checkpoint}: artifact 'checkpoint' has no "
-                                f"{TRAINABLE_FILE}")
-    return local, checkpoint
-
-
-def load_model(cfg: ExperimentConfig, checkpoint_dir: Path) -> Any:
-    """Build the model from ``cfg`` and load the trainable parts saved in ``checkpoint_dir``."""
-    import torch
-
-    from ecglm.models.ecg_lm import build_ecg_lm
-
-    torch.manual_seed(cfg.seed)
-    model = build_ecg_lm(cfg)
-    model.load_trainable(checkpoint_dir / TRAINABLE_FILE)
-    return model.eval()
 
 
 def plot_em(metrics: dict[str, float], path: Path, title: str) -> Path:
@@ -179,8 +147,3 @@ def write_eval_report(cfg: ExperimentConfig, path: Path, rows: list[dict],
     examples = pick_examples(rows, systems["model"], cfg.data.fs, cfg.evaluation.report_examples)
     return write_report(path, f"ecglm evaluation: {cfg.name}", info, systems, per_system,
                         examples, extra_sections)
-
-
-def config_from_checkpoint(checkpoint_dir: Path) -> dict[str, Any]:
-    """The nested config stored next to a checkpoint (``config.yaml``)."""
-    return yaml.safe_load((checkpoint_dir / "config.yaml").read_text())

@@ -19,7 +19,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from ecglm.evaluation.run import EvalSection, load_model
+from ecglm.evaluation.run import EvalSection
+from ecglm.models.from_checkpoint import load_model
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, float]:

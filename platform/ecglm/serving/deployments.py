@@ -159,7 +159,7 @@ class ECGEncoder:
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str, retrieval_dir: str) -> None:
         set_process_env()  # before transformers is first imported in this replica
-        from ecglm.evaluation.run import load_model
+        from ecglm.models.from_checkpoint import load_model
         from ecglm.retrieval.build import load_retrieval_encoder
 
         self.n_samples = cfg.data.n_samples
@@ -200,7 +200,7 @@ class LLM:
 
     def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str) -> None:
         set_process_env()  # before transformers is first imported in this replica
-        from ecglm.evaluation.run import load_model
+        from ecglm.models.from_checkpoint import load_model
 
         self.cfg = cfg
         self.model = load_model(cfg, Path(checkpoint_dir))
