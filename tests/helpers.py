@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import wfdb
 
+from ecglm.checkpoint import TRAINABLE_FILE, read_trainable, write_checkpoint
 from ecglm.config import ExperimentConfig, dump_yaml, load_config
 
 if TYPE_CHECKING:  # annotations only: importing train/ here would load Ray for every test
@@ -94,9 +95,20 @@ def write_checkpoint(cfg: ExperimentConfig, folder: Path) -> Path:
             if param.requires_grad:
                 scale = 0.05 if "lora_B" in name else 0.02
                 param.add_(scale * torch.randn(param.shape, generator=gen))
-    model.save_trainable(folder / "trainable.safetensors")
-    (folder / "config.yaml").write_text(dump_yaml(cfg))
+    write_checkpoint(folder, model.trainable_state_dict(), cfg, 0, {})
     return folder
+
+
+def save_checkpoint(model: Any, folder: Path) -> Path:
+    """``model``'s trainable tensors (and its config) written by the one checkpoint writer into
+    ``folder``; returns the trainable-tensor file."""
+    write_checkpoint(folder, model.trainable_state_dict(), model.cfg, 0, {})
+    return folder / TRAINABLE_FILE
+
+
+def load_checkpoint(model: Any, file: Path) -> None:
+    """Load the trainable tensors of the checkpoint that holds ``file`` into ``model``."""
+    model.load_trainable_state_dict(read_trainable(Path(file).parent))
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,9 +16,8 @@ import torch
 from ecglm.evaluation.bertscore import BertScorer
 from ecglm.evaluation.resources import DEBIAN_WORDNET, load_wordnet
 from ecglm.models.ecg_lm import build_ecg_lm
-from ecglm.train.loop import TRAINABLE_FILE
 from ecglm.train.run import Prepared, prepare
-from tests.helpers import REPO, ChatReplies, tiny_config
+from tests.helpers import REPO, ChatReplies, save_checkpoint, tiny_config
 
 os.environ.setdefault("ECGLM_CACHE", str(REPO / ".cache"))
 
@@ -67,5 +66,5 @@ def tiny_eval(ray_session, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pr
     prep = prepare(tiny_config(root))
     ckpt = root / "runs" / "ckpt" / "checkpoint"
     torch.manual_seed(prep.cfg.seed)
-    build_ecg_lm(prep.cfg).save_trainable(ckpt / TRAINABLE_FILE)
+    save_checkpoint(build_ecg_lm(prep.cfg), ckpt)
     return prep, ckpt

@@ -22,6 +22,8 @@ from ecglm.models import (
     encode_train_example,
 )
 from tests.models.test_fusion import manual_greedy
+from ecglm.checkpoint import CheckpointFileError
+from tests.helpers import load_checkpoint, save_checkpoint
 
 Signals = Callable[..., torch.Tensor]
 
@@ -161,7 +163,7 @@ def test_trainable_state_roundtrip_into_fresh_model(make_cfg: Callable[..., Expe
             if "lora_B" in name:
                 param.normal_(0.0, 0.05, generator=torch.Generator().manual_seed(len(name)))
     trained.eval()
-    path = trained.save_trainable(tmp_path / "ckpt" / "trainable.safetensors")
+    path = save_checkpoint(trained, tmp_path / "ckpt")
     fresh = build_ecg_lm(make_cfg(seed=123)).eval()
     assert set(fresh.trainable_state_dict()) == set(trained.trainable_state_dict())
     batch = _prompts(trained)
@@ -169,7 +171,7 @@ def test_trainable_state_roundtrip_into_fresh_model(make_cfg: Callable[..., Expe
     with torch.no_grad():
         expected = trained(signals, None, **batch).logits
         before = fresh(signals, None, **batch).logits
-        fresh.load_trainable(path)
+        load_checkpoint(fresh, path)
         after = fresh(signals, None, **batch).logits
     assert (before - expected).abs().amax() > 1e-3
     torch.testing.assert_close(after, expected, atol=0, rtol=0)
@@ -178,8 +180,8 @@ def test_trainable_state_roundtrip_into_fresh_model(make_cfg: Callable[..., Expe
     state.pop(next(iter(state)))
     with pytest.raises(CheckpointError, match="missing keys"):
         fresh.load_trainable_state_dict(state)
-    with pytest.raises(CheckpointError, match="file not found"):
-        fresh.load_trainable(tmp_path / "nope.safetensors")
+    with pytest.raises(CheckpointFileError, match="trainable.safetensors"):
+        load_checkpoint(fresh, tmp_path / "nope" / "trainable.safetensors")
 
 
 def test_generate_equals_manual_greedy(tiny_model: ECGLanguageModel,
@@ -241,13 +243,13 @@ def test_trainable_roundtrip_other_fusions(kind: str, make_cfg: Callable[..., Ex
     if kind == "kv_prefix":
         stats = [k for k in state if k.startswith("encoder.") and "running_mean" in k]
         assert stats and any(state[k].abs().sum() > 0 for k in stats)
-    path = trained.save_trainable(tmp_path / "trainable.safetensors")
+    path = save_checkpoint(trained, tmp_path)
     fresh = build_ecg_lm(_fusion_cfg(kind, make_cfg, seed=123)).eval()
     assert set(fresh.trainable_state_dict()) == set(state)
     with torch.no_grad():
         expected = trained(signals, None, **batch, prefix_at=at).logits
         before = fresh(signals, None, **batch, prefix_at=at).logits
-        fresh.load_trainable(path)
+        load_checkpoint(fresh, path)
         after = fresh(signals, None, **batch, prefix_at=at).logits
     assert (before - expected).abs().amax() > 1e-3
     torch.testing.assert_close(after, expected, atol=0, rtol=0)

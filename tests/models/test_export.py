@@ -19,6 +19,7 @@ from ecglm.config.schema import ExperimentConfig
 from ecglm.models import CheckpointError, ECGLanguageModel, build_ecg_lm
 from ecglm.models.export import export_merged, load_exported
 from tests.models.test_fusion import kv_cfg, prompt_batch, randomize_lora
+from tests.helpers import save_checkpoint
 
 Signals = Callable[..., torch.Tensor]
 TOL = {"atol": 1e-5, "rtol": 1e-5}
@@ -66,7 +67,7 @@ def test_export_cli_from_checkpoint_folder(make_cfg: Callable[..., ExperimentCon
     trained = build_ecg_lm(cfg).eval()
     randomize_lora(trained)
     ckpt = tmp_path / "ckpt"
-    trained.save_trainable(ckpt / "trainable.safetensors")
+    save_checkpoint(trained, ckpt)
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(dump_yaml(cfg))
     out = tmp_path / "merged"

@@ -47,6 +47,7 @@ from ecglm.models import (
     save_front_end,
 )
 from ecglm.models.encoders import ENCODERS, encoder_spec, write_tiny_tower
+from tests.helpers import save_checkpoint
 
 CfgFactory = Callable[..., ExperimentConfig]
 Signals = Callable[..., torch.Tensor]
@@ -126,7 +127,7 @@ def test_front_end_from_a_checkpoint_matches_the_full_model(
     signals = make_signals(2, 1, seed=4)
     for i, cfg in enumerate([make_cfg(), meit_cfg(make_cfg, encoder_trainable=False)]):
         model = trained(cfg, signals)
-        file = model.save_trainable(tmp_path / f"ckpt{i}" / "trainable.safetensors")
+        file = save_checkpoint(model, tmp_path / f"ckpt{i}")
         with torch.no_grad():
             want, _ = model.ecg_prefix(signals, None)
         with monkeypatch.context() as patch:
@@ -146,7 +147,7 @@ def test_llm_side_loads_only_llm_keys_and_generates_like_the_full_model(
     cfg = make_cfg() if kind == "qheart" else meit_cfg(make_cfg)
     signals = make_signals(2, 1, seed=5)
     model = trained(cfg, signals)
-    file = model.save_trainable(tmp_path / "trainable.safetensors")
+    file = save_checkpoint(model, tmp_path)
     side = load_prefix_lm(cfg, file)
     assert not hasattr(side, "encoder") and not hasattr(side, "mapper")
     assert isinstance(side.fusion, KVPrefixFusion if kind == "meit" else InputPrefixFusion)

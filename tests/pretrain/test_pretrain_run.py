@@ -8,8 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from ecglm.checkpoint import PRETRAIN_MODEL_FILE as MODEL_FILE
 from ecglm.models.encoders import build_encoder
-from ecglm.pretrain.loop import MODEL_FILE
 from ecglm.pretrain.model import SigLIPModel
 from tests.helpers import tiny_config
 

@@ -20,7 +20,7 @@ from ecglm.serving.messages import GenerationRequest
 from ecglm.serving.parts import serve_prompt
 from ecglm.tasks.base import serving_row
 from ecglm.tasks.encode import prompt_ids_batch
-from tests.helpers import tiny_config, write_checkpoint
+from tests.helpers import load_checkpoint, tiny_config, write_checkpoint
 
 
 def refuse(*args: object, **kwargs: object) -> None:
@@ -55,7 +55,7 @@ def test_encoder_replica_holds_no_llm_and_llm_replica_no_encoder(
     assert not any(hasattr(m, "encoder") or hasattr(m, "mapper") for m in modules_of(llm.part))
 
     full = build_ecg_lm(cfg)  # the pre-split serving model: everything in one replica
-    full.load_trainable(folder / "trainable.safetensors")
+    load_checkpoint(full, folder / "trainable.safetensors")
     full.eval()
     rng = np.random.default_rng(0)
     signal = (0.3 * rng.standard_normal((12, cfg.data.n_samples))).astype(np.float32)

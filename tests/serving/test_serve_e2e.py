@@ -19,7 +19,7 @@ import requests
 
 from ecglm.data.records import LEADS
 from ecglm.data.rows import QARow
-from ecglm.evaluation.run import load_model
+from ecglm.models.from_checkpoint import load_model
 from ecglm.retrieval.index import ReportIndex
 from ecglm.tasks import get_task
 from ecglm.tasks.qa import predict

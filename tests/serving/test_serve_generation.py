@@ -40,7 +40,7 @@ def served_report(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def test_served_report_equals_offline_generation(served_report: Served) -> None:
-    from ecglm.evaluation.run import load_model
+    from ecglm.models.from_checkpoint import load_model
     from ecglm.tasks import get_task
     from ecglm.tasks.encode import generate_texts
     from ecglm.train.run import split_rows

@@ -9,10 +9,10 @@ import torch
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file
 
+from ecglm.checkpoint import STATE_FILE, TRAINABLE_FILE, read_state
 from ecglm.config import flatten
-from ecglm.evaluation.run import load_model
 from ecglm.models.ecg_lm import build_ecg_lm
-from ecglm.train.loop import STATE_FILE, TRAINABLE_FILE
+from ecglm.models.from_checkpoint import load_model
 from ecglm.train.run import run_training
 from tests.helpers import tiny_config
 
@@ -57,7 +57,10 @@ def test_training_run(ray_session, tiny_root: Path, strategy: str, overrides: li
     assert set(flatten(cfg)) <= set(run.data.params)
     steps = [m.step for m in client.get_metric_history(res.run_id, "train_loss")]
     assert steps == [1, 2, 3, 4]
-    assert [m.step for m in client.get_metric_history(res.run_id, "val_loss")] == [2, 4]
+    val_hist = {m.step: m.value for m in client.get_metric_history(res.run_id, "val_loss")}
+    assert sorted(val_hist) == [2, 4]
+    # the kept checkpoint is the one with the lowest val_loss (the later one on a tie)
+    assert read_state(res.checkpoint_dir).step == min(val_hist, key=lambda s: (val_hist[s], -s))
     arts = {a.path for a in client.list_artifacts(res.run_id)}
     assert {"config.yaml", "checkpoint", "retrieval", "data"} <= arts
     ck = {a.path for a in client.list_artifacts(res.run_id, "checkpoint")}

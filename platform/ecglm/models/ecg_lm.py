@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -166,25 +166,6 @@ class ECGLanguageModel(PrefixLMMethods, nn.Module):
             CheckpointError: missing/unexpected keys or shape mismatch (names them).
         """
         load_into(trainable_tensors(self, COMPONENTS), state)
-
-    def save_trainable(self, path: str | Path) -> Path:
-        """Write :meth:`trainable_state_dict` to a safetensors file (CPU tensors)."""
-        file = Path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        state = {k: v.to("cpu").contiguous() for k, v in self.trainable_state_dict().items()}
-        save_file(state, str(file), metadata={"format": "pt", "content": "ecglm-trainable"})
-        return file
-
-    def load_trainable(self, path: str | Path) -> None:
-        """Load a file written by :meth:`save_trainable`.
-
-        Raises:
-            CheckpointError: file missing or not matching this model's trainable parameters.
-        """
-        file = Path(path)
-        if not file.is_file():
-            raise CheckpointError(f"trainable state: file not found: {file}")
-        self.load_trainable_state_dict(load_file(str(file)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from ecglm.data.splits import SPLITS
 from ecglm.data.reference import statement_texts
@@ -162,8 +163,6 @@ class RecordTexts:
 def read_record_texts(records: Path, statements: pd.DataFrame,
                       source: TextSource) -> RecordTexts:
     """Texts and labels of every record in a records Parquet folder (no signals are read)."""
-    import pyarrow.parquet as pq
-
     t = pq.read_table(str(records), columns=["ecg_id", "split", "report",
                                              "scp_codes"]).to_pydict()
     codes = [str(c or "{}") for c in t["scp_codes"]]

@@ -12,35 +12,33 @@ gradient clipping (``train.grad_clip``).
 
 After every epoch rank 0 embeds the whole ``valid`` split (not split across workers, read
 once at the start and kept as int16 record batches; no lead masking), computes the validation loss (chunks of the global batch size) and the zero-shot
-superclass AUCs, logs them to MLflow and saves ``model.safetensors`` + ``history.json`` as the
-Ray checkpoint; every rank then calls ``ray.train.report`` once.
+superclass AUCs, logs them to MLflow and saves ``model.safetensors`` + ``history.json``
+(:func:`ecglm.checkpoint.write_pretrain_checkpoint`) as the Ray checkpoint; every rank then
+reports once (:func:`ecglm.train.worker.report`). Set-up, optimizer, schedule, clipping and
+all-reduce are the runner's (:mod:`ecglm.train.worker`).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import numpy as np
+import ray.train
+import ray.train.torch
 import torch
-import torch.distributed as dist
-from safetensors.torch import save_file
 
-from ecglm.config import ExperimentConfig, from_dict
+from ecglm.checkpoint import write_pretrain_checkpoint
 from ecglm.data.loader import MICROVOLT, decode_signal_column
 from ecglm.evaluation.classify import SUPERCLASSES
 from ecglm.pretrain.loss import chunked_siglip_loss, distributed_siglip_loss
 from ecglm.pretrain.model import SigLIPModel, TextInput, param_groups
+from ecglm.pretrain.text import build_text_backbone
 from ecglm.pretrain.zeroshot import zero_shot_auc, zero_shot_scores
-from ecglm.tracking.mlflow_run import log_metrics
-from ecglm.utils.ray_env import set_process_env
-
-MODEL_FILE = "model.safetensors"
-HISTORY_FILE = "history.json"
+from ecglm.train.worker import (all_reduce, clip_and_step, endless_batches, make_adamw, report,
+                                start_worker, warmup_schedule)
 
 
 def decode_batch(table: Any, n_samples: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -68,19 +66,8 @@ class TextLookup:
 
 
 def _train_batches(shard: Any, batch_size: int, seed: int) -> Iterator[Any]:
-    """Endless full batches of the worker's shard, a new seeded local shuffle per pass."""
-    n_pass = 0
-    while True:
-        n = 0
-        for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow",
-                                        drop_last=True, local_shuffle_buffer_size=256,
-                                        local_shuffle_seed=seed + n_pass):
-            n += 1
-            yield table
-        if n == 0:
-            raise RuntimeError(f"pretrain: this worker's train shard holds fewer than "
-                               f"pretrain.batch_size={batch_size} records")
-        n_pass += 1
+    """Endless full pyarrow batches of the worker's shard, a new seeded local shuffle per pass."""
+    return endless_batches(shard, batch_size, seed, "pyarrow", "pretrain.batch_size")
 
 
 @torch.no_grad()
@@ -130,13 +117,6 @@ def _finite(v: float) -> Optional[float]:
     return float(v) if math.isfinite(v) else None
 
 
-def _sum_all(values: list[float]) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-    return t.tolist()
-
-
 def pretrain_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Ray Train entry point.
 
@@ -146,29 +126,18 @@ def pretrain_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ``text_dim`` (H), ``labels`` (ecg_id -> C 0/1 labels, valid records), ``prompts`` and
     ``prompt_features`` ((C, H) or None).
     """
-    import ray.train
-    import ray.train.torch
-    from transformers import get_cosine_schedule_with_warmup
-
-    from ecglm.pretrain.text import build_text_backbone
-
-    set_process_env()
-    cfg: ExperimentConfig = from_dict(loop_config["config"])
+    worker = start_worker(loop_config)  # seeds torch: identical initialisation on every rank
+    cfg, run_id, rank, world = worker.cfg, worker.run_id, worker.rank, worker.world_size
     pcfg = cfg.pretrain
-    run_id: Optional[str] = loop_config.get("mlflow_run_id")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)  # identical initialisation on every rank
     backbone = build_text_backbone(cfg) if pcfg.train_text_encoder else None
     model = SigLIPModel(cfg, int(loop_config["text_dim"]), backbone)
     wrapped = ray.train.torch.prepare_model(
         model, parallel_strategy_kwargs={"find_unused_parameters": False})
     torch.manual_seed(cfg.seed + 1 + 1000 * rank)  # different lead masks per rank
-    opt = torch.optim.AdamW(param_groups(model, pcfg.weight_decay), lr=pcfg.lr)
+    opt = make_adamw(param_groups(model, pcfg.weight_decay), pcfg.lr)
     steps_per_epoch = int(loop_config["steps_per_epoch"])
     total = pcfg.epochs * steps_per_epoch
-    sched = get_cosine_schedule_with_warmup(opt, int(pcfg.warmup_ratio * total), total)
+    sched = warmup_schedule(opt, "cosine", int(pcfg.warmup_ratio * total), total)
     n_samples = int(loop_config["n_samples"])
     lookup = TextLookup(loop_config["text_index"], loop_config["texts"],
                         loop_config["text_features"])
@@ -193,15 +162,11 @@ def pretrain_loop_per_worker(loop_config: dict[str, Any]) -> None:
             z_ecg, z_txt, scale, bias = wrapped(x.to(dev), lookup(ids))
             loss = distributed_siglip_loss(z_ecg, z_txt, scale, bias)
             loss.backward()
-            if cfg.train.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
+            clip_and_step(opt, sched, trainable, cfg.train.grad_clip)
             step += 1
             seen += len(ids)
             if step % cfg.train.log_every == 0 or step == total:
-                loss_sum, seen_all = _sum_all([float(loss.detach()), float(seen)])
+                loss_sum, seen_all = all_reduce([float(loss.detach()), float(seen)])
                 if rank == 0:
                     elapsed = time.perf_counter() - t0
                     m = {"train_loss": loss_sum / world, "logit_scale": float(scale.detach()),
@@ -212,35 +177,28 @@ def pretrain_loop_per_worker(loop_config: dict[str, Any]) -> None:
                           f"loss {m['train_loss']:.4f} t {m['logit_scale']:.3f} "
                           f"b {m['logit_bias']:.3f} {m['examples_per_s']:.1f} ex/s "
                           f"ETA {elapsed / step * (total - step):.0f}s", flush=True)
-                    if run_id:
-                        log_metrics(cfg.tracking.tracking_uri, run_id, m, step)
-        report: dict[str, Any] = {"epoch": epoch, "step": step, "mlflow_run_id": run_id or ""}
-        with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                val = validate(model, valid_tables, n_samples, lookup, labels, prompts,
-                               world * pcfg.batch_size)
-                zs = val["zeroshot"]
-                # per-epoch curve over the valid records with text; the final zeroshot/<split>/
-                # metrics (run.py) cover every record of the split
-                metrics = {"valid_loss": val["valid_loss"], **zs.metrics("epoch/zeroshot/valid")}
-                report.update({"valid_loss": val["valid_loss"],
-                               "zeroshot_valid_macro_auc": zs.macro_auc})
-                history["epochs"].append({"epoch": epoch, "step": step,
-                                          "valid_loss": _finite(val["valid_loss"]),
-                                          "valid_macro_auc": _finite(zs.macro_auc),
-                                          "valid_auc": zs.per_class})
-                print(f"[pretrain] epoch {epoch}/{pcfg.epochs} valid loss "
-                      f"{val['valid_loss']:.4f} zero-shot macro AUC "
-                      f"{zs.macro_auc:.3f} ({zs.n_classes_used} classes, "
-                      f"{zs.n_records} records)", flush=True)
-                if run_id:
-                    log_metrics(cfg.tracking.tracking_uri, run_id, metrics, step)
-                folder = Path(tmp)
-                save_file({k: v.detach().cpu().contiguous()
-                           for k, v in model.state_dict().items()}, str(folder / MODEL_FILE))
-                (folder / HISTORY_FILE).write_text(json.dumps(history))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            if dist.is_available() and dist.is_initialized():
-                dist.barrier()
-            ray.train.report(report, checkpoint=checkpoint)
+                    worker.log_metrics(m, step)
+        reported: dict[str, Any] = {"epoch": epoch, "step": step, "mlflow_run_id": run_id or ""}
+        if rank == 0:
+            val = validate(model, valid_tables, n_samples, lookup, labels, prompts,
+                           world * pcfg.batch_size)
+            zs = val["zeroshot"]
+            # per-epoch curve over the valid records with text; the final zeroshot/<split>/
+            # metrics (run.py) cover every record of the split
+            metrics = {"valid_loss": val["valid_loss"], **zs.metrics("epoch/zeroshot/valid")}
+            reported.update({"valid_loss": val["valid_loss"],
+                             "zeroshot_valid_macro_auc": zs.macro_auc})
+            history["epochs"].append({"epoch": epoch, "step": step,
+                                      "valid_loss": _finite(val["valid_loss"]),
+                                      "valid_macro_auc": _finite(zs.macro_auc),
+                                      "valid_auc": zs.per_class})
+            print(f"[pretrain] epoch {epoch}/{pcfg.epochs} valid loss "
+                  f"{val['valid_loss']:.4f} zero-shot macro AUC "
+                  f"{zs.macro_auc:.3f} ({zs.n_classes_used} classes, "
+                  f"{zs.n_records} records)", flush=True)
+            worker.log_metrics(metrics, step)
+
+        def write(folder: Path) -> None:
+            write_pretrain_checkpoint(folder, model.state_dict(), history)
+
+        report(reported, rank, write)

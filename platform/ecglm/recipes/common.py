@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -10,11 +9,11 @@ from typing import Any, Iterator, Optional
 import ray
 
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.run import load_model
+from ecglm.models.from_checkpoint import load_model
 from ecglm.evaluation.sections import SectionInputs, build_sections
 from ecglm.evaluation.writer import write_evaluation
 from ecglm.tasks.base import EvalContext
-from ecglm.train.loop import STATE_FILE
+from ecglm.checkpoint import read_state
 from ecglm.train.run import Prepared, split_rows
 from ecglm.utils.ray_env import init_ray
 
@@ -30,11 +29,6 @@ def ray_lifecycle(cfg: ExperimentConfig) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
-
-
-def _checkpoint_step(checkpoint_dir: Path) -> Optional[int]:
-    state = checkpoint_dir / STATE_FILE
-    return json.loads(state.read_text()).get("step") if state.exists() else None
 
 
 def evaluate_prepared(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str],
@@ -60,7 +54,7 @@ def evaluate_prepared(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str
     ctx = EvalContext(cfg, split_rows(prep, cfg.evaluation.split),
                       split_rows(prep, "train") if cfg.evaluation.baselines else [],
                       prep.retrieval.neighbour_ids, model, sections, str(checkpoint_dir),
-                      _checkpoint_step(checkpoint_dir), run_id)
+                      read_state(checkpoint_dir).step, run_id)
     outcome = prep.task.evaluate(ctx)
     result = write_evaluation(outcome, out_dir or checkpoint_dir.parent / "eval",
                               split=cfg.evaluation.split, checkpoint=str(checkpoint_dir),

@@ -10,7 +10,7 @@ from typing import Any
 import requests
 
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.run import resolve_checkpoint
+from ecglm.checkpoint import resolve_checkpoint
 from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
 from ecglm.serving.launch import start, stop
 from ecglm.train.run import prepare, run_training, split_rows

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.run import resolve_checkpoint
+from ecglm.checkpoint import resolve_checkpoint
 from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
 from ecglm.train.run import prepare
 

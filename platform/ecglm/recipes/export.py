@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.run import load_model, resolve_checkpoint
+from ecglm.checkpoint import resolve_checkpoint
+from ecglm.models.from_checkpoint import load_model
 from ecglm.models.export import export_merged
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.run import resolve_checkpoint
+from ecglm.checkpoint import resolve_checkpoint
 from ecglm.recipes.common import ray_lifecycle
 from ecglm.serving.launch import start, stop
 from ecglm.train.run import prepare

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Optional
 
 from ray.serve import Application
 
+from ecglm.checkpoint import REQUIRED_FILES, resolve_checkpoint
 from ecglm.config import ExperimentConfig, load_config
 from ecglm.config.paths import resolve_paths
 from ecglm.serving.deployments import LLM, LLM_MAX_BATCH_SIZE, ECGEncoder, Ingress, Retriever
@@ -30,7 +31,7 @@ CPUS_PER_REPLICA = 0.25
 LLM_MAX_ONGOING_REQUESTS = 8
 """Requests in flight at one LLM replica (>= the ``@serve.batch`` size so batches can fill);
 the autoscaler aims at one full batch per replica."""
-CHECKPOINT_FILES = ("trainable.safetensors",)
+CHECKPOINT_FILES = REQUIRED_FILES
 RETRIEVAL_FILES = ("index.faiss", "reports.json", "encoder.safetensors", "encoder.json")
 ALLOWED_ARGS = frozenset({"config", "checkpoint", "retrieval", "overrides"})
 
@@ -124,10 +125,6 @@ def resolve_app_args(args: Mapping[str, Any]) -> AppSpec:
         AppArgsError: unknown/missing arguments or a checkpoint path that does not exist.
         ecglm.config.ConfigError: the config or an override is invalid.
     """
-    # deferred on purpose: evaluation.run loads the training stack (transformers) into the
-    # `serve run` driver; the resolver moves to a low-level checkpoint module
-    from ecglm.evaluation.run import resolve_checkpoint
-
     unknown = sorted(set(args) - ALLOWED_ARGS)
     if unknown:
         raise AppArgsError(f"unknown argument(s) {unknown}; allowed: {sorted(ALLOWED_ARGS)}")

@@ -22,7 +22,7 @@ from ecglm.retrieval.build import embed, load_retrieval_encoder
 from ecglm.serving.messages import EncodedPrefix, Generation, GenerationRequest, QueryEmbedding
 from ecglm.tasks import get_task
 from ecglm.tasks.encode import prompt_ids_batch, row_prompt
-from ecglm.train.loop import TRAINABLE_FILE
+from ecglm.checkpoint import TRAINABLE_FILE
 
 
 def elapsed_ms(t0: float) -> float:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -17,8 +18,13 @@ from ecglm.config import ExperimentConfig, dump_yaml, flatten
 MAX_PARAM_CHARS = 6000
 
 
+# mlflow is imported inside the functions on purpose: its import takes seconds, and the modules
+# that import this one (ecglm.checkpoint, hence models and the Serve replicas) mostly never
+# talk to a tracking server.
+
+
 def _client(tracking_uri: str):
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # deferred on purpose (see above)
 
     return MlflowClient(tracking_uri=tracking_uri)
 
@@ -50,7 +56,7 @@ def start_run(
     parent_run_id: Optional[str] = None,
 ) -> str:
     """Create a run holding the flattened config as params and ``config.yaml``; return its id."""
-    from mlflow.entities import Param
+    from mlflow.entities import Param  # deferred on purpose (see above)
 
     client = _client(cfg.tracking.tracking_uri)
     exp_id = ensure_experiment(cfg)
@@ -71,9 +77,7 @@ def log_metrics(
     tracking_uri: str, run_id: str, metrics: Mapping[str, float], step: Optional[int] = None
 ) -> None:
     """Log finite numeric ``metrics`` at ``step``."""
-    import time
-
-    from mlflow.entities import Metric
+    from mlflow.entities import Metric  # deferred on purpose (see above)
 
     now = int(time.time() * 1000)
     batch = [
@@ -107,7 +111,8 @@ def run_status(tracking_uri: str, run_id: str) -> str:
 
 
 def end_run(tracking_uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark the run ``FINISHED`` or ``FAILED``."""
+    """Mark the run ``FINISHED``, ``FAILED`` or ``KILLED`` (low level: runs are closed through
+    :func:`ecglm.tracking.tracked.close_run`)."""
     _client(tracking_uri).set_terminated(run_id, status=status)
 
 

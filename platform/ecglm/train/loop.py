@@ -3,33 +3,29 @@
 Each worker builds the same model (same seed), wraps it (DDP or DeepSpeed), streams its share of
 the ``train`` dataset shard, and every ``train.eval_every`` steps (and at the end) computes the
 validation loss over its ``valid`` shard, all-reduces it and reports metrics through
-``ray.train.report`` (rank 0 attaches a checkpoint of the trainable parts). Rank 0 also logs step
-metrics to the MLflow run whose id the driver passed in.
+:func:`ecglm.train.worker.report` (rank 0 attaches a checkpoint of the trainable parts, written
+by :func:`ecglm.checkpoint.write_checkpoint`). Rank 0 also logs step metrics to the MLflow run
+whose id the driver passed in.
 """
 
 from __future__ import annotations
 
-import json
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import ray.train
 import torch
-import torch.distributed as dist
-from safetensors.torch import save_file
 
-from ecglm.config import ExperimentConfig, dump_yaml, from_dict
-from ecglm.tracking.mlflow_run import log_metrics
+from ecglm.checkpoint import write_checkpoint
+from ecglm.config import ExperimentConfig
+from ecglm.models.ecg_lm import build_ecg_lm
 from ecglm.data.rows import ECGRow
 from ecglm.tasks import Task, get_task
 from ecglm.tasks.encode import train_batch
-from ecglm.utils.ray_env import set_process_env
-
-TRAINABLE_FILE = "trainable.safetensors"
-STATE_FILE = "state.json"
-CONFIG_FILE = "config.yaml"
+from ecglm.train.strategies import build_strategy
+from ecglm.train.worker import all_reduce, endless_batches, report, start_worker
 
 
 def _rows(shard: Any, batch_size: int, seed: int, task: Task) -> Iterator[list[ECGRow]]:
@@ -39,25 +35,8 @@ def _rows(shard: Any, batch_size: int, seed: int, task: Task) -> Iterator[list[E
     BatchNorm encoders such as MEIT's cannot train on a batch of one), and a new shuffle puts
     those rows in next epoch's batches.
     """
-    epoch = 0
-    while True:
-        n = 0
-        for df in shard.iter_batches(batch_size=batch_size, batch_format="pandas",
-                                     local_shuffle_buffer_size=256,
-                                     local_shuffle_seed=seed + epoch, drop_last=True):
-            n += len(df)
-            yield task.rows(df.to_dict("records"))
-        if n == 0:
-            raise RuntimeError(f"train dataset shard has fewer rows than train.batch_size="
-                               f"{batch_size}: no full batch reached this worker")
-        epoch += 1
-
-
-def _all_reduce(values: list[float], op: Any = None) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=op or dist.ReduceOp.SUM)
-    return t.tolist()
+    for df in endless_batches(shard, batch_size, seed, "pandas", "train.batch_size"):
+        yield task.rows(df.to_dict("records"))
 
 
 @torch.no_grad()
@@ -70,7 +49,7 @@ def validation_loss(strategy: Any, rows: list[ECGRow], tokenizer: Any, cfg: Expe
     """
     bs = cfg.train.batch_size
     local = [rows[i : i + bs] for i in range(0, len(rows), bs)]
-    (n_max,) = _all_reduce([float(len(local))], dist.ReduceOp.MAX if dist.is_initialized() else None)
+    (n_max,) = all_reduce([float(len(local))], "max")
     total, count = 0.0, 0.0
     strategy.module.eval()
     for i in range(int(n_max)):
@@ -82,15 +61,8 @@ def validation_loss(strategy: Any, rows: list[ECGRow], tokenizer: Any, cfg: Expe
             total += float(out.loss) * n_tok
             count += n_tok
     strategy.module.train()
-    total, count = _all_reduce([total, count])
+    total, count = all_reduce([total, count])
     return total / count if count > 0 else float("nan")
-
-
-def _save_checkpoint(folder: Path, state: dict[str, torch.Tensor], cfg: ExperimentConfig,
-                     step: int, metrics: dict[str, float]) -> None:
-    save_file({k: v.contiguous().cpu() for k, v in state.items()}, str(folder / TRAINABLE_FILE))
-    (folder / CONFIG_FILE).write_text(dump_yaml(cfg))
-    (folder / STATE_FILE).write_text(json.dumps({"step": step, "metrics": metrics}))
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -98,18 +70,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     ``loop_config``: ``{"config": <nested ExperimentConfig dict>, "mlflow_run_id": str | None}``.
     """
-    import ray.train
-
-    from ecglm.models.ecg_lm import build_ecg_lm
-    from ecglm.train.strategies import build_strategy
-
-    set_process_env()
-    cfg: ExperimentConfig = from_dict(loop_config["config"])
-    run_id = loop_config.get("mlflow_run_id")
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
-    torch.manual_seed(cfg.seed)  # identical initialisation on every rank
+    worker = start_worker(loop_config)  # seeds torch: identical initialisation on every rank
+    cfg, run_id, rank = worker.cfg, worker.run_id, worker.rank
     model = build_ecg_lm(cfg)
     tokenizer = model.tokenizer
     strategy = build_strategy(model, cfg.train)
@@ -139,7 +101,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         window_loss += float(out.loss.detach())
         window_n += 1
         if step % cfg.train.log_every == 0 or step in eval_points:
-            loss_sum, n_sum, seen_all = _all_reduce([window_loss, float(window_n), float(seen)])
+            loss_sum, n_sum, seen_all = all_reduce([window_loss, float(window_n), float(seen)])
             elapsed = time.perf_counter() - t_start
             metrics = {"train_loss": loss_sum / max(n_sum, 1.0), "lr": strategy.lr(),
                        "examples_per_s": seen_all / elapsed}
@@ -148,20 +110,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 eta = elapsed / step * (cfg.train.max_steps - step)
                 print(f"[train] step {step}/{cfg.train.max_steps} loss {metrics['train_loss']:.4f} "
                       f"{metrics['examples_per_s']:.2f} ex/s ETA {eta:.0f}s", flush=True)
-                if run_id:
-                    log_metrics(cfg.tracking.tracking_uri, run_id, metrics, step)
+                worker.log_metrics(metrics, step)
         if step in eval_points:
             val = validation_loss(strategy, valid_rows, tokenizer, cfg, first)
             state = strategy.trainable_state_dict()  # collective under ZeRO-3
-            report = {"step": step, "val_loss": val, "train_loss": float(out.loss.detach()),
-                      "mlflow_run_id": run_id or ""}
-            if rank == 0 and run_id:
-                log_metrics(cfg.tracking.tracking_uri, run_id, {"val_loss": val}, step)
-            with tempfile.TemporaryDirectory() as tmp:
-                checkpoint = None
-                if rank == 0:
-                    _save_checkpoint(Path(tmp), state, cfg, step, report)
-                    checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                if dist.is_initialized():
-                    dist.barrier()
-                ray.train.report(report, checkpoint=checkpoint)
+            reported = {"step": step, "val_loss": val, "train_loss": float(out.loss.detach()),
+                        "mlflow_run_id": run_id or ""}
+            worker.log_metrics({"val_loss": val}, step)
+
+            def write(folder: Path) -> None:
+                write_checkpoint(folder, state, cfg, step, reported)
+
+            report(reported, rank, write)

@@ -10,9 +10,8 @@ from typing import Any, Mapping, Optional
 import pandas as pd
 import pyarrow.parquet as pq
 import ray.data
-import ray.train
-from ray.train.torch import TorchTrainer
 
+from ecglm.checkpoint import ARTIFACT_PATH
 from ecglm.config import ExperimentConfig, to_dict
 from ecglm.config.paths import resolve_paths
 from ecglm.data.rows import ECGRow
@@ -20,8 +19,9 @@ from ecglm.data.shards import ShardSet, build_shards
 from ecglm.models.llm import prepare_llm_dir
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
 from ecglm.tasks import EmptySplitError, Task, TaskData, get_task
-from ecglm.tracking import mlflow_run
+from ecglm.tracking.tracked import tracked_run
 from ecglm.train.loop import train_loop_per_worker
+from ecglm.train.runner import CheckpointScore, RunnerSpec, fit_workers
 
 
 @dataclass
@@ -111,65 +111,30 @@ def run_training(
 ) -> TrainResult:
     """Train with Ray Train (``train.strategy``) and track the run in MLflow.
 
-    Returns the MLflow run id, a local copy of the best checkpoint and the final metrics.
+    The MLflow run ends FINISHED, or FAILED (KILLED on Ctrl-C) when anything raises
+    (:func:`ecglm.tracking.tracked.tracked_run`). Returns the MLflow run id, a local copy of the
+    best checkpoint (lowest ``val_loss``) and the last reported metrics.
     """
     prep = prepared or prepare(cfg)
     cfg = prep.cfg
     datasets = {"train": split_dataset(prep, "train"), "valid": split_dataset(prep, "valid")}
-    run_id = mlflow_run.start_run(
-        cfg, run_name or cfg.name, parent_run_id=parent_run_id,
-        tags={"ecglm.data_source": str(prep.shards.manifest.get("kind")), "ecglm.task": cfg.task,
-              "ecglm.strategy": cfg.train.strategy, **(tags or {})},
-    )
-    uri = cfg.tracking.tracking_uri
-    mlflow_run.log_dict(uri, run_id, prep.shards.manifest, "data/manifest.json")
-    if prep.data.root != prep.shards.root:  # rows built for the task beside the shards
-        mlflow_run.log_dict(uri, run_id, prep.data.manifest.to_json(),
-                            f"data/{cfg.task}_manifest.json")
-    callbacks = []
-    if tune_report:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": to_dict(cfg), "mlflow_run_id": run_id},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-            resources_per_worker={"CPU": cfg.train.cpus_per_worker},
-        ),
-        run_config=ray.train.RunConfig(
-            name=f"{cfg.name}-{run_id[:8]}",
-            storage_path=cfg.train.storage_path,
-            checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute="val_loss",
-                checkpoint_score_order="min",
-            ),
-            callbacks=callbacks,
-            # fail (not hang) when workers cannot be placed: 3 x 60 s start-up timeouts
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=3),
-        ),
-        datasets=datasets,
-    )
-    try:
-        result = trainer.fit()
-    except BaseException:
-        mlflow_run.end_run(uri, run_id, "FAILED")
-        raise
-    best = result.best_checkpoints[0][0] if result.best_checkpoints else result.checkpoint
-    if best is None:
-        mlflow_run.end_run(uri, run_id, "FAILED")
-        raise RuntimeError(f"run {run_id}: training reported no checkpoint")
-    local = Path(cfg.output_dir) / cfg.name / run_id / "checkpoint"
-    if local.exists():
-        shutil.rmtree(local)
-    best.to_directory(str(local))
-    # the retrieval artifact travels with the checkpoint: serving needs both
-    shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
-    mlflow_run.log_artifacts(uri, run_id, local, "checkpoint")
-    mlflow_run.log_artifacts(uri, run_id, prep.retrieval.folder, "retrieval")
-    metrics = dict(result.metrics or {})
-    mlflow_run.set_tags(uri, run_id, {"ecglm.stage": "trained",
-                                      "ecglm.checkpoint": str(local)})
-    mlflow_run.end_run(uri, run_id)
-    return TrainResult(run_id, local, metrics, prep)
+    run_tags = {"ecglm.data_source": str(prep.shards.manifest.get("kind")),
+                "ecglm.task": cfg.task, "ecglm.strategy": cfg.train.strategy, **(tags or {})}
+    with tracked_run(cfg, run_name or cfg.name, tags=run_tags,
+                     parent_run_id=parent_run_id) as run:
+        run_id = run.run_id
+        run.log_dict(prep.shards.manifest, "data/manifest.json")
+        if prep.data.root != prep.shards.root:  # rows built for the task beside the shards
+            run.log_dict(prep.data.manifest.to_json(), f"data/{cfg.task}_manifest.json")
+        spec = RunnerSpec.from_train(
+            cfg.train, f"{cfg.name}-{run_id[:8]}",
+            CheckpointScore("val_loss", "min", num_to_keep=2), tune_report=tune_report)
+        local = Path(cfg.output_dir) / cfg.name / run_id / "checkpoint"
+        fitted = fit_workers(train_loop_per_worker,
+                             {"config": to_dict(cfg), "mlflow_run_id": run_id}, datasets, spec,
+                             local, run, ARTIFACT_PATH)
+        # the retrieval artifact travels with the checkpoint: serving needs both
+        shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
+        run.log_artifacts(prep.retrieval.folder, "retrieval")
+        run.set_tags({"ecglm.stage": "trained", "ecglm.checkpoint": str(local)})
+    return TrainResult(run_id, local, fitted.metrics, prep)

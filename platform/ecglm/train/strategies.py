@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import ray.train.torch
 import torch
 from torch import nn
 
 from ecglm.config.schema import TrainConfig
 from ecglm.models.ecg_lm import ECGLanguageModel
+from ecglm.train.worker import clip_and_step, make_adamw, warmup_schedule
 
 
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -23,26 +25,20 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def make_optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters (Q-HEART's betas/eps/weight decay by default)."""
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                             weight_decay=cfg.weight_decay)
+    return make_adamw(params, cfg.lr, cfg.betas, cfg.eps, cfg.weight_decay)
 
 
 def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
     """Linear warmup over ``train.warmup_ratio`` of ``train.max_steps``, then cosine
     (``train.schedule: cosine``, Q-HEART) or linear (``linear``, MEIT) decay to 0."""
-    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
-
-    make = (get_linear_schedule_with_warmup if cfg.schedule == "linear"
-            else get_cosine_schedule_with_warmup)
-    return make(opt, int(cfg.warmup_ratio * cfg.max_steps), cfg.max_steps)
+    return warmup_schedule(opt, cfg.schedule, int(cfg.warmup_ratio * cfg.max_steps),
+                           cfg.max_steps)
 
 
 class DDPStrategy:
     """Plain PyTorch DDP through Ray Train (gloo on CPU, nccl on GPU)."""
 
     def __init__(self, model: ECGLanguageModel, cfg: TrainConfig) -> None:
-        import ray.train.torch
-
         self.module = model
         self.cfg = cfg
         self.wrapped = ray.train.torch.prepare_model(
@@ -59,11 +55,8 @@ class DDPStrategy:
 
     def backward_step(self, loss: torch.Tensor) -> None:
         loss.backward()
-        if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(trainable_parameters(self.module), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        clip_and_step(self.optimizer, self.scheduler, trainable_parameters(self.module),
+                      self.cfg.grad_clip)
 
     def lr(self) -> float:
         return float(self.scheduler.get_last_lr()[0])
@@ -103,6 +96,8 @@ class DeepSpeedStrategy:
     """
 
     def __init__(self, model: ECGLanguageModel, cfg: TrainConfig) -> None:
+        # deepspeed is deferred on purpose: only this strategy needs it, its import takes ~3 s
+        # and must follow set_process_env (DS_ACCELERATOR)
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
@@ -131,7 +126,7 @@ class DeepSpeedStrategy:
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Full (unpartitioned) trainable tensors; collective: call on every rank."""
-        import deepspeed
+        import deepspeed  # deferred on purpose (see __init__)
 
         params = trainable_parameters(self.module)
         ctx = (deepspeed.zero.GatheredParameters(params, modifier_rank=None)

@@ -10,8 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, flatten
 from ecglm.tracking import mlflow_run
+from ecglm.tracking.tracked import close_stopped_trial, tracked_run
 from ecglm.train.run import Prepared, prepare, run_training
 
 #: Overrides in these sections change shards or the retrieval index: the trial re-prepares.
@@ -56,11 +60,36 @@ def _trial(trial_config: dict[str, Any], prep: Prepared, keys: list[str],
                  prepared=prep_t, tags={"ecglm.trial": name})
 
 
+def _trial_rows(grid: Any, keys: list[str], metric: str) -> list[dict[str, Any]]:
+    """One row per trial: its overrides, ``metric``, MLflow run id, step and iterations."""
+    table = []
+    for res in grid:
+        m = res.metrics or {}
+        table.append({**{k: res.config.get(k) for k in keys}, metric: m.get(metric),
+                      "mlflow_run_id": m.get("mlflow_run_id"), "step": m.get("step"),
+                      "iterations": m.get("training_iteration"), "early_stopped": False})
+    return table
+
+
+def _close_stopped_trials(tracking_uri: str, table: list[dict[str, Any]]) -> None:
+    """Close the MLflow runs of trials the scheduler interrupted as KILLED.
+
+    Trials that raised are in ``grid.errors`` (the sweep fails before this), so a run that is
+    not FINISHED here was interrupted by the scheduler: ASHA stops losers at a rung and every
+    trial at max_t, possibly while run_training is still finishing up. Its actor is stopped
+    inside the ``tracked_run`` block, so the run is still RUNNING or, when the stop surfaced as
+    an error inside ``trainer.fit()``, FAILED; both become KILLED with ``ecglm.early_stopped``.
+    """
+    for row in table:
+        if not row["mlflow_run_id"]:
+            continue
+        if mlflow_run.run_status(tracking_uri, row["mlflow_run_id"]) in ("RUNNING", "FAILED"):
+            close_stopped_trial(tracking_uri, row["mlflow_run_id"])
+            row["early_stopped"] = True
+
+
 def run_sweep(cfg: ExperimentConfig) -> SweepResult:
     """Run the sweep described by ``cfg.tune``; log the best trial to a parent MLflow run."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     _check_keys(cfg)
     if cfg.tune.trial_overrides:
         cfg = apply_overrides(cfg, cfg.tune.trial_overrides)
@@ -71,61 +100,39 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
         k: (tune.grid_search(v) if cfg.tune.search == "grid" else tune.choice(v))
         for k, v in cfg.tune.search_space.items()
     }
-    parent = mlflow_run.start_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"})
-    n_reports = max(1, cfg.train.max_steps // cfg.train.eval_every) if cfg.train.eval_every else 1
-    scheduler = (
-        ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
-                      grace_period=min(cfg.tune.grace_period, n_reports), reduction_factor=2)
-        if cfg.tune.scheduler == "asha" else FIFOScheduler()
-    )
-    tuner = tune.Tuner(
-        tune.with_resources(
-            tune.with_parameters(_trial, prep=prep, keys=keys, parent_run_id=parent),
-            {"CPU": 0.1},
-        ),
-        param_space=space,
-        tune_config=tune.TuneConfig(metric=cfg.tune.metric, mode=cfg.tune.mode,
-                                    scheduler=scheduler, num_samples=cfg.tune.num_samples,
-                                    max_concurrent_trials=cfg.tune.max_concurrent_trials),
-        run_config=tune.RunConfig(name=f"{cfg.name}-sweep-{parent[:8]}",
-                                  storage_path=cfg.train.storage_path),
-    )
-    try:
+    uri = cfg.tracking.tracking_uri
+    with tracked_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"}) as parent_run:
+        parent = parent_run.run_id
+        n_reports = (max(1, cfg.train.max_steps // cfg.train.eval_every)
+                     if cfg.train.eval_every else 1)
+        scheduler = (
+            ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
+                          grace_period=min(cfg.tune.grace_period, n_reports), reduction_factor=2)
+            if cfg.tune.scheduler == "asha" else FIFOScheduler()
+        )
+        tuner = tune.Tuner(
+            tune.with_resources(
+                tune.with_parameters(_trial, prep=prep, keys=keys, parent_run_id=parent),
+                {"CPU": 0.1},
+            ),
+            param_space=space,
+            tune_config=tune.TuneConfig(metric=cfg.tune.metric, mode=cfg.tune.mode,
+                                        scheduler=scheduler, num_samples=cfg.tune.num_samples,
+                                        max_concurrent_trials=cfg.tune.max_concurrent_trials),
+            run_config=tune.RunConfig(name=f"{cfg.name}-sweep-{parent[:8]}",
+                                      storage_path=cfg.train.storage_path),
+        )
         grid = tuner.fit()
         if grid.errors:
             raise RuntimeError(f"{len(grid.errors)} trial(s) failed: {grid.errors[0]}")
         best = grid.get_best_result(metric=cfg.tune.metric, mode=cfg.tune.mode)
-    except BaseException:
-        mlflow_run.end_run(cfg.tracking.tracking_uri, parent, "FAILED")
-        raise
-    table = []
-    for res in grid:
-        m = res.metrics or {}
-        table.append({**{k: res.config.get(k) for k in keys},
-                      cfg.tune.metric: m.get(cfg.tune.metric),
-                      "mlflow_run_id": m.get("mlflow_run_id"),
-                      "step": m.get("step"), "iterations": m.get("training_iteration"),
-                      "early_stopped": False})
-    uri = cfg.tracking.tracking_uri
-    for row in table:
-        # Trials that raised are in grid.errors (the sweep failed above), so a run that is not
-        # FINISHED here was interrupted by the scheduler: ASHA stops losers at a rung and every
-        # trial at max_t, possibly while run_training is still finishing up. Its MLflow run then
-        # never reached end_run (RUNNING) or, when the stop surfaced inside trainer.fit(), was
-        # closed FAILED by run_training; both become KILLED.
-        if not row["mlflow_run_id"]:
-            continue
-        status = mlflow_run.run_status(uri, row["mlflow_run_id"])
-        if status in ("RUNNING", "FAILED"):
-            mlflow_run.set_tags(uri, row["mlflow_run_id"], {"ecglm.early_stopped": "true"})
-            mlflow_run.end_run(uri, row["mlflow_run_id"], "KILLED")
-            row["early_stopped"] = True
-    best_over = {k: best.config[k] for k in keys}
-    best_metric = float(best.metrics[cfg.tune.metric])
-    best_run = str(best.metrics.get("mlflow_run_id", ""))
-    mlflow_run.log_metrics(uri, parent, {f"best_{cfg.tune.metric}": best_metric})
-    mlflow_run.log_dict(uri, parent, {"best": best_over, "best_run_id": best_run,
-                                      "trials": table}, "sweep.json")
-    mlflow_run.set_tags(uri, parent, {"ecglm.best_run_id": best_run})
-    mlflow_run.end_run(uri, parent)
+        table = _trial_rows(grid, keys, cfg.tune.metric)
+        _close_stopped_trials(uri, table)
+        best_over = {k: best.config[k] for k in keys}
+        best_metric = float(best.metrics[cfg.tune.metric])
+        best_run = str(best.metrics.get("mlflow_run_id", ""))
+        parent_run.log_metrics({f"best_{cfg.tune.metric}": best_metric})
+        parent_run.log_dict({"best": best_over, "best_run_id": best_run, "trials": table},
+                            "sweep.json")
+        parent_run.set_tags({"ecglm.best_run_id": best_run})
     return SweepResult(best_over, best_metric, best_run, parent, len(table), table)
