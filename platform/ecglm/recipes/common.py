@@ -8,12 +8,12 @@ from typing import Any, Iterator, Optional
 
 import ray
 
+from ecglm.checkpoint import read_state
 from ecglm.config import ExperimentConfig
-from ecglm.models.from_checkpoint import load_model
 from ecglm.evaluation.sections import SectionInputs, build_sections
 from ecglm.evaluation.writer import write_evaluation
+from ecglm.models.from_checkpoint import load_model
 from ecglm.tasks.base import EvalContext
-from ecglm.checkpoint import read_state
 from ecglm.train.run import Prepared, split_rows
 from ecglm.utils.ray_env import init_ray
 

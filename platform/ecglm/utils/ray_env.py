@@ -45,7 +45,9 @@ def _has_cuda() -> bool:
 
 
 def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
-    """Join the cluster named by ``RAY_ADDRESS`` or start a local instance (no-op if running).
+    """Join the cluster named by ``RAY_ADDRESS`` or start a new local instance (no-op if
+    running). Without ``RAY_ADDRESS`` a ``ray start`` head left on the machine is not joined:
+    the local instance is this process's own (``address="local"``).
 
     Args:
         num_cpus: logical CPUs of a *local* instance (ignored when joining a cluster).
@@ -58,6 +60,7 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
             ray.init(runtime_env={"env_vars": env_vars}, log_to_driver=True)
         else:
             ray.init(
+                address="local",
                 num_cpus=num_cpus,
                 object_store_memory=object_store_bytes,
                 # The dashboard serves the State API, which Ray Train's placement-group
