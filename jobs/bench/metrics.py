@@ -34,7 +34,7 @@ def main() -> int:
     from ecglm.evaluation import nlg
     from ecglm.evaluation.metrics import TextScorer, classification_metrics
     from ecglm.evaluation.resources import ptb_tokenize
-    from tests.evaluation.refdata import make_pairs
+    from tests.helpers import make_pairs
 
     hyps, refs = make_pairs(n, seed=7, max_refs=2)
     scorer = TextScorer(use_bertscore=not args.no_bertscore)
