@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import wfdb
 
-from ecglm.checkpoint import TRAINABLE_FILE, read_trainable, write_checkpoint
-from ecglm.config import ExperimentConfig, dump_yaml, load_config
+from ecglm import checkpoint
+from ecglm.config import ExperimentConfig, load_config
 
 if TYPE_CHECKING:  # annotations only: importing train/ here would load Ray for every test
     from ecglm.train.run import Prepared
@@ -102,13 +102,13 @@ def write_checkpoint(cfg: ExperimentConfig, folder: Path) -> Path:
 def save_checkpoint(model: Any, folder: Path) -> Path:
     """``model``'s trainable tensors (and its config) written by the one checkpoint writer into
     ``folder``; returns the trainable-tensor file."""
-    write_checkpoint(folder, model.trainable_state_dict(), model.cfg, 0, {})
-    return folder / TRAINABLE_FILE
+    checkpoint.write_checkpoint(folder, model.trainable_state_dict(), model.cfg, 0, {})
+    return folder / checkpoint.TRAINABLE_FILE
 
 
 def load_checkpoint(model: Any, file: Path) -> None:
     """Load the trainable tensors of the checkpoint that holds ``file`` into ``model``."""
-    model.load_trainable_state_dict(read_trainable(Path(file).parent))
+    model.load_trainable_state_dict(checkpoint.read_trainable(Path(file).parent))
 
 
 # --------------------------------------------------------------------------------------------

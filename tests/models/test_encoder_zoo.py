@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -402,7 +403,7 @@ def test_image_normalisation_uses_the_preprocessor_config(cache: Path, tmp_path:
 # retrieval artifact (retrieval_encoder / build_retrieval / load_retrieval_encoder)
 # --------------------------------------------------------------------------------------------
 
-def _shards(root: Path, n: int = 8) -> "ShardSet":
+def _shards(root: Path, n: int = 8) -> Any:
     """A minimal shard folder: ``n`` records (6 train, 2 test), 5 s at 100 Hz."""
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import time
 from dataclasses import asdict
 from pathlib import Path

@@ -25,7 +25,7 @@ from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Callable, Iterator, Optional, TextIO
+from typing import Iterator, Optional, TextIO
 
 PROGRESS_TAGS: tuple[str, ...] = ("[train]", "[eval]", "[pretrain]", "[tasks]", "[ecglm",
                                   "[retrieval]", "[serve]", "[demo]", "[tune]", "[shards]")
