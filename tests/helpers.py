@@ -95,7 +95,7 @@ def write_checkpoint(cfg: ExperimentConfig, folder: Path) -> Path:
             if param.requires_grad:
                 scale = 0.05 if "lora_B" in name else 0.02
                 param.add_(scale * torch.randn(param.shape, generator=gen))
-    write_checkpoint(folder, model.trainable_state_dict(), cfg, 0, {})
+    checkpoint.write_checkpoint(folder, model.trainable_state_dict(), cfg, 0, {})
     return folder
 
 
