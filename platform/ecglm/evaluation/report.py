@@ -11,7 +11,7 @@ import base64
 import html
 import io
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import matplotlib
 import numpy as np
@@ -39,6 +39,24 @@ def fig_to_data_uri(fig: Any, close: bool = True) -> str:
     if close:
         plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def metric_bars(systems: Mapping[str, Mapping[str, Any]], keys: Sequence[str], title: str,
+                size: tuple[float, float] = (7, 3.2)) -> Any:
+    """Grouped bars (0-1 axis) of ``keys`` per system, for the keys some system has (a
+    matplotlib figure)."""
+    keys = [k for k in keys if any(k in m for m in systems.values())]
+    fig, ax = plt.subplots(figsize=size)
+    width = 0.8 / max(len(systems), 1)
+    for j, (name, m) in enumerate(systems.items()):
+        ax.bar(np.arange(len(keys)) + j * width, [float(m.get(k, np.nan)) for k in keys],
+               width, label=name)
+    ax.set_xticks(np.arange(len(keys)) + width * (len(systems) - 1) / 2, keys)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
 def em_comparison_figure(systems: dict[str, dict[str, float]],

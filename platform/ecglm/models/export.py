@@ -42,6 +42,7 @@ from ecglm.models.front_end import (
     VISION_DIR,
     build_front_end,
     find_image_encoder,
+    read_versioned_json,
     save_vision_tower,
 )
 from ecglm.models.fusion import build_fusion
@@ -146,13 +147,7 @@ def load_exported(out_dir: str | Path, dtype: torch.dtype = torch.float32) -> EC
         CheckpointError: not an export folder, or the ECG-side weights do not fit the config.
     """
     root = Path(out_dir)
-    manifest = root / MANIFEST_FILE
-    if not manifest.is_file():
-        raise CheckpointError(f"{root}: no {MANIFEST_FILE} (not an ecglm export folder)")
-    info = json.loads(manifest.read_text())
-    if info.get("version") != EXPORT_VERSION:
-        raise CheckpointError(f"{manifest}: export version {info.get('version')!r}, this code "
-                              f"reads version {EXPORT_VERSION}")
+    info = read_versioned_json(root, MANIFEST_FILE, EXPORT_VERSION, "export")
     raw = yaml.safe_load((root / str(info["config"])).read_text()) or {}
     cfg: ExperimentConfig = from_dict(raw)
     if info.get("vision"):  # the tower saved next to the weights, wherever the folder lives

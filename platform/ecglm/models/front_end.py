@@ -214,6 +214,22 @@ def save_front_end(front_end: ECGFrontEnd, folder: str | Path) -> Path:
     return out
 
 
+def read_versioned_json(root: Path, name: str, version: int, what: str) -> dict:
+    """The JSON manifest ``root/name`` of a saved ``what`` (front end, export) at ``version``.
+
+    Raises:
+        CheckpointError: the file is missing, or written by another format version.
+    """
+    path = root / name
+    if not path.is_file():
+        raise CheckpointError(f"{root}: no {name} (not an ecglm {what} folder)")
+    meta = json.loads(path.read_text())
+    if meta.get("version") != version:
+        raise CheckpointError(f"{path}: {what} version {meta.get('version')!r}, this code "
+                              f"reads version {version}")
+    return meta
+
+
 def load_front_end(folder: str | Path) -> ECGFrontEnd:
     """Load a folder written by :func:`save_front_end` (eval mode; trainable flags as built).
 
@@ -222,13 +238,7 @@ def load_front_end(folder: str | Path) -> ECGFrontEnd:
             not fit the saved spec.
     """
     root = Path(folder)
-    meta_file = root / FRONT_END_CONFIG
-    if not meta_file.is_file():
-        raise CheckpointError(f"{root}: no {FRONT_END_CONFIG} (not an ecglm front-end folder)")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("version") != FRONT_END_VERSION:
-        raise CheckpointError(f"{meta_file}: front-end version {meta.get('version')!r}, this "
-                              f"code reads version {FRONT_END_VERSION}")
+    meta = read_versioned_json(root, FRONT_END_CONFIG, FRONT_END_VERSION, "front-end")
     encoder = build_section(EncoderConfig, meta["encoder"], "encoder")
     if meta.get("vision"):  # the tower saved next to the weights, wherever the folder lives
         encoder = dataclasses.replace(encoder, image=dataclasses.replace(

@@ -219,6 +219,33 @@ class Task(ABC, Generic[Row]):
         from an evaluation's flat metrics."""
 
 
+def evaluation_rows(ctx: EvalContext[Row], items: str) -> list[Row]:
+    """``ctx.rows`` cut to ``evaluation.max_items``.
+
+    Raises:
+        ValueError: nothing to evaluate (names the split and what a row is).
+    """
+    cfg = ctx.cfg
+    rows = list(ctx.rows)
+    if cfg.evaluation.max_items is not None:
+        rows = rows[: cfg.evaluation.max_items]
+    if not rows:
+        raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no {items}")
+    return rows
+
+
+def system_headline(metrics: Mapping[str, float], keys: Sequence[str],
+                    baselines: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{"model": {key: value}, "<baseline>": {...}}`` from metrics named ``model/<key>`` and
+    ``baseline/<name>/<key>`` (3 decimals; a system with none of ``keys`` is left out)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, prefix in (("model", "model/"), *((b, f"baseline/{b}/") for b in baselines)):
+        got = {k: round(metrics[prefix + k], 3) for k in keys if prefix + k in metrics}
+        if got:
+            out[name] = got
+    return out
+
+
 def serving_row(row_type: type[ECGRow], **fields: Any) -> Any:
     """A row for one served single-ECG request (no stored signal)."""
     return row_type(sample_id=-1, ecg_ids=(-1,), n_ecg=1, n_samples=0, signals=b"", **fields)

@@ -29,10 +29,17 @@ from ecglm.config.schema import ServeConfig
 from ecglm.data.ptbxl import load_scp_statements, scp_labels
 from ecglm.data.rows import LabelRow
 from ecglm.evaluation.metrics import classification_metrics
-from ecglm.evaluation.report import _CSS, _plt, fig_to_data_uri
+from ecglm.evaluation.report import _CSS, fig_to_data_uri, metric_bars
 from ecglm.evaluation.writer import EvalOutcome, section_metrics
 from ecglm.models.prompting import build_generation_prompt, encode_text_example
-from ecglm.tasks.base import EvalContext, Task, TaskData, serving_row
+from ecglm.tasks.base import (
+    EvalContext,
+    Task,
+    TaskData,
+    evaluation_rows,
+    serving_row,
+    system_headline,
+)
 from ecglm.tasks.encode import generate_texts
 from ecglm.tasks.records import Target, build_record_rows
 
@@ -84,22 +91,6 @@ def label_matrix(label_sets: Sequence[Sequence[str]], classes: Sequence[str]) ->
     return y
 
 
-def _bar_chart(systems: Mapping[str, Mapping[str, float]], title: str) -> Any:
-    plt = _plt()
-    keys = ["macro_auc", "macro_f1", "subset_accuracy"]
-    fig, ax = plt.subplots(figsize=(6, 3))
-    width = 0.8 / max(len(systems), 1)
-    for j, (name, m) in enumerate(systems.items()):
-        ax.bar(np.arange(len(keys)) + j * width, [float(m.get(k, np.nan)) for k in keys],
-               width, label=name)
-    ax.set_xticks(np.arange(len(keys)) + width * (len(systems) - 1) / 2, keys)
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 class ClassifyTask(Task[LabelRow]):
     """Multi-label classification as text (see the module docstring)."""
 
@@ -140,12 +131,7 @@ class ClassifyTask(Task[LabelRow]):
         and per-class ``model/f1/<class>``."""
         cfg = ctx.cfg
         classes = list(cfg.targets.classes)
-        rows = list(ctx.rows)
-        if cfg.evaluation.max_items is not None:
-            rows = rows[: cfg.evaluation.max_items]
-        if not rows:
-            raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no "
-                             f"{self.items}")
+        rows = evaluation_rows(ctx, self.items)
         texts = generate_texts(self, ctx.load_model(), rows, cfg)
         parsed = [parse_labels(t, classes) for t in texts]
         y_true = label_matrix([r.labels for r in rows], classes)
@@ -168,8 +154,9 @@ class ClassifyTask(Task[LabelRow]):
         for i, c in enumerate(classes):
             metrics[f"model/prevalence/{c}"] = float(y_true[:, i].mean())
         metrics.update(section_metrics(ctx.sections))
-        fig = _bar_chart(systems, f"{cfg.name}: classify on {cfg.evaluation.split} "
-                                  f"({len(rows)} records)")
+        fig = metric_bars(systems, ("macro_auc", "macro_f1", "subset_accuracy"),
+                          f"{cfg.name}: classify on {cfg.evaluation.split} ({len(rows)} records)",
+                          size=(6, 3))
         table = [{"sample_id": r.sample_id, "labels": list(r.labels), "generated": t,
                   "parsed": list(p), "nearest_neighbour": list(b)}
                  for r, t, p, b in zip(rows, texts, parsed, base_labels)]
@@ -213,14 +200,8 @@ class ClassifyTask(Task[LabelRow]):
         return row.target
 
     def headline(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
-        keys = ("macro_auc", "macro_f1", "hamming_loss")
-        out: dict[str, dict[str, float]] = {}
-        for name, prefix in (("model", "model/"), *((n, f"baseline/{n}/") for n in
-                                                   ("nearest_neighbour", "prior"))):
-            got = {k: round(metrics[prefix + k], 3) for k in keys if prefix + k in metrics}
-            if got:
-                out[name] = got
-        return out
+        return system_headline(metrics, ("macro_auc", "macro_f1", "hamming_loss"),
+                               ("prior", "nearest_neighbour"))
 
     def request_row(self, fields: Mapping[str, Any], serve: ServeConfig) -> LabelRow:
         return serving_row(LabelRow)

@@ -37,14 +37,21 @@ from ecglm.data.rows import RecordRow
 from ecglm.data.sharding import decode_signals
 from ecglm.evaluation.grounding import ground_text, grounding_metrics
 from ecglm.evaluation.metrics import TextScorer
-from ecglm.evaluation.report import _CSS, _plt, ecg_plot, fig_to_data_uri
+from ecglm.evaluation.report import _CSS, ecg_plot, fig_to_data_uri, metric_bars
 from ecglm.evaluation.reports import REPORT_KEYS, score_reports
 from ecglm.evaluation.writer import EvalOutcome, section_metrics
 from ecglm.features.grounding import grounding_features
 from ecglm.features.summary import summarize, summary_text
 from ecglm.models.instructions import instruction_pool
 from ecglm.models.prompting import encode_text_example, generation_prompt_for_row
-from ecglm.tasks.base import EvalContext, Task, TaskData, serving_row
+from ecglm.tasks.base import (
+    EvalContext,
+    Task,
+    TaskData,
+    evaluation_rows,
+    serving_row,
+    system_headline,
+)
 from ecglm.tasks.encode import generate_texts
 from ecglm.tasks.records import Target, build_record_rows
 
@@ -99,23 +106,6 @@ def grounding_scores(rows: Sequence[RecordRow], systems: Mapping[str, Sequence[s
         out[name] = grounding_metrics(res)
         out[name]["n_unmeasurable"] = float(skipped)
     return out
-
-
-def bar_chart(systems: Mapping[str, Mapping[str, Any]], title: str) -> Any:
-    """Grouped bars of :data:`BAR_KEYS` per system (a matplotlib figure)."""
-    plt = _plt()
-    keys = [k for k in BAR_KEYS if any(k in m for m in systems.values())]
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.8 / max(len(systems), 1)
-    for j, (name, m) in enumerate(systems.items()):
-        ax.bar(np.arange(len(keys)) + j * width, [float(m.get(k, np.nan)) for k in keys],
-               width, label=name)
-    ax.set_xticks(np.arange(len(keys)) + width * (len(systems) - 1) / 2, keys)
-    ax.set_ylim(0, 1)
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 def render_text_report(cfg: ExperimentConfig, info: Mapping[str, Any],
@@ -199,12 +189,7 @@ class ReportTask(Task[RecordRow]):
     def evaluate(self, ctx: EvalContext[RecordRow]) -> EvalOutcome:
         """Metrics ``model/<metric>`` and ``baseline/nearest_neighbour/<metric>``."""
         cfg = ctx.cfg
-        rows = list(ctx.rows)
-        if cfg.evaluation.max_items is not None:
-            rows = rows[: cfg.evaluation.max_items]
-        if not rows:
-            raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no "
-                             f"{self.items}")
+        rows = evaluation_rows(ctx, self.items)
         texts = generate_texts(self, ctx.load_model(), rows, cfg)
         refs = [r.target for r in rows]
         scorer = TextScorer(cfg.evaluation.bertscore_model, cfg.evaluation.bertscore_layers)
@@ -220,8 +205,8 @@ class ReportTask(Task[RecordRow]):
                    for name, m in systems.items() for k, v in m.items()
                    if isinstance(v, (int, float))}
         metrics.update(section_metrics(ctx.sections))
-        fig = bar_chart(systems, f"{cfg.name}: {cfg.task} on {cfg.evaluation.split} "
-                                 f"({len(rows)} records)")
+        fig = metric_bars(systems, BAR_KEYS, f"{cfg.name}: {cfg.task} on "
+                                             f"{cfg.evaluation.split} ({len(rows)} records)")
         html_text = None
         if cfg.evaluation.report:
             info = {"config": cfg.name, "task": cfg.task, "split": cfg.evaluation.split,
@@ -239,14 +224,8 @@ class ReportTask(Task[RecordRow]):
         return row.target
 
     def headline(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
-        keys = ("bleu4", "meteor", "rouge_l", "bertscore_f1", "grounding/score")
-        out: dict[str, dict[str, float]] = {}
-        for name, prefix in (("model", "model/"), *((n, f"baseline/{n}/") for n in
-                                                   ("nearest_neighbour", "prior"))):
-            got = {k: round(metrics[prefix + k], 3) for k in keys if prefix + k in metrics}
-            if got:
-                out[name] = got
-        return out
+        return system_headline(metrics, ("bleu4", "meteor", "rouge_l", "bertscore_f1",
+                                         "grounding/score"), ("nearest_neighbour",))
 
     def request_row(self, fields: Mapping[str, Any], serve: ServeConfig) -> RecordRow:
         return serving_row(RecordRow)
