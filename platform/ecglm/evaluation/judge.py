@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol, Sequence
 
+import requests
+
 Messages = list[dict[str, str]]
 
 
@@ -211,6 +213,7 @@ class LocalHFJudge:
     """
 
     def __init__(self, model_dir: str | Path, max_new_tokens: int = 96) -> None:
+        # deferred on purpose: only the local judge needs torch + transformers (seconds)
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -259,7 +262,6 @@ class OpenAIJudge:
         self.timeout_s = timeout_s
 
     def complete(self, messages: Messages) -> str:
-        import requests
 
         headers = {"Content-Type": "application/json"}
         if self.api_key:

@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from ecglm.evaluation.bertscore import BertScorer
 from ecglm.evaluation.nlg import Meteor, bleu, cider_d, rouge_l, rouge_n
 from ecglm.evaluation.qa import exact_match
 from ecglm.evaluation.qa import score as em_scores
@@ -59,7 +60,6 @@ class TextScorer:
     @property
     def bert(self) -> Any:
         if self._bert is None:
-            from ecglm.evaluation.bertscore import BertScorer
 
             self._bert = BertScorer(self.bertscore_model, self.bertscore_layers)
         return self._bert

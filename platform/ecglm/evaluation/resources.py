@@ -55,7 +55,7 @@ def default_cache_root() -> Path:
 
 def ptb_jar() -> Path:
     """Path of coco-caption's Stanford CoreNLP 3.4.1 jar (inside the pycocoevalcap wheel)."""
-    try:
+    try:  # deferred on purpose: the caller may run without coco-caption installed
         import pycocoevalcap.tokenizer as tok
     except ImportError as err:  # pragma: no cover
         raise MetricResourceError("pycocoevalcap is not installed (pip install pycocoevalcap)"
@@ -136,6 +136,7 @@ def load_wordnet(root: Optional[Path] = None):  # -> nltk WordNetCorpusReader
     nltk only reads corpora under a root listed in ``nltk.data.path``, so the folder is
     appended there once (nltk's own search list; idempotent).
     """
+    # deferred on purpose: nltk's corpus readers load only when METEOR needs WordNet
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 

@@ -21,7 +21,7 @@ def plot_pretrain(history: Mapping[str, Any], results: Mapping[str, ZeroShotResu
     """
     # matplotlib deferred on purpose: the Agg backend must be chosen before pyplot is first
     # imported, and Ray workers importing this package never plot
-    import matplotlib
+    import matplotlib  # deferred on purpose: plotting runs once, at the end of pretraining
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
