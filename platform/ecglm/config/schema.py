@@ -184,8 +184,8 @@ class PromptConfig:
 
 @dataclass
 class TextTargetConfig:
-    """Targets of the generation tasks (``task: report | grounding``), built per record from the
-    record shards and cached next to them (``<shards>/tasks/``)."""
+    """Targets of the per-record tasks (``task: report | grounding | classify``), built per
+    record from the record shards and cached next to them (``<shards>/tasks/``)."""
 
     source: Literal["report", "statements", "both"] = "report"
     """Reference text: the record's free-text ``report`` (PTB-XL: mostly German; MIMIC:
