@@ -192,13 +192,14 @@ class Task(ABC, Generic[Row]):
         """Generate for ``ctx.rows``, score against the references and baselines."""
 
     # serving ----------------------------------------------------------------------------------
-    @abstractmethod
     def request_row(self, fields: Mapping[str, Any], serve: ServeConfig) -> Row:
-        """The row a served request stands for (signals left empty: the ECG travels apart).
+        """The row a served request stands for (signals left empty: the ECG travels apart);
+        by default a bare row (tasks whose requests carry only ``ecg`` and ``fs``).
 
         Raises:
             RequestError: a task field is missing or invalid (422 naming it).
         """
+        return serving_row(self.row_type)
 
     @abstractmethod
     def response(self, row: Row, generated: str, cfg: ExperimentConfig) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ecglm.config import ExperimentConfig
-from ecglm.config.schema import ServeConfig
 from ecglm.data.ptbxl import load_scp_statements, scp_labels
 from ecglm.data.rows import LabelRow
 from ecglm.evaluation.metrics import classification_metrics
@@ -37,7 +36,6 @@ from ecglm.tasks.base import (
     Task,
     TaskData,
     evaluation_rows,
-    serving_row,
     system_headline,
 )
 from ecglm.tasks.encode import generate_texts
@@ -202,9 +200,6 @@ class ClassifyTask(Task[LabelRow]):
     def headline(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
         return system_headline(metrics, ("macro_auc", "macro_f1", "hamming_loss"),
                                ("prior", "nearest_neighbour"))
-
-    def request_row(self, fields: Mapping[str, Any], serve: ServeConfig) -> LabelRow:
-        return serving_row(LabelRow)
 
     def response(self, row: LabelRow, generated: str, cfg: ExperimentConfig
                  ) -> dict[str, Any]:

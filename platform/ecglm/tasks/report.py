@@ -30,7 +30,6 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ecglm.config import ExperimentConfig, to_dict
-from ecglm.config.schema import ServeConfig
 from ecglm.data.ptbxl import load_scp_statements
 from ecglm.data.reference import reference_text
 from ecglm.data.rows import RecordRow
@@ -49,7 +48,6 @@ from ecglm.tasks.base import (
     Task,
     TaskData,
     evaluation_rows,
-    serving_row,
     system_headline,
 )
 from ecglm.tasks.encode import generate_texts
@@ -226,9 +224,6 @@ class ReportTask(Task[RecordRow]):
     def headline(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
         return system_headline(metrics, ("bleu4", "meteor", "rouge_l", "bertscore_f1",
                                          "grounding/score"), ("nearest_neighbour",))
-
-    def request_row(self, fields: Mapping[str, Any], serve: ServeConfig) -> RecordRow:
-        return serving_row(RecordRow)
 
     def response(self, row: RecordRow, generated: str, cfg: ExperimentConfig
                  ) -> dict[str, Any]:
