@@ -128,10 +128,21 @@ class LLMConfig:
     max_new_tokens: int = 16
     use_chat_template: bool = False
     """Wrap prompts in the tokenizer's chat template when it has one."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Storage dtype of the frozen base weights (LoRA adapters and the ECG side stay fp32 for
+    the optimizer). ``bfloat16`` halves base memory (2 bytes/parameter); CPU runs keep fp32."""
+    attn_implementation: Literal["sdpa", "flash_attention_2", "eager"] = "sdpa"
+    """Attention kernel passed to ``from_pretrained`` (``flash_attention_2`` needs CUDA and the
+    ``flash-attn`` package)."""
 
     def __post_init__(self) -> None:
         _require(self.source != "path" or bool(self.path), "llm.path",
                  "required when llm.source is 'path'")
+        _require(self.dtype in ("float32", "bfloat16", "float16"), "llm.dtype",
+                 f"must be float32, bfloat16 or float16, got {self.dtype!r}")
+        _require(self.attn_implementation in ("sdpa", "flash_attention_2", "eager"),
+                 "llm.attn_implementation",
+                 f"must be sdpa, flash_attention_2 or eager, got {self.attn_implementation!r}")
         _require(self.max_length >= 16, "llm.max_length", "must be >= 16")
         _require(self.max_new_tokens > 0, "llm.max_new_tokens", "must be > 0")
 
@@ -243,6 +254,37 @@ class TrainConfig:
     ray_num_cpus: int = 4
     """Logical CPUs of the local Ray instance (> workers, or Ray Data starves)."""
     storage_path: str = ".cache/ray_results"
+    """Where Ray Train writes checkpoints: a folder (made absolute) or a URI pyarrow reads
+    (``file://``, ``s3://``, ``gs://``); shared by every node on a cluster."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Compute precision: mixed precision (autocast) under DDP, DeepSpeed's ``bf16``/``fp16``
+    sections under DeepSpeed. Master weights and optimizer states stay fp32."""
+    grad_accum_steps: int = 1
+    """Micro-batches of ``batch_size`` per optimizer step (effective batch per step:
+    ``batch_size * grad_accum_steps * num_workers``); ``max_steps`` counts optimizer steps."""
+    gradient_checkpointing: bool = False
+    """Recompute LLM activations in the backward pass (every fusion, kv_prefix included)."""
+    offload_optimizer: Literal["none", "cpu", "nvme"] = "none"
+    """DeepSpeed ZeRO optimizer-state offload (stage >= 1)."""
+    offload_params: Literal["none", "cpu", "nvme"] = "none"
+    """DeepSpeed ZeRO-3 parameter offload."""
+    nvme_path: Optional[str] = None
+    """Local NVMe folder for ``nvme`` offload (required then)."""
+    checkpoint_every: int = 0
+    """Write a resumable checkpoint every N optimizer steps (0: at the evaluation points)."""
+    keep_checkpoints: int = 2
+    """Checkpoints Ray Train keeps under ``storage_path`` (the best by ``val_loss`` is copied
+    out at the end)."""
+    max_failures: int = 0
+    """Worker-group restarts Ray Train may do after a worker dies (each resumes from the latest
+    checkpoint); 0: the first failure fails the run."""
+    resume_from: Optional[str] = None
+    """Resume a run: a checkpoint folder or the MLflow run id of an earlier ``ecglm train``
+    (``--resume``). Optimizer, schedule, RNG and data position continue where it stopped."""
+    memory_check: bool = True
+    """Run the memory planner before any worker starts and refuse settings that cannot fit."""
+    gpu_mem_gib: Optional[float] = None
+    """GPU memory per device for the memory check (None: detected from the devices Ray sees)."""
 
     def __post_init__(self) -> None:
         _require(self.zero_stage in (1, 2, 3), "train.zero_stage", "must be 1, 2 or 3")
@@ -255,6 +297,24 @@ class TrainConfig:
         _require(0.0 <= self.warmup_ratio < 1.0, "train.warmup_ratio", "must be in [0, 1)")
         _require(self.log_every > 0, "train.log_every", "must be > 0")
         _require(self.eval_every >= 0, "train.eval_every", "must be >= 0")
+        _require(self.precision in ("fp32", "bf16", "fp16"), "train.precision",
+                 f"must be fp32, bf16 or fp16, got {self.precision!r}")
+        _require(self.grad_accum_steps > 0, "train.grad_accum_steps", "must be > 0")
+        for key in ("offload_optimizer", "offload_params"):
+            _require(getattr(self, key) in ("none", "cpu", "nvme"), f"train.{key}",
+                     f"must be none, cpu or nvme, got {getattr(self, key)!r}")
+        _require(self.offload_params == "none" or (self.strategy == "deepspeed"
+                                                   and self.zero_stage == 3),
+                 "train.offload_params", "needs train.strategy deepspeed with zero_stage 3")
+        _require(self.offload_optimizer == "none" or self.strategy == "deepspeed",
+                 "train.offload_optimizer", "needs train.strategy deepspeed")
+        _require("nvme" not in (self.offload_optimizer, self.offload_params)
+                 or bool(self.nvme_path), "train.nvme_path", "required for nvme offload")
+        _require(self.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0")
+        _require(self.keep_checkpoints > 0, "train.keep_checkpoints", "must be > 0")
+        _require(self.max_failures >= -1, "train.max_failures", "must be >= 0 (or -1: no limit)")
+        _require(self.gpu_mem_gib is None or self.gpu_mem_gib > 0, "train.gpu_mem_gib",
+                 "must be > 0 or null")
 
 
 @dataclass

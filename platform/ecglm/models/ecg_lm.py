@@ -17,6 +17,7 @@ numbers.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from safetensors.torch import load_file
@@ -97,6 +98,13 @@ class ECGLanguageModel(PrefixLMMethods, nn.Module):
         mapper's output."""
         spec = self.front_end.spec
         return int(getattr(self.mapper, "n_tokens", spec.mapper.n_tokens if spec else 0))
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute the LLM's activations in the backward pass (every fusion).
+
+        (Interface fixed; being implemented.)
+        """
+        raise NotImplementedError("gradient checkpointing is not implemented yet")
 
     def train(self, mode: bool = True) -> "ECGLanguageModel":
         """Like :meth:`nn.Module.train`, but batch-norm layers of frozen ECG-side parts stay in
@@ -183,8 +191,14 @@ def _llm_dims_of(llm: nn.Module) -> LLMDims:
     return dims_from_config((get_base() if callable(get_base) else llm).config)
 
 
-def build_ecg_lm(cfg: ExperimentConfig) -> ECGLanguageModel:
+def build_ecg_lm(cfg: ExperimentConfig, *,
+                 ds_config: Optional[dict[str, Any]] = None) -> ECGLanguageModel:
     """Load the LLM (:func:`load_llm`) and build encoder + mapper seeded by ``cfg.seed``.
+
+    Args:
+        ds_config: the DeepSpeed config of the run (``ecglm.train.strategies``); when its
+            ZeRO stage is 3 the LLM is built partitioned (no rank holds the full model).
+            (Interface fixed; partitioned loading is being implemented.)
 
     The caller's RNG state is left untouched.
     """
