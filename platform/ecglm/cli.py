@@ -3,7 +3,8 @@
 Argument parsing only: each command runs one recipe (:mod:`ecglm.recipes`).
 
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
-``export``, ``data shard``, ``data check``, ``serve``, ``demo``. ``--tiny`` shrinks any preset.
+``export``, ``data shard``, ``data check``, ``serve``, ``demo``, ``plan`` (memory plan, no
+Ray). ``--tiny`` shrinks any preset.
 Bad configs exit with status 2 and a message naming the dotted key. ``-v`` (before the
 command) shows Ray's and the libraries' logs on the terminal; by default they go to
 ``<output_dir>/<name>/logs/`` (see :mod:`ecglm.utils.logs`).
@@ -103,6 +104,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return _print(out)
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    recipe = _recipe("plan")
+    cfg = _load(args)
+    hardware = recipe.hardware_of(cfg, args.nodes, args.gpus_per_node, args.gpu_mem_gib,
+                                  args.cpu_mem_gib)
+    text, data = recipe.run(cfg, hardware, args.model)
+    print(text)
+    if args.json:
+        print(json.dumps(data, default=str), flush=True)  # one line, last
+    return 0
+
+
 _RAY_COMMANDS = frozenset({"train", "eval", "tune", "serve", "demo", "pretrain", "data shard"})
 """Commands that start Ray: their Ray and library logs go to a log file unless ``-v``."""
 
@@ -159,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     add("demo", _cmd_demo, "shard, train, evaluate, sweep and serve one request")
     add("pretrain", _cmd_pretrain, "contrastive ECG<->text (SigLIP) pretraining of the "
         "encoder with Ray Train, then zero-shot superclass AUC")
+    pln = add("plan", _cmd_plan, "memory plan per GPU and per node for ZeRO 0-3 and offload; "
+              "recommends the cheapest setting that fits")
+    pln.add_argument("--nodes", type=int, default=None, help="nodes (default 1)")
+    pln.add_argument("--gpus-per-node", type=int, default=None,
+                     help="GPUs (workers) per node (default train.num_workers)")
+    pln.add_argument("--gpu-mem-gib", type=float, default=None,
+                     help="GiB per GPU (default train.gpu_mem_gib, else 80)")
+    pln.add_argument("--cpu-mem-gib", type=float, default=None,
+                     help="host RAM per node in GiB (default: unchecked; CPU runs: this "
+                          "machine's)")
+    pln.add_argument("--model", default=None,
+                     help="plan a built-in LLM architecture instead of the config's: "
+                          "llama-1b, llama-8b, llama-70b")
+    pln.add_argument("--json", action="store_true", help="print one JSON line last")
     data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_cmd",
                                                                        required=True)
     add("shard", _cmd_shard, "write Parquet shards with Ray Data", parent=data)

@@ -3,7 +3,7 @@
 Encoders differ too much for one closed form, so the front end is built for real on the CPU
 at its configured size (:func:`ecglm.models.front_end.build_front_end`; a hub vision tower is
 counted on the meta device and replaced by a one-layer stand-in of its width, see
-:mod:`ecglm.models.encoders.sizing`) and one training-mode forward of a single ECG is traced:
+:mod:`ecglm.models.encoders.sizing`) and one training-mode forward of two ECGs is traced:
 the bytes autograd saves for backward (:func:`saved_tensor_bytes`) are the front end's
 activations per ECG, which scale linearly with the number of ECGs.
 """
@@ -77,7 +77,7 @@ def llm_dims(arch: LLMArch) -> LLMDims:
 
 def front_end_size(cfg: ExperimentConfig, arch: LLMArch) -> FrontEndSize:
     """Build the configured front end for ``arch`` (seeded, checkpoint not read), count it,
-    and trace one ECG of ``data.fs * data.seconds`` samples through it in training mode."""
+    and trace two ECGs of ``data.fs * data.seconds`` samples through it in training mode."""
     dims = llm_dims(arch)
     enc_cfg = replace(cfg.encoder, checkpoint=None)  # planning reads no weights
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
@@ -89,7 +89,7 @@ def front_end_size(cfg: ExperimentConfig, arch: LLMArch) -> FrontEndSize:
         front = ECGFrontEnd(encoder, mapper, dims.hidden_size)
         front.train()
         n_samples = int(round(cfg.data.fs * cfg.data.seconds))
-        signals = torch.zeros(1, 1, 12, n_samples)
+        signals = torch.zeros(2, 1, 12, n_samples)  # 2: batch norm needs B >= 2 to train
         out: dict[str, Tensor] = {}
 
         def forward() -> None:
@@ -98,4 +98,4 @@ def front_end_size(cfg: ExperimentConfig, arch: LLMArch) -> FrontEndSize:
         act = saved_tensor_bytes(forward, exclude=front)
     map_total, map_train = count(mapper)
     return FrontEndSize(total=enc_total + map_total, trainable=enc_train + map_train,
-                        tokens_per_ecg=int(out["prefix"].shape[1]), act_bytes_per_ecg=act)
+                        tokens_per_ecg=int(out["prefix"].shape[1]), act_bytes_per_ecg=act // 2)

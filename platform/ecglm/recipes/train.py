@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ecglm.config import ExperimentConfig
+from ecglm.plan.preflight import check_memory
 from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
 from ecglm.train.run import TrainResult, run_training
 
@@ -13,6 +14,7 @@ from ecglm.train.run import TrainResult, run_training
 def run(cfg: ExperimentConfig, evaluate: bool = True) -> dict[str, Any]:
     """Train, then (``evaluate``) score the best checkpoint with the task's metrics."""
     with ray_lifecycle(cfg):
+        check_memory(cfg)  # train.memory_check: refuse before any worker starts
         res: TrainResult = run_training(cfg)
         out: dict[str, Any] = {
             "mlflow_run_id": res.run_id,
