@@ -66,7 +66,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ecglm.plan.arch import ATTN_MODULES, LLMArch
+from ecglm.plan.arch import LLMArch
 
 GIB = 1024**3
 DS_BUFFER_FACTOR = 1.5
