@@ -64,28 +64,29 @@ def test_plan_cli_prints_one_json_line_last(tmp_path: Path,
 
 
 def test_plan_70b_on_40gib_gpus_recommends_zero3(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["plan", str(REPO / "jobs/configs/qheart_ecgqa.yaml"), "--model", "llama-70b",
+    rc = main(["plan", str(REPO / "jobs/configs/meit_reports.yaml"), "--model", "llama-70b",
                "train.precision=bf16", "llm.dtype=bfloat16", "--nodes", "1",
                "--gpus-per-node", "8", "--gpu-mem-gib", "40", "--cpu-mem-gib", "1024", "--json"])
     assert rc == 0
     data = _json_last_line(capsys)
-    assert data["fits"] is False  # the preset's DDP holds 70B x 2 bytes per GPU
-    assert data["breakdown_gib"]["params"] > 130
+    assert data["fits"] is False  # the preset's ZeRO-2 holds 70B x 2 bytes per GPU
+    assert data["breakdown_gib"]["params"] > 130 and data["setting"]["train.zero_stage"] == 2
     rec = data["recommended"]
     assert rec["train.zero_stage"] == 3 and rec["per_gpu_gib"] <= 40
     assert 1 <= rec["train.batch_size"] <= rec["max_micro_batch"]
 
 
 def test_plan_without_any_fitting_setting(capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["plan", str(REPO / "jobs/configs/qheart_ecgqa.yaml"), "--model", "llama-70b",
-               "--gpus-per-node", "1", "--gpu-mem-gib", "8", "--cpu-mem-gib", "64", "--json"])
+    # one 2 GiB GPU: the 1.5 GiB runtime plus ZeRO-3's gathered largest layer (1 GiB) never fit
+    rc = main(["plan", str(REPO / "jobs/configs/meit_reports.yaml"), "--model", "llama-8b",
+               "--gpus-per-node", "1", "--gpu-mem-gib", "2", "--cpu-mem-gib", "64", "--json"])
     assert rc == 0
     data = _json_last_line(capsys)
     assert data["fits"] is False and data["recommended"] is None
 
 
 def test_preflight_refuses_with_the_numbers() -> None:
-    cfg = load_config(REPO / "jobs/configs/qheart_ecgqa.yaml", ["train.precision=bf16",
+    cfg = load_config(REPO / "jobs/configs/meit_reports.yaml", ["train.precision=bf16",
                                                                "llm.dtype=bfloat16"])
     hw = Hardware(nodes=1, gpus_per_node=4, gpu_mem_gib=12.0, cpu_mem_gib=256.0)
     with pytest.raises(MemoryPlanError) as err:
@@ -94,10 +95,18 @@ def test_preflight_refuses_with_the_numbers() -> None:
     plan = make_plan(cfg, hw)
     assert f"needs {plan.configured.per_device / 2**30:.2f} GiB per GPU" in msg
     assert "12.00 GiB per GPU" in msg and "cheapest setting that fits" in msg
-    assert "train.gradient_checkpointing=True" in msg or "train.batch_size=" in msg
-    # the recommendation itself passes the same check
-    assert check_memory(load_config(REPO / "jobs/configs/qheart_ecgqa.yaml", [
-        "train.precision=bf16", "llm.dtype=bfloat16", "train.memory_check=false"]), hw) is None
+    assert plan.recommended is not None
+    rec = plan.recommended.setting
+    assert f"train.zero_stage={rec.zero_stage}" in msg and f"train.batch_size={rec.micro_batch}" in msg
+    # the recommended setting passes the same check; memory_check=false skips it
+    fixed = load_config(REPO / "jobs/configs/meit_reports.yaml", [
+        "train.precision=bf16", "llm.dtype=bfloat16", f"train.zero_stage={rec.zero_stage}",
+        f"train.offload_optimizer={rec.offload_optimizer}",
+        f"train.offload_params={rec.offload_params}", f"train.batch_size={rec.micro_batch}",
+        f"train.gradient_checkpointing={rec.gradient_checkpointing}"])
+    assert check_memory(fixed, hw) is not None
+    assert check_memory(load_config(REPO / "jobs/configs/meit_reports.yaml", [
+        "train.memory_check=false"]), hw) is None
 
 
 def test_detect_hardware_without_ray(tmp_path: Path) -> None:
@@ -125,3 +134,23 @@ def test_train_refuses_before_ray_train_starts(tmp_path: Path,
     assert rc == 2
     assert "does not fit: needs" in err and "1.00 GiB per GPU" in err
     assert not (root / "ray").exists() and not (root / "db").exists()
+
+
+def test_preflight_skips_families_it_cannot_count(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=300, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
+        str(folder))
+    cfg = tiny_config(tmp_path, "llm.source=path", f"llm.path={folder}")
+    hw = Hardware(nodes=1, gpus_per_node=1, gpu_mem_gib=None, cpu_mem_gib=0.001, use_gpu=False)
+    assert check_memory(cfg, hw) is None
+    assert "memory check skipped" in capsys.readouterr().err
+
+
+def test_tiny_cpu_setting_that_cannot_fit_is_refused(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    hw = Hardware(nodes=1, gpus_per_node=2, gpu_mem_gib=None, cpu_mem_gib=1.0, use_gpu=False)
+    with pytest.raises(MemoryPlanError, match=r"GiB per worker .* 1\.00 GiB host per node"):
+        check_memory(cfg, hw)

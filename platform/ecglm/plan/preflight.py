@@ -18,6 +18,7 @@ import ray
 import torch
 
 from ecglm.config.schema import ConfigError, ExperimentConfig
+from ecglm.plan.arch import ArchError
 from ecglm.plan.memory import GIB
 from ecglm.plan.planner import Hardware, Plan, make_plan, setting_json
 
@@ -102,7 +103,8 @@ def refusal(plan: Plan) -> str:
 
 
 def check_memory(cfg: ExperimentConfig, hardware: Optional[Hardware] = None) -> Optional[Plan]:
-    """Refuse ``cfg`` when its setting cannot fit (``train.memory_check``; None when off).
+    """Refuse ``cfg`` when its setting cannot fit (``train.memory_check``; None when off, or
+    when the LLM is not a family the planner counts: then a warning is printed).
 
     Args:
         hardware: the hardware to check against (default: :func:`detect_hardware`).
@@ -117,7 +119,11 @@ def check_memory(cfg: ExperimentConfig, hardware: Optional[Hardware] = None) -> 
         hardware, notes = detect_hardware(cfg)
     for note in notes:
         print(f"memory check: {note}", file=sys.stderr)
-    plan = make_plan(cfg, hardware)
+    try:
+        plan = make_plan(cfg, hardware)
+    except ArchError as exc:  # e.g. a GPT-2-style LLM: warn, do not block the run
+        print(f"memory check skipped: {exc}", file=sys.stderr)
+        return None
     if not plan.fits:
         raise MemoryPlanError(refusal(plan))
     return plan
