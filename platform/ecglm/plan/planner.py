@@ -36,11 +36,11 @@ peft, DeepSpeed and Ray imported: 0.58 GiB measured here; plus Ray's core worker
 buffers)."""
 CPU_RUNTIME_FRACTION = 0.6
 """Extra host memory of CPU training beyond the planned tensors, as a fraction of them:
-``jobs/bench/plan_memory.py`` measured peak RSS at 1.52-1.63x the tensor estimate for three
-model sizes (20M-220M parameters, this 2-core machine): freed activation and gradient blocks
-that glibc's allocator keeps, oneDNN/BLAS workspaces and backward temporaries the saved-tensor
-count leaves out. Fitted from that bench (one constant, stable across sizes), so the bench
-checks consistency, not an independent prediction. GPU runs do not use it."""
+glibc's allocator keeps freed activation and gradient blocks. ``jobs/bench/plan_memory.py``
+measured peak RSS at 1.45-1.55x the tensors for three model sizes (20M-220M parameters) with
+the default allocator, and at 0.99-1.00x with ``--malloc-mmap`` (freed blocks returned to the
+OS). The value is fitted from the default-allocator run. GPU runs do not use it."""
+
 MAX_MICRO_BATCH = 4096
 
 
