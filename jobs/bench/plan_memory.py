@@ -13,8 +13,8 @@ For three tiny-Llama sizes (~20M, ~80M, ~200M parameters, ``llm.source=tiny`` ov
 and reports ``peak RSS during training - baseline`` against the planner's per-worker figure
 for the same config on a CPU (``make_plan``: fp32 parameters, gradients and Adam state of the
 trainable part, fp32 frozen base, activations, times ``1 + CPU_RUNTIME_FRACTION``). That
-fraction (0.6) was fitted from this bench: without it the ratios were 0.61-0.66 (peak RSS
-1.5-1.6x the tensors: allocator caching, BLAS/oneDNN workspaces, backward temporaries), so
+fraction (0.6) was fitted from this bench: without it the ratios were 0.61-0.69 (peak RSS
+1.45-1.6x the tensors: glibc keeping freed blocks, see --malloc-mmap), so
 a ratio near 1 here shows the overhead is one stable factor across sizes, not an independent
 validation. ``ratio_tensors_only`` reports the ratio without it. ``--malloc-mmap`` runs the
 children with glibc returning every freed block over 64 KiB to the OS (:data:`MMAP_ENV`):
