@@ -154,3 +154,16 @@ def test_tiny_cpu_setting_that_cannot_fit_is_refused(tmp_path: Path) -> None:
     hw = Hardware(nodes=1, gpus_per_node=2, gpu_mem_gib=None, cpu_mem_gib=1.0, use_gpu=False)
     with pytest.raises(MemoryPlanError, match=r"GiB per worker .* 1\.00 GiB host per node"):
         check_memory(cfg, hw)
+
+
+def test_llm_path_may_name_a_builtin_or_a_preset_hub_id() -> None:
+    from ecglm.config.schema import LLMConfig
+    from ecglm.plan.arch import ArchError, llm_arch
+
+    by_path = llm_arch(LLMConfig(source="path", path="llama-70b"))
+    assert by_path.params() == arch_from_hf(builtin_config("llama-70b")).params()
+    assert 70.0e9 < by_path.params() < 71.0e9
+    hub = llm_arch(LLMConfig(source="path", path="meta-llama/Llama-3.2-1B-Instruct"))
+    assert hub.tie_word_embeddings and 1.2e9 < hub.params() < 1.3e9
+    with pytest.raises(ArchError, match="llama-1b"):
+        llm_arch(LLMConfig(source="path", path="x"), model="llama-3b")
