@@ -100,11 +100,22 @@ class ECGLanguageModel(PrefixLMMethods, nn.Module):
         return int(getattr(self.mapper, "n_tokens", spec.mapper.n_tokens if spec else 0))
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute the LLM's activations in the backward pass (every fusion).
+        """Recompute the LLM's decoder-layer activations in the backward pass (every fusion).
 
-        (Interface fixed; being implemented.)
+        Uses HF's ``activation_checkpointing_enable`` (the non-deprecated name of
+        ``gradient_checkpointing_enable`` in transformers 5) with ``use_reentrant=False``;
+        it also calls ``enable_input_require_grads``. With non-reentrant checkpointing,
+        gradients reach tensors a layer reads without taking them as inputs (the ECG prefix),
+        so loss and gradients equal those without checkpointing. kv_prefix first marks its
+        layers as able to keep the read-only prefix cache (:meth:`Fusion.prepare_checkpointing`):
+        the recompute rebuilds each layer's prefix keys/values. Active in training mode only.
+        The ECG encoder and mapper are not checkpointed (they are small).
         """
-        raise NotImplementedError("gradient checkpointing is not implemented yet")
+        self.fusion.prepare_checkpointing(self.llm)
+        get_base = getattr(self.llm, "get_base_model", None)
+        base = get_base() if callable(get_base) else self.llm
+        base.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
 
     def train(self, mode: bool = True) -> "ECGLanguageModel":
         """Like :meth:`nn.Module.train`, but batch-norm layers of frozen ECG-side parts stay in
