@@ -208,12 +208,17 @@ def build_ecg_lm(cfg: ExperimentConfig, *,
 
     Args:
         ds_config: the DeepSpeed config of the run (``ecglm.train.strategies``); when its
-            ZeRO stage is 3 the LLM is built partitioned (no rank holds the full model).
-            (Interface fixed; partitioned loading is being implemented.)
+            ZeRO stage is 3 the LLM is built partitioned inside ``deepspeed.zero.Init`` and
+            loaded shard by shard, so no rank holds the full model
+            (:mod:`ecglm.models.zero3_load`). Collective then: every rank calls it, with
+            ``torch.distributed`` initialised (``deepspeed.comm`` is initialised on top of it
+            here if needed). The ECG front end (encoder + mapper, small) is built normally on
+            every rank from ``cfg.seed`` (identical on all ranks); ``deepspeed.initialize``
+            partitions it later with the LoRA adapters.
 
     The caller's RNG state is left untouched.
     """
-    llm, tokenizer = load_llm(cfg.llm, cfg.lora, cfg.seed)
+    llm, tokenizer = load_llm(cfg.llm, cfg.lora, cfg.seed, ds_config=ds_config)
     fusion = build_fusion(cfg.fusion)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
