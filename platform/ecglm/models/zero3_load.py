@@ -2,12 +2,11 @@
 
 Two steps, both inside the Ray Train worker (after ``torch.distributed`` is up):
 
-1. **Build partitioned** (:func:`build_partitioned`): an :class:`HfDeepSpeedConfig` is created
-   from the run's DeepSpeed config and kept alive; while it lives, transformers'
-   ``from_config`` builds the model inside ``deepspeed.zero.Init`` and skips weight
-   initialisation (``modeling_utils._from_config``: ``no_init_weights`` +
-   ``zero.Init(config_dict_or_path=deepspeed_config())``). Every parameter is created and at
-   once partitioned: each rank keeps ``numel / world_size`` elements (``param.ds_tensor``).
+1. **Build partitioned** (:func:`build_partitioned`): ``from_config`` inside
+   ``deepspeed.zero.Init`` with weight initialisation off (what transformers itself does under
+   ``HfDeepSpeedConfig``, minus its random init of every gathered module). Every parameter is
+   created and at once partitioned: each rank keeps ``numel / world_size`` elements
+   (``param.ds_tensor``).
 2. **Load shard by shard** (:func:`load_shards_partitioned`): for each safetensors file of the
    folder and each tensor in it, every rank gathers that one parameter
    (``deepspeed.zero.GatheredParameters(..., modifier_rank=0)``), rank 0 copies the tensor
@@ -17,8 +16,7 @@ Two steps, both inside the Ray Train worker (after ``torch.distributed`` is up):
 
 Why not ``from_pretrained`` under ``HfDeepSpeedConfig``: transformers 5.23
 (``_load_pretrained_model``) has rank 0 read *every* shard into one CPU state dict before
-copying, so rank 0 would hold the whole checkpoint (measured by
-``jobs/bench/load_memory.py``).
+copying, so rank 0 would hold the whole checkpoint (read in its source).
 
 The parameter dtype under ZeRO-3 is DeepSpeed's (``bf16``/``fp16`` section of the config, else
 float32): ``zero.Init`` casts every floating parameter it creates to it.
@@ -108,17 +106,28 @@ def build_partitioned(config: Any, ds_config: dict[str, Any],
                       attn_implementation: str) -> nn.Module:
     """An uninitialised causal LM for ``config`` whose parameters are ZeRO-3 partitioned.
 
-    The :class:`HfDeepSpeedConfig` that makes transformers use ``zero.Init`` is stored on the
-    returned model (:data:`HF_DS_CONFIG_ATTR`) so it lives as long as the model.
+    Built by ``from_config`` inside ``deepspeed.zero.Init`` (parameters in
+    :func:`deepspeed_param_dtype`), with transformers' ``no_init_weights`` (no random init:
+    every weight is loaded afterwards) and ``prevent_arange_dtype_change`` (RoPE tables keep
+    their float32 arange, as transformers does under ZeRO-3). The :class:`HfDeepSpeedConfig`
+    is created after construction (with it alive, ``from_config`` would also run
+    ``initialize_weights_zero3``, gathering every module to random-init it on rank 0) and stored
+    on the returned model (:data:`HF_DS_CONFIG_ATTR`) so transformers sees ZeRO-3 for the
+    model's lifetime.
     """
+    import deepspeed  # deferred (see ensure_distributed)
     from transformers import AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
     from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import prevent_arange_dtype_change
 
     ensure_distributed()
-    hf_ds_config = HfDeepSpeedConfig(ds_config)
-    model = AutoModelForCausalLM.from_config(config, dtype=deepspeed_param_dtype(ds_config),
-                                             attn_implementation=attn_implementation)
-    model.__dict__[HF_DS_CONFIG_ATTR] = hf_ds_config
+    dtype = deepspeed_param_dtype(ds_config)
+    with no_init_weights(), prevent_arange_dtype_change(), \
+            deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype,
+                                                 attn_implementation=attn_implementation)
+    model.__dict__[HF_DS_CONFIG_ATTR] = HfDeepSpeedConfig(ds_config)
     return model
 
 
