@@ -123,8 +123,10 @@ def build_partitioned(config: Any, ds_config: dict[str, Any],
 
     ensure_distributed()
     dtype = deepspeed_param_dtype(ds_config)
+    # no explicit dtype= for zero.Init: DeepSpeed 0.19.8 ignores it on accelerators without
+    # fp16 (CPU: bfloat16 whatever is passed); from the config it is deepspeed_param_dtype
     with no_init_weights(), prevent_arange_dtype_change(), \
-            deepspeed.zero.Init(config_dict_or_path=ds_config, dtype=dtype):
+            deepspeed.zero.Init(config_dict_or_path=ds_config):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype,
                                                  attn_implementation=attn_implementation)
     model.__dict__[HF_DS_CONFIG_ATTR] = HfDeepSpeedConfig(ds_config)
