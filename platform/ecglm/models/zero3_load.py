@@ -10,9 +10,9 @@ Two steps, both inside the Ray Train worker (after ``torch.distributed`` is up):
 2. **Load shard by shard** (:func:`load_shards_partitioned`): for each safetensors file of the
    folder and each tensor in it, every rank gathers that one parameter
    (``deepspeed.zero.GatheredParameters(..., modifier_rank=0)``), rank 0 copies the tensor
-   from the memory-mapped file, and DeepSpeed broadcasts and re-partitions it on exit. Peak
-   memory per rank is its partition plus one full parameter (rank 0: plus the pages of the
-   shard file being read).
+   from the memory-mapped file (mapped for that tensor only), and DeepSpeed broadcasts and
+   re-partitions it on exit. Peak memory per rank is its partition plus transient buffers of
+   the order of one full parameter.
 
 Why not ``from_pretrained`` under ``HfDeepSpeedConfig``: transformers 5.23
 (``_load_pretrained_model``) has rank 0 read *every* shard into one CPU state dict before
@@ -133,6 +133,14 @@ def build_partitioned(config: Any, ds_config: dict[str, Any],
     return model
 
 
+def _copy_from_file(param: nn.Parameter, file: Path, name: str) -> None:
+    """``param.data <- file[name]`` (cast to the parameter dtype). The file is mapped for this
+    one tensor only, so its pages leave the process's RSS right after (mapping a whole shard
+    for the loop would keep up to ``max_shard_size`` of file pages resident on rank 0)."""
+    with safe_open(str(file), framework="pt") as single, torch.no_grad():
+        param.data.copy_(single.get_tensor(name))
+
+
 def load_shards_partitioned(model: nn.Module, files: list[Path]) -> None:
     """Copy the checkpoint tensors of ``files`` into the partitioned ``model``, one parameter
     at a time (collective: every rank calls it with the same files).
@@ -171,8 +179,7 @@ def load_shards_partitioned(model: nn.Module, files: list[Path]) -> None:
                                                f"model expects {expected}")
                 with deepspeed.zero.GatheredParameters([param], modifier_rank=0):
                     if rank == 0:
-                        with torch.no_grad():
-                            param.data.copy_(shard.get_tensor(name))
+                        _copy_from_file(param, file, name)
                 loaded.add(id(param))
     missing = sorted({name for name, p in params.items() if id(p) not in loaded})
     if missing:
