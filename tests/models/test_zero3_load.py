@@ -113,8 +113,6 @@ def test_zero3_build_partitions_the_llm_across_two_ranks(
     cfg = replace(base, llm=replace(base.llm, source="path", path=str(small_llama)))
     n_params = sum(t.numel() for shard in small_llama.glob("*.safetensors")
                    for t in load_file(str(shard)).values())
-    env = {"TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", "")}
-    os.environ.update({k: v for k, v in env.items() if v})
     mp.spawn(_rank_main, args=(free_port(), to_dict(cfg), str(small_llama),
                                str(tmp_path)), nprocs=WORLD, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
