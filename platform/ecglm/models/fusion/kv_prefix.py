@@ -16,10 +16,22 @@ from ecglm.config.schema import ConfigError
 from ecglm.models.encoders import ModelInputError
 from ecglm.models.fusion.base import Fusion, position_ids_from_mask
 from ecglm.models.fusion.kv_cache import (
+    KVPrefixModules,
+    allow_checkpointing_with_prefix_cache,
     build_kv_prefix_cache,
+    build_prefix_only_cache,
     greedy_with_cache,
     kv_prefix_modules,
 )
+
+
+def _refuse_dropping_checkpointing(modules: KVPrefixModules, training: bool) -> None:
+    """Raise :class:`ConfigError` when HF gradient checkpointing would drop the ECG cache."""
+    if training and modules.checkpointing_drops_cache:
+        raise ConfigError("fusion.name=kv_prefix: Hugging Face gradient checkpointing drops "
+                          "past_key_values (the ECG key/value prefix) in training; enable it "
+                          "through ECGLanguageModel.enable_gradient_checkpointing() "
+                          "(train.gradient_checkpointing), not on the LLM directly")
 
 
 class KVPrefixFusion(Fusion):
@@ -29,6 +41,11 @@ class KVPrefixFusion(Fusion):
 
     def check_llm(self, llm: nn.Module) -> None:
         kv_prefix_modules(llm)  # raises ConfigError for unsupported families
+
+    def prepare_checkpointing(self, llm: nn.Module) -> None:
+        """Training forwards pass a read-only :class:`PrefixOnlyCache`, so the checkpointed
+        decoder layers may keep it (:func:`allow_checkpointing_with_prefix_cache`)."""
+        allow_checkpointing_with_prefix_cache(llm)
 
     def check_prefix_at(self, prefix_at: Tensor | None, input_ids: Tensor) -> Tensor | None:
         if prefix_at is not None:
@@ -43,22 +60,24 @@ class KVPrefixFusion(Fusion):
     def cache(llm: nn.Module, prefix: Tensor, prefix_mask: Tensor,
               training: bool) -> DynamicCache:
         """Per-layer keys/values of the prefix at positions counting attended prefix slots
-        (``0..P-1`` when all are real).
+        (``0..P-1`` when all are real), filled up front (for generation).
 
         Raises:
             ConfigError: training with HF gradient checkpointing, which drops the cache.
         """
         modules = kv_prefix_modules(llm)
-        if training and modules.checkpointing_drops_cache:
-            raise ConfigError("fusion.name=kv_prefix: Hugging Face gradient checkpointing drops "
-                              "past_key_values (the ECG key/value prefix) in training; disable "
-                              "gradient checkpointing on the LLM")
+        _refuse_dropping_checkpointing(modules, training)
         return build_kv_prefix_cache(modules, prefix, position_ids_from_mask(prefix_mask))
 
     def forward(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
                 attention_mask: Tensor, labels: Tensor | None, prefix_at: Tensor | None,
                 training: bool) -> CausalLMOutputWithPast:
-        cache = self.cache(llm, prefix, prefix_mask, training)
+        """The LM over the text with a read-only prefix cache (:class:`PrefixOnlyCache`): each
+        layer computes its prefix keys/values in its own attention call, so gradient
+        checkpointing recomputes them (see :func:`allow_checkpointing_with_prefix_cache`)."""
+        modules = kv_prefix_modules(llm)
+        _refuse_dropping_checkpointing(modules, training)
+        cache = build_prefix_only_cache(modules, prefix, position_ids_from_mask(prefix_mask))
         mask = torch.cat([prefix_mask.to(device=attention_mask.device,
                                          dtype=attention_mask.dtype), attention_mask], dim=1)
         positions = position_ids_from_mask(mask)[:, prefix.shape[1]:]
