@@ -49,6 +49,9 @@ EXISTING_PATH_KEYS = (
 )
 """Keys that hold a local folder *or* something else (a model name, an MLflow run id): made
 absolute only when the relative path exists under the base folder."""
+WRITTEN_KEYS = ("output_dir", "data.synthetic_root", "data.shard_dir", "llm.cache_dir",
+                "tracking.artifact_root", "train.storage_path")
+"""Keys of folders a run writes (must outlive the driver and be seen by every node)."""
 SQLITE_PREFIX = "sqlite:///"
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -57,6 +60,24 @@ _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
 def is_uri(value: str) -> bool:
     """True for ``scheme://...`` (``file://``, ``s3://``, ``gs://``, ``hdfs://``...)."""
     return bool(_URI.match(value))
+
+
+def in_ray_job_copy(folder: Path) -> bool:
+    """True inside the copy Ray makes of a job's ``--working-dir``
+    (``<ray temp>/session_*/runtime_resources/working_dir_files/_ray_pkg_*``): garbage-collected
+    when the job ends and present on the driver's node only."""
+    return "runtime_resources" in folder.parts and any(
+        part.startswith("_ray_pkg_") for part in folder.parts)
+
+
+def _relative_written(cfg: ExperimentConfig) -> list[str]:
+    """Keys of :data:`WRITTEN_KEYS` (and a sqlite tracking store) given as relative paths."""
+    keys = [key for key in WRITTEN_KEYS
+            if not is_uri(str(_get(cfg, key))) and not Path(str(_get(cfg, key))).is_absolute()]
+    uri = cfg.tracking.tracking_uri
+    if uri.startswith(SQLITE_PREFIX) and not uri.startswith(SQLITE_PREFIX + "/"):
+        keys.append("tracking.tracking_uri")
+    return keys
 
 
 def _abs(path: str, base: Path) -> str:
@@ -85,9 +106,18 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None) -> Experiment
     Idempotent: resolving an already resolved config changes nothing.
 
     Raises:
-        ConfigError: a URI in a key that must be a local folder (names the key).
+        ConfigError: a URI in a key that must be a local folder (names the key); relative
+            output folders while ``base`` is Ray's copy of a job's working dir
+            (:func:`in_ray_job_copy`: results would be deleted with it, names the keys).
     """
     base = (base or Path.cwd()).resolve()
+    relative = _relative_written(cfg)
+    if relative and in_ray_job_copy(base):
+        raise ConfigError(
+            f"{', '.join(relative)}: relative paths would resolve inside Ray's temporary copy "
+            f"of the job's working dir ({base}), deleted when the job ends and not seen by "
+            "other nodes; give absolute paths on shared storage (or URIs for "
+            "train.storage_path / tracking.artifact_root)")
     overrides: dict[str, str] = {}
     for key in PATH_KEYS:
         value = str(_get(cfg, key))

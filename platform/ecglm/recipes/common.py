@@ -44,9 +44,10 @@ def evaluate_prepared(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str
         ``worker`` says where the evaluation ran (pid, node id, device, resources).
     """
     cfg = prep.cfg
+    checkpoint_dir = Path(checkpoint_dir).resolve()  # the worker runs in another directory
     with ray_lifecycle(cfg):
-        done = run_in_worker(prep, Path(checkpoint_dir), run_id)
-    result = write_evaluation(done.outcome, out_dir or Path(checkpoint_dir).parent / "eval",
+        done = run_in_worker(prep, checkpoint_dir, run_id)
+    result = write_evaluation(done.outcome, out_dir or checkpoint_dir.parent / "eval",
                               split=cfg.evaluation.split, checkpoint=str(checkpoint_dir),
                               checkpoint_step=done.checkpoint_step, run_id=run_id,
                               tracking_uri=cfg.tracking.tracking_uri)
