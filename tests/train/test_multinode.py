@@ -106,6 +106,26 @@ def test_placement_strategy_reaches_the_runner_spec() -> None:
         apply_overrides(ExperimentConfig(), {"train.placement_strategy": "RANDOM"})
 
 
+def _worker_accelerator() -> dict[str, Any]:
+    """In a Ray task: the job's runtime env vars, then what the worker chooses and what
+    DeepSpeed (imported afterwards, as the strategies do) runs on."""
+    import ray
+
+    job_env = dict(ray.get_runtime_context().runtime_env.get("env_vars", {}))
+    chosen = set_process_env()
+    from deepspeed.accelerator import get_accelerator  # after set_process_env, as in workers
+
+    return {"job_env": job_env, "chosen": chosen, "deepspeed": get_accelerator().device_name()}
+
+
+@pytest.mark.slow
+def test_ray_worker_chooses_its_own_deepspeed_accelerator(ray_session) -> None:
+    got = ray_session.get(ray_session.remote(num_cpus=1)(_worker_accelerator).remote())
+    assert DS_ACCELERATOR not in got["job_env"] and "OMP_NUM_THREADS" in got["job_env"]
+    # a task Ray gave no GPU runs DeepSpeed on the CPU, even on a GPU machine
+    assert got["chosen"] == "cpu" and got["deepspeed"] == "cpu"
+
+
 # --------------------------------------------------------------------------------------------
 # two worker nodes on one machine
 # --------------------------------------------------------------------------------------------
