@@ -227,6 +227,10 @@ class TextTargetConfig:
                  "targets.n_instructions", "must be > 0 or null")
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+"""Ray placement-group strategies accepted by ``train.placement_strategy``."""
+
+
 @dataclass
 class TrainConfig:
     """Ray Train run."""
@@ -285,6 +289,10 @@ class TrainConfig:
     """Run the memory planner before any worker starts and refuse settings that cannot fit."""
     gpu_mem_gib: Optional[float] = None
     """GPU memory per device for the memory check (None: detected from the devices Ray sees)."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the Train workers' placement-group bundles on nodes: ``PACK`` (fill a
+    node first, the default), ``SPREAD`` (across nodes when possible), ``STRICT_PACK`` (all on
+    one node) or ``STRICT_SPREAD`` (one worker per node; fails to schedule with fewer nodes)."""
 
     def __post_init__(self) -> None:
         _require(self.zero_stage in (1, 2, 3), "train.zero_stage", "must be 1, 2 or 3")
@@ -315,6 +323,9 @@ class TrainConfig:
         _require(self.max_failures >= -1, "train.max_failures", "must be >= 0 (or -1: no limit)")
         _require(self.gpu_mem_gib is None or self.gpu_mem_gib > 0, "train.gpu_mem_gib",
                  "must be > 0 or null")
+        _require(self.placement_strategy in PLACEMENT_STRATEGIES, "train.placement_strategy",
+                 f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, "
+                 f"got {self.placement_strategy!r}")
 
 
 @dataclass
@@ -372,6 +383,12 @@ class EvalConfig:
     """Model folder of the ``local`` judge (required then)."""
     judge_max_items: Optional[int] = 50
     """Judge at most this many QA items (the first of the evaluated rows); None: all."""
+    num_cpus: Optional[float] = None
+    """CPUs of the Ray task that loads the model and generates (evaluation never runs in the
+    driver); None: ``train.cpus_per_worker``. Also its torch threads."""
+    num_gpus: Optional[float] = None
+    """GPUs of that Ray task; None: 1 when ``train.use_gpu`` else 0. The model goes to the
+    task's GPU when it has one."""
 
     def __post_init__(self) -> None:
         _require(self.transfer in (None, "cinc2021"), "evaluation.transfer",
@@ -383,6 +400,10 @@ class EvalConfig:
         _require(self.judge_max_items is None or self.judge_max_items > 0,
                  "evaluation.judge_max_items", "must be > 0 or null")
         _require(self.batch_size > 0, "evaluation.batch_size", "must be > 0")
+        _require(self.num_cpus is None or self.num_cpus > 0, "evaluation.num_cpus",
+                 "must be > 0 or null")
+        _require(self.num_gpus is None or self.num_gpus >= 0, "evaluation.num_gpus",
+                 "must be >= 0 or null")
         _require(self.report_examples >= 0, "evaluation.report_examples", "must be >= 0")
         _require(self.bertscore_layers >= 0, "evaluation.bertscore_layers", "must be >= 0")
         _require(all(isinstance(s, (int, float)) and s == s for s in self.noise_snr_db),

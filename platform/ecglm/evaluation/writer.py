@@ -14,8 +14,9 @@ and tags the run ``ecglm.stage=evaluated``.
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -25,6 +26,9 @@ matplotlib.use("Agg")  # files only, never a window (set before pyplot is import
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ecglm.tracking import mlflow_run  # noqa: E402
+
+FIGURE_DPI = 110
+"""Resolution of the PNG files written from figures."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,8 @@ class EvalOutcome:
     tables: dict[str, list[dict[str, Any]]]
     """JSON files to write: ``{"predictions.json": [...], ...}``."""
     figures: dict[str, Any] = field(default_factory=dict)
-    """Matplotlib figures saved as PNG: ``{"em_per_type.png": fig}`` (closed once written)."""
+    """Matplotlib figures saved as PNG: ``{"em_per_type.png": fig}`` (closed once written), or
+    PNG bytes already rendered (:func:`render_figures`, for an outcome made in a Ray worker)."""
     report_html: Optional[str] = None
     """The self-contained ``report.html`` (None: no report)."""
 
@@ -74,6 +79,21 @@ def section_metrics(sections: Any) -> dict[str, float]:
     return {f"{sec.key}/{k}": v for sec in sections for k, v in sec.metrics.items()}
 
 
+def render_figures(outcome: EvalOutcome) -> EvalOutcome:
+    """``outcome`` with every figure rendered to PNG bytes at :data:`FIGURE_DPI` and closed
+    (bytes travel between processes; an unpickled figure may hold read-only arrays)."""
+    png: dict[str, Any] = {}
+    for name, fig in outcome.figures.items():
+        if isinstance(fig, bytes):
+            png[name] = fig
+            continue
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=FIGURE_DPI)
+        plt.close(fig)
+        png[name] = buf.getvalue()
+    return replace(outcome, figures=png)
+
+
 def write_evaluation(outcome: EvalOutcome, out_dir: Path, *, split: str, checkpoint: str,
                      checkpoint_step: Optional[int], run_id: Optional[str],
                      tracking_uri: str) -> EvalResult:
@@ -86,7 +106,10 @@ def write_evaluation(outcome: EvalOutcome, out_dir: Path, *, split: str, checkpo
     for name, table in outcome.tables.items():
         (out_dir / name).write_text(json.dumps(table, indent=1))
     for name, fig in outcome.figures.items():
-        fig.savefig(out_dir / name, dpi=110)
+        if isinstance(fig, bytes):
+            (out_dir / name).write_bytes(fig)
+            continue
+        fig.savefig(out_dir / name, dpi=FIGURE_DPI)
         plt.close(fig)
     if outcome.report_html is not None:
         (out_dir / "report.html").write_text(outcome.report_html, encoding="utf-8")

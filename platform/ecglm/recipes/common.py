@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import ray
 
-from ecglm.checkpoint import read_state
 from ecglm.config import ExperimentConfig
-from ecglm.evaluation.sections import SectionInputs, build_sections
 from ecglm.evaluation.writer import write_evaluation
-from ecglm.models.from_checkpoint import load_model
-from ecglm.tasks.base import EvalContext
-from ecglm.train.run import Prepared, split_rows
+from ecglm.recipes.eval_worker import run_in_worker
+from ecglm.train.run import Prepared
 from ecglm.utils.ray_env import init_ray
 
 
@@ -36,31 +34,25 @@ def evaluate_prepared(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str
     """Evaluate ``checkpoint_dir`` on ``evaluation.split`` with the run's task, write the
     files next to the checkpoint (``../eval``) and log them to ``run_id``.
 
+    The model is loaded and run in a Ray task (:mod:`ecglm.recipes.eval_worker`, resources
+    ``evaluation.num_cpus``/``num_gpus``), never in this process; this process writes the
+    returned outcome (on a cluster, ``output_dir`` must be shared: the task reads the
+    checkpoint there). Starts (and then stops) a local Ray when none is running.
+
     Returns:
-        ``{"metrics", "summary", <section keys>..., "report"?}`` for the CLI's JSON.
+        ``{"metrics", "summary", <section keys>..., "report"?, "worker"}`` for the CLI's JSON;
+        ``worker`` says where the evaluation ran (pid, node id, device, resources).
     """
     cfg = prep.cfg
-    cache: dict[str, Any] = {}
-
-    def model() -> Any:
-        if "model" not in cache:
-            cache["model"] = load_model(cfg, checkpoint_dir)
-        return cache["model"]
-
-    sections = build_sections(SectionInputs(
-        cfg, Path(prep.shards.records), str(prep.shards.manifest.get("source", "")),
-        prep.retrieval.neighbours, Path(prep.retrieval.folder),
-        lambda: model().encoder.eval()))
-    ctx = EvalContext(cfg, split_rows(prep, cfg.evaluation.split),
-                      split_rows(prep, "train") if cfg.evaluation.baselines else [],
-                      prep.retrieval.neighbour_ids, model, sections, str(checkpoint_dir),
-                      read_state(checkpoint_dir).step, run_id)
-    outcome = prep.task.evaluate(ctx)
-    result = write_evaluation(outcome, out_dir or checkpoint_dir.parent / "eval",
+    checkpoint_dir = Path(checkpoint_dir).resolve()  # the worker runs in another directory
+    with ray_lifecycle(cfg):
+        done = run_in_worker(prep, checkpoint_dir, run_id)
+    result = write_evaluation(done.outcome, out_dir or checkpoint_dir.parent / "eval",
                               split=cfg.evaluation.split, checkpoint=str(checkpoint_dir),
-                              checkpoint_step=ctx.checkpoint_step, run_id=run_id,
+                              checkpoint_step=done.checkpoint_step, run_id=run_id,
                               tracking_uri=cfg.tracking.tracking_uri)
     report = result.report_path
     return {"metrics": result.metrics, "summary": str(result.summary_path),
-            **{sec.key: sec.summary for sec in sections},
-            **({"report": str(report)} if report else {})}
+            **{sec.key: sec.summary for sec in done.sections},
+            **({"report": str(report)} if report else {}),
+            "worker": asdict(done.placement)}

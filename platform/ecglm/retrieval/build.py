@@ -92,7 +92,10 @@ def embed(encoder: ECGEncoder, signals: np.ndarray) -> np.ndarray:
         ``(B, d)`` float32.
     """
     encoder.eval()
-    return encoder(torch.from_numpy(np.ascontiguousarray(signals))).pooled.float().numpy()
+    param = next(iter(encoder.parameters()), None)  # the signals follow the encoder's device
+    x = torch.from_numpy(np.ascontiguousarray(signals))
+    x = x if param is None else x.to(param.device)
+    return encoder(x).pooled.float().cpu().numpy()
 
 
 def encoder_build_args(cfg: ExperimentConfig) -> dict[str, Any]:

@@ -148,11 +148,13 @@ def generate_texts(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experime
         rows: rows with ``retrieved_reports``.
     """
     model.eval()
+    device = next(model.parameters()).device  # the batch follows the model (GPU in workers)
     out: list[str] = []
     bs = cfg.evaluation.batch_size
     t0 = time.perf_counter()
     for i in range(0, len(rows), bs):
-        batch = prompt_batch(task, list(rows[i : i + bs]), model.tokenizer, cfg)
+        batch = {k: v.to(device) for k, v in
+                 prompt_batch(task, list(rows[i : i + bs]), model.tokenizer, cfg).items()}
         signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
         # input_ids, attention_mask and, with fusion.position=placeholder, prefix_at
         out += model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)

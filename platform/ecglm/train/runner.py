@@ -49,6 +49,8 @@ class RunnerSpec:
     """Feed reported metrics to the enclosing Ray Tune trial (``TuneReportCallback``)."""
     datasets_to_split: Union[Literal["all"], Sequence[str]] = "all"
     """Datasets split across workers; the others go whole to every worker."""
+    placement_strategy: str = "PACK"
+    """Ray placement strategy of the workers' bundles (``train.placement_strategy``)."""
 
     @classmethod
     def from_train(cls, train: TrainConfig, name: str, score: CheckpointScore, *,
@@ -57,7 +59,8 @@ class RunnerSpec:
                    ) -> "RunnerSpec":
         """Scaling and storage from the ``train`` section."""
         return cls(name, train.num_workers, train.use_gpu, train.cpus_per_worker,
-                   train.storage_path, score, tune_report, datasets_to_split)
+                   train.storage_path, score, tune_report, datasets_to_split,
+                   train.placement_strategy)
 
 
 @dataclass
@@ -81,7 +84,8 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
         train_loop_config=dict(loop_config),
         scaling_config=ray.train.ScalingConfig(
             num_workers=spec.num_workers, use_gpu=spec.use_gpu,
-            resources_per_worker={"CPU": spec.cpus_per_worker}),
+            resources_per_worker={"CPU": spec.cpus_per_worker},
+            placement_strategy=spec.placement_strategy),
         run_config=ray.train.RunConfig(
             name=spec.name, storage_path=spec.storage_path,
             checkpoint_config=ray.train.CheckpointConfig(

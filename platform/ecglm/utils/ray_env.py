@@ -2,20 +2,26 @@
 
 Ray Data needs CPUs besides the Train workers (with ``num_cpus == workers`` a dataset never
 yields a row), so a local instance declares ``train.ray_num_cpus`` logical CPUs.
+
+The DeepSpeed accelerator (``DS_ACCELERATOR``) is *not* part of the environment the driver
+hands to Ray: every process picks it from its own resources in :func:`set_process_env`
+(a GPU worker on a cluster whose head has no GPU must run DeepSpeed on CUDA, not on the
+head's CPU choice).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any, Optional, Sequence
 
 import ray
 from ray.data import DataContext
 
-#: Environment every ecglm process (driver and Ray workers) runs with.
+#: Environment every ecglm process (driver and Ray workers) runs with; the driver sends it to
+#: every Ray worker through the job's runtime env (:func:`runtime_env`).
 WORKER_ENV: dict[str, str] = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
-    "DS_ACCELERATOR": "cpu",
     "TOKENIZERS_PARALLELISM": "false",
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -26,22 +32,71 @@ WORKER_ENV: dict[str, str] = {
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
 
+DS_ACCELERATOR = "DS_ACCELERATOR"
+"""DeepSpeed reads its accelerator from this variable once, when first asked for it."""
+CHOSEN_ACCELERATORS = ("cpu", "cuda")
+"""The values :func:`choose_ds_accelerator` picks from; any other value already in the
+environment (``xpu``, ``npu``, ``hpu``...) is a user's explicit choice and is kept."""
 
-def set_process_env() -> None:
-    """Put :data:`WORKER_ENV` defaults into this process's environment (explicit values win)."""
-    for key, value in WORKER_ENV.items():
-        if key == "DS_ACCELERATOR" and _has_cuda():
-            continue
-        os.environ.setdefault(key, value)
+
+def choose_ds_accelerator(cuda_available: bool, ray_gpu_ids: Optional[Sequence[Any]],
+                          current: Optional[str] = None) -> str:
+    """DeepSpeed accelerator of one process, from that process's own resources.
+
+    Args:
+        cuda_available: ``torch.cuda.is_available()`` in this process.
+        ray_gpu_ids: ``ray.get_gpu_ids()`` inside a Ray task or actor (the GPUs Ray assigned
+            it; empty: none); None outside a Ray worker (a driver, a plain script).
+        current: the value already in the environment (inherited from a driver, a raylet or
+            the user); only a non-``cpu``/``cuda`` value is kept.
+
+    Returns:
+        ``current`` when it names another accelerator; ``"cuda"`` when CUDA is available and,
+        inside a Ray worker, Ray assigned it at least one GPU; ``"cpu"`` otherwise (a CPU-only
+        Train worker on a GPU node runs gloo on the CPU).
+    """
+    if current and current not in CHOSEN_ACCELERATORS:
+        return current
+    if cuda_available and (ray_gpu_ids is None or len(ray_gpu_ids) > 0):
+        return "cuda"
+    return "cpu"
+
+
+def _ray_gpu_ids() -> Optional[list[Any]]:
+    """The GPU ids Ray assigned to this process when it is a Ray task/actor, else None."""
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return None
+    return list(ray.get_gpu_ids())
 
 
 def _has_cuda() -> bool:
     try:
         import torch  # deferred on purpose: a ~2 s import only to probe for a GPU
 
-        return torch.cuda.is_available()
+        return bool(torch.cuda.is_available())
     except ImportError:  # pragma: no cover
         return False
+
+
+def set_process_env() -> str:
+    """Put :data:`WORKER_ENV` defaults into this process's environment (explicit values win)
+    and set ``DS_ACCELERATOR`` from this process's own resources
+    (:func:`choose_ds_accelerator`). Call it before ``deepspeed`` is first imported.
+
+    Returns:
+        The ``DS_ACCELERATOR`` now in the environment.
+    """
+    for key, value in WORKER_ENV.items():
+        os.environ.setdefault(key, value)
+    chosen = choose_ds_accelerator(_has_cuda(), _ray_gpu_ids(), os.environ.get(DS_ACCELERATOR))
+    os.environ[DS_ACCELERATOR] = chosen
+    return chosen
+
+
+def runtime_env() -> dict[str, Any]:
+    """The job-level runtime env the driver passes to ``ray.init``: :data:`WORKER_ENV` as set
+    in this process. ``DS_ACCELERATOR`` is never in it (each worker chooses its own)."""
+    return {"env_vars": {k: os.environ[k] for k in WORKER_ENV if k in os.environ}}
 
 
 def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
@@ -55,9 +110,8 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
     """
     set_process_env()
     if not ray.is_initialized():
-        env_vars = {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(runtime_env={"env_vars": env_vars}, log_to_driver=True)
+            ray.init(runtime_env=runtime_env(), log_to_driver=True)
         else:
             ray.init(
                 address="local",
@@ -67,7 +121,7 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
                 # cleaner needs to free a finished trial's workers inside Ray Tune.
                 include_dashboard=True,
                 dashboard_host="127.0.0.1",
-                runtime_env={"env_vars": env_vars},
+                runtime_env=runtime_env(),
                 log_to_driver=True,
             )
     ctx = DataContext.get_current()
