@@ -13,22 +13,29 @@ run (seeded): ``signals (B, 1, 12, T)`` float32 mV-scale noise, ``ecg_mask (B, 1
 ``input_ids/attention_mask/labels (B, S)`` (labels on the second half of the text, the rest
 -100). No padding: every position is a real token.
 
-Runs, all in one invocation with the same ``--threads`` torch threads and the same steps:
+Two runs in one invocation, same ``--threads`` torch threads, same batches, same steps:
 
-1. ``bare`` (a plain process, no Ray): the model, AdamW and the warm-up/decay schedule of
-   :mod:`ecglm.train.strategies` (``make_optimizer``, ``make_scheduler``, ``clip_and_step``:
-   what ``DDPStrategy`` does, without its ``prepare_model`` wrapper, which wraps nothing at one
-   worker) in a plain loop; ``--strategy deepspeed`` uses the product's ``DeepSpeedStrategy``
-   itself in a one-rank process group;
-2. ``ray``: the product's runner (:func:`ecglm.train.runner.build_trainer`, a ``TorchTrainer``
-   with one worker of ``--threads`` CPUs, :func:`ecglm.train.worker.start_worker`) running
-   ``build_strategy`` (``DDPStrategy``/``DeepSpeedStrategy``) ``forward``/``backward_step``;
-3. ``bare`` again (order bare-ray-bare, so slow drift of the machine load hits both sides).
+* ``bare`` (a plain process, no Ray): the model, AdamW and the warm-up/decay schedule of
+  :mod:`ecglm.train.strategies` (``make_optimizer``, ``make_scheduler``, ``clip_and_step``:
+  what ``DDPStrategy`` does, without its ``prepare_model`` wrapper, which wraps nothing at one
+  worker) in a plain loop; ``--strategy deepspeed`` uses the product's ``DeepSpeedStrategy``
+  itself in a one-rank process group;
+* ``ray``: the product's runner (:func:`ecglm.train.runner.build_trainer`, a ``TorchTrainer``
+  with one worker of ``--threads`` CPUs, :func:`ecglm.train.worker.start_worker`) running
+  ``build_strategy`` (``DDPStrategy``/``DeepSpeedStrategy``) ``forward``/``backward_step``.
 
-``ray_train_overhead = sum(ray steady steps) / mean over bare runs of sum(bare steady steps)
-- 1``; steady steps exclude the first ``--warmup`` steps of each run (allocator and kernel
-warm-up). ``ray_train_overhead_median`` uses median step times instead (robust to load
-spikes from other processes).
+Both processes live at once and take turns step by step (:class:`Turns`: Ray step ``i``, then
+bare step ``i``, never both at once), so a change of machine load hits both alike; they compute
+identical losses (checked: ``loss_max_abs_diff_ray_vs_bare``). The bare process runs in its
+own session at the Ray worker's niceness (Ray starts workers at nice 15), so the kernel
+schedules both alike. ``--no-bare`` runs Ray alone.
+
+``ray_train_overhead = sum(Ray steady step s) / sum(bare steady step s) - 1`` (wall clock);
+steady steps exclude the first ``--warmup`` steps (allocator and kernel warm-up).
+``ray_train_overhead_median`` is the median of the per-step ratios minus 1 (robust to a load
+spike), ``ray_train_overhead_cpu_time`` the same ratio of process CPU seconds per step
+(``time.process_time``: robust to CPU contention from other processes, which on a shared
+machine dominates wall-clock differences; ``loadavg_1min`` records the load).
 
 FLOPs per step (model FLOPs, no recompute; ``tokens = B * (S + P)``, P ECG prefix tokens):
 
@@ -286,29 +293,31 @@ def timed_steps(forward: Callable[..., Any], backward_step: Callable[[Any], None
                 batches: Sequence[Mapping[str, Any]], steps: int, device: Any,
                 before: Callable[[int], None] = lambda i: None,
                 after: Callable[[int], None] = lambda i: None,
-                ) -> tuple[list[float], list[float], float]:
+                ) -> dict[str, Any]:
     """Run ``steps`` optimizer steps cycling over ``batches``; ``before(i)``/``after(i)`` run
     around step ``i`` outside its timing (turn taking).
 
-    Returns per-step seconds, per-step losses and the wall time (``time.time()``) at the end
-    of the first step.
+    Returns ``step_s`` (wall seconds per step), ``cpu_s`` (CPU seconds of this process per
+    step, all its threads), ``losses`` and ``first_step_end`` (``time.time()`` at the end of
+    the first step).
     """
-    times, losses, first_end = [], [], 0.0
+    times, cpu, losses, first_end = [], [], [], 0.0
     for i in range(steps):
         batch = _to(batches[i % len(batches)], device)
         before(i)
         _sync(device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = forward(**batch)
         backward_step(out.loss)
         loss = float(out.loss.detach())  # also waits for the device
         _sync(device)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         losses.append(loss)
         if i == 0:
             first_end = time.time()
         after(i)
-    return times, losses, first_end
+    return {"step_s": times, "cpu_s": cpu, "losses": losses, "first_step_end": first_end}
 
 
 def count_flops(model: Any, batch: Mapping[str, Any]) -> dict[str, float]:
@@ -441,6 +450,9 @@ def bare_run(p: Mapping[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(int(p["threads"]))
     turns = Turns(p["turns"])
     turns.wait("ray", 0)
+    # the Ray worker's CPU priority (Ray starts workers at nice 15): same scheduling for both
+    nice = int((Path(p["turns"]) / "ray-nice").read_text())
+    os.nice(max(0, nice - os.nice(0)))
     torch.manual_seed(int(p["config"]["seed"]))  # as start_worker does in the Ray worker
     t_build = time.time()
     gpu = bool(p["gpu"])
@@ -481,11 +493,10 @@ def bare_run(p: Mapping[str, Any]) -> dict[str, Any]:
             clip_and_step(opt, sched, params, cfg.train.grad_clip)
 
     model.train()
-    times, losses, first_end = timed_steps(forward, backward_step, batches, p["steps"], device,
-                                           before=lambda i: turns.wait("ray", i),
-                                           after=lambda i: turns.mark("bare", i))
-    return {"step_s": times, "losses": losses, "peak_rss_mib": _rss_mib(),
-            "peak_gpu_mib": _gpu_mib(), "build_and_first_step_s": first_end - t_build}
+    run = timed_steps(forward, backward_step, batches, p["steps"], device,
+                      before=lambda i: turns.wait("ray", i), after=lambda i: turns.mark("bare", i))
+    return {**run, "peak_rss_mib": _rss_mib(), "peak_gpu_mib": _gpu_mib(), "niceness": os.nice(0),
+            "build_and_first_step_s": run["first_step_end"] - t_build}
 
 
 def ray_loop(loop_config: dict[str, Any]) -> None:
@@ -509,26 +520,26 @@ def ray_loop(loop_config: dict[str, Any]) -> None:
         ray.train.torch.get_device()
     model.train()
     turns = Turns(p["turns"])
+    (Path(p["turns"]) / "ray-nice").write_text(str(os.nice(0)))
     if p["bare"]:
         before, after = (lambda i: turns.wait("bare", i - 1)), (lambda i: turns.mark("ray", i))
     else:
         before = after = (lambda i: None)
-    times, losses, first_end = timed_steps(strategy.forward, strategy.backward_step, batches,
-                                           p["steps"], device, before, after)
+    run = timed_steps(strategy.forward, strategy.backward_step, batches, p["steps"], device,
+                      before, after)
     if p["bare"]:
         turns.wait("bare", p["steps"] - 1)  # the bare loop is done: measure alone
     rss, gpu_mib = _rss_mib(), _gpu_mib()
-    out = {"step_s": times, "losses": losses, "first_step_end": first_end,
-           "loop_entered": entered, "model_built": t_built, "peak_rss_mib": rss,
+    out = {**run, "loop_entered": entered, "model_built": t_built, "peak_rss_mib": rss,
            "peak_gpu_mib": gpu_mib, "llm_shape": llm_shape(model).__dict__,
-           "prefix_tokens": n_prefix, "threads": torch.get_num_threads(),
+           "prefix_tokens": n_prefix, "niceness": os.nice(0), "threads": torch.get_num_threads(),
            "device": str(device), "peak_flops_measured": matmul_peak_flops(
                device, torch.bfloat16 if device.type == "cuda" else torch.float32)}
     if p["count_flops"] and cfg.train.strategy != "deepspeed":
         out["flops"] = count_flops(model, _to(batches[0], device))
     if worker.rank == 0:
         Path(p["result_file"]).write_text(json.dumps(out))
-    ray.train.report({"steps": len(times)})
+    ray.train.report({"steps": len(run["step_s"])})
 
 
 def run(payload: dict[str, Any], cfg: Any, work: Path) -> tuple[dict[str, Any],
@@ -550,7 +561,7 @@ def run(payload: dict[str, Any], cfg: Any, work: Path) -> tuple[dict[str, Any],
         pfile.write_text(json.dumps(payload))
         proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--phase",
                                  "bare", "--payload", str(pfile)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         t0 = time.perf_counter()
         init_ray(cfg.train.ray_num_cpus, 1 << 30)
@@ -636,22 +647,29 @@ def headline(args: argparse.Namespace, cfg: Any, ray_out: dict[str, Any],
             "model_build": _r(ray_out["model_built"] - ray_out["loop_entered"], 2),
             "strategy_and_first_step": _r(ray_out["first_step_end"] - ray_out["model_built"], 2)},
         "ray_init_s": _r(ray_out["ray_init_s"], 2), "ray_worker_threads": ray_out["threads"],
+        "ray_worker_niceness": ray_out["niceness"],
+        "loadavg_1min": {"start": args.loadavg_start, "end": _r(os.getloadavg()[0], 2)},
         "step_s_ray": [_r(t) for t in ray_out["step_s"]],
+        "cpu_s_ray": [_r(t) for t in ray_out["cpu_s"]],
         "losses_ray": [_r(x) for x in ray_out["losses"]],
     }
     if bare is not None:
         ovh = ray_overhead(ray_out["step_s"], bare["step_s"], warm)
+        cpu = ray_overhead(ray_out["cpu_s"], bare["cpu_s"], warm)
         bare_step = statistics.fmean(steady(bare["step_s"], warm))
         head.update({
             "ray_train_overhead": _r(ovh["total"]),
             "ray_train_overhead_median": _r(ovh["median"]),
+            "ray_train_overhead_cpu_time": _r(cpu["total"]),
             "tokens_per_s_bare": _r(tokens / bare_step, 1), "step_s_bare_mean": _r(bare_step),
             "mfu_bare": _sig(mfu(flops_step, bare_step, peak)),
             "peak_rss_mib_bare": bare["peak_rss_mib"], "peak_gpu_mib_bare": bare["peak_gpu_mib"],
             "build_and_first_step_bare_s": _r(bare["build_and_first_step_s"], 2),
+            "bare_niceness": bare["niceness"],
             "loss_max_abs_diff_ray_vs_bare": max(abs(a - b) for a, b in
                                                  zip(ray_out["losses"], bare["losses"])),
-            "step_s_bare": [_r(t) for t in bare["step_s"]]})
+            "step_s_bare": [_r(t) for t in bare["step_s"]],
+            "cpu_s_bare": [_r(t) for t in bare["cpu_s"]]})
     return head
 
 
@@ -705,6 +723,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     set_process_env()
     args.gpu = torch.cuda.is_available()
+    args.loadavg_start = round(os.getloadavg()[0], 2)
     args.precision = args.precision or ("bf16" if args.gpu else "fp32")
     gpu_name = torch.cuda.get_device_name(0) if args.gpu else None
     work = args.work or Path(tempfile.mkdtemp(prefix="ecglm-bench-throughput-"))

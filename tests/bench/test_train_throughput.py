@@ -117,23 +117,28 @@ def test_turns_order_and_timeout(bench: ModuleType, tmp_path: Path) -> None:
 
 def test_headline_has_the_issue_keys_and_consistent_numbers(bench: ModuleType) -> None:
     args = argparse.Namespace(warmup=1, batch_size=2, seq_len=10, quick=True, size="tiny",
-                              strategy="ddp", zero=3, precision="fp32", threads=2, steps=3)
+                              strategy="ddp", zero=3, precision="fp32", threads=2, steps=3,
+                              loadavg_start=1.0)
     cfg = tiny_config(Path("/tmp/unused"))
     ray_out = {"prefix_tokens": 4, "llm_shape": {"n_matmul": 1000, "n_trainable": 10,
                                                   "n_layers": 2, "d_attn": 8},
                "flops": {"front_end_counted": 500.0, "step_counted": 1.0},
-               "step_s": [5.0, 1.0, 3.0], "losses": [1.0, 0.9, 0.8], "peak_rss_mib": 600.0,
+               "step_s": [5.0, 1.0, 3.0], "cpu_s": [9.0, 2.0, 2.0], "losses": [1.0, 0.9, 0.8],
+               "peak_rss_mib": 600.0,
                "peak_gpu_mib": None, "first_step_end": 110.0, "fit_start": 100.0,
                "loop_entered": 104.0, "model_built": 105.0, "ray_init_s": 4.0, "threads": 2,
+               "niceness": 15,
                "peak_flops_measured": 1e9}
-    bare = {"step_s": [4.0, 1.0, 1.0], "losses": [1.0, 0.9, 0.8], "peak_rss_mib": 590.0,
-            "peak_gpu_mib": None, "build_and_first_step_s": 3.0}
+    bare = {"step_s": [4.0, 1.0, 1.0], "cpu_s": [8.0, 2.0, 1.0], "losses": [1.0, 0.9, 0.8],
+            "peak_rss_mib": 590.0,
+            "peak_gpu_mib": None, "build_and_first_step_s": 3.0, "niceness": 15}
     head = bench.headline(args, cfg, ray_out, bare, None)
     assert set(bench.HEADLINE_KEYS) <= set(head)
     tokens = 2 * (10 + 4)
     assert head["tokens_per_step"] == tokens
     assert head["tokens_per_s_per_worker"] == pytest.approx(tokens / 2.0, abs=0.1)
     assert head["ray_train_overhead"] == pytest.approx(1.0)
+    assert head["ray_train_overhead_cpu_time"] == pytest.approx(4.0 / 3.0 - 1.0, abs=1e-4)
     assert head["time_to_first_step_s"] == 10.0
     assert head["peak_rss_mib"] == 600.0 and head["loss_max_abs_diff_ray_vs_bare"] == 0.0
     flops = bench.llm_flops_per_token(bench.LLMShape(1000, 10, 2, 8), 14)["total"] * tokens
@@ -177,5 +182,7 @@ def test_quick_tiny_run_end_to_end(tmp_path: Path) -> None:
     assert head["peak_rss_mib"] > 100 and head["time_to_first_step_s"] > 0
     assert head["loss_max_abs_diff_ray_vs_bare"] == 0.0
     assert len(head["step_s_ray"]) == len(head["step_s_bare"]) == 4
+    assert all(c > 0 for c in head["cpu_s_ray"] + head["cpu_s_bare"])
     assert head["ray_worker_threads"] == 1
+    assert head["bare_niceness"] == head["ray_worker_niceness"]
     assert "[throughput] ray:" in proc.stdout
