@@ -120,7 +120,7 @@ for size in ("1b", "8b"):
     pred = p.get("per_gpu_gib")
     ratio = pred / peak_gib if pred and peak_gib else None
     rec = p.get("recommended")
-    rec_s = "-" if not rec else ",".join(f"{k}={v}" for k, v in rec.items() if k in ("zero_stage", "offload_optimizer", "offload_params", "micro_batch", "gradient_checkpointing"))
+    rec_s = "-" if not rec else f"{rec.get('label')} (micro-batch {rec.get('train.batch_size')}, {rec.get('per_gpu_gib')} GiB)"
     print(f"| {size} | {fmt(b.get('tokens_per_s_per_worker'), '.0f')} | {fmt(b.get('mfu'), '.3f')} | "
           f"{fmt(b.get('ray_train_overhead'), '+.3f')} | {fmt(b.get('time_to_first_step_s'), '.1f')} | "
           f"{fmt(peak_gib, '.2f')} | {fmt(pred, '.2f')} | {fmt(ratio, '.2f')} | {p.get('fits', '-')} | {rec_s or '-'} |")

@@ -267,25 +267,43 @@ class Turns:
     ``folder``): Ray step ``i`` runs after bare step ``i - 1``, bare step ``i`` after Ray step
     ``i``, so the two never run at once and both see the same machine load."""
 
-    def __init__(self, folder: str | Path, timeout_s: float = 1800.0) -> None:
+    def __init__(self, folder: str | Path, timeout_s: float = 900.0) -> None:
         self.folder = Path(folder)
         self.timeout_s = timeout_s
 
+    def register(self, side: str) -> None:
+        """Record this process as ``side`` (the other side stops waiting if it exits)."""
+        (self.folder / f"{side}-pid").write_text(str(os.getpid()))
+
     def mark(self, side: str, i: int) -> None:
         (self.folder / f"{side}-{i}").touch()
+
+    def _alive(self, side: str) -> bool:
+        pid_file = self.folder / f"{side}-pid"
+        if not pid_file.exists():
+            return True  # not started yet
+        try:
+            os.kill(int(pid_file.read_text()), 0)
+        except ProcessLookupError:
+            return False
+        return True
 
     def wait(self, side: str, i: int) -> None:
         """Block until ``side`` finished step ``i`` (no-op for ``i < 0``).
 
         Raises:
-            TimeoutError: the other side never got there (it died or hangs).
+            TimeoutError: the other side never got there within ``timeout_s`` (it hangs).
+            RuntimeError: the other side's process exited.
         """
         if i < 0:
             return
-        path, t0 = self.folder / f"{side}-{i}", time.perf_counter()
+        path, t0, n = self.folder / f"{side}-{i}", time.perf_counter(), 0
         while not path.exists():
             if time.perf_counter() - t0 > self.timeout_s:
                 raise TimeoutError(f"{side} step {i} did not finish within {self.timeout_s} s")
+            n += 1
+            if n % 500 == 0 and not self._alive(side):
+                raise RuntimeError(f"the {side} process exited before step {i}")
             time.sleep(0.002)
 
 
@@ -449,6 +467,7 @@ def bare_run(p: Mapping[str, Any]) -> dict[str, Any]:
     set_process_env()
     torch.set_num_threads(int(p["threads"]))
     turns = Turns(p["turns"])
+    turns.register("bare")
     turns.wait("ray", 0)
     # the Ray worker's CPU priority (Ray starts workers at nice 15): same scheduling for both
     nice = int((Path(p["turns"]) / "ray-nice").read_text())
@@ -520,6 +539,7 @@ def ray_loop(loop_config: dict[str, Any]) -> None:
         ray.train.torch.get_device()
     model.train()
     turns = Turns(p["turns"])
+    turns.register("ray")
     (Path(p["turns"]) / "ray-nice").write_text(str(os.nice(0)))
     if p["bare"]:
         before, after = (lambda i: turns.wait("bare", i - 1)), (lambda i: turns.mark("ray", i))

@@ -113,6 +113,12 @@ def test_turns_order_and_timeout(bench: ModuleType, tmp_path: Path) -> None:
     turns.wait("ray", 0)
     with pytest.raises(TimeoutError, match="bare step 0"):
         turns.wait("bare", 0)
+    # a side whose process exited is not waited for until the timeout
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "bare-pid").write_text(dead)
+    with pytest.raises(RuntimeError, match="bare process exited before step 1"):
+        bench.Turns(tmp_path, timeout_s=60).wait("bare", 1)
 
 
 def test_headline_has_the_issue_keys_and_consistent_numbers(bench: ModuleType) -> None:
