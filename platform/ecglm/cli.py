@@ -15,6 +15,7 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
@@ -46,7 +47,10 @@ def _print(data: Any) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    return _print(_recipe("train").run(_load(args), evaluate=not args.no_eval))
+    cfg = _load(args)
+    if args.resume:  # same as the override train.resume_from=<ref>
+        cfg = replace(cfg, train=replace(cfg.train, resume_from=str(args.resume)))
+    return _print(_recipe("train").run(cfg, evaluate=not args.no_eval))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -137,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("train", _cmd_train, "train with Ray Train, then evaluate").add_argument(
-        "--no-eval", action="store_true", help="skip evaluation after training")
+    tr = add("train", _cmd_train, "train with Ray Train, then evaluate")
+    tr.add_argument("--no-eval", action="store_true", help="skip evaluation after training")
+    tr.add_argument("--resume", metavar="RUN_ID_OR_FOLDER",
+                    help="continue a run: its MLflow run id (latest resumable checkpoint) or a "
+                         "checkpoint folder; sets train.resume_from")
     add("eval", _cmd_eval, "evaluate a checkpoint (path or MLflow run id)").add_argument(
         "--checkpoint", required=True)
     exp = add("export", _cmd_export, "merge LoRA into the LLM and write a peft-free folder "

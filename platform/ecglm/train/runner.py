@@ -49,15 +49,19 @@ class RunnerSpec:
     """Feed reported metrics to the enclosing Ray Tune trial (``TuneReportCallback``)."""
     datasets_to_split: Union[Literal["all"], Sequence[str]] = "all"
     """Datasets split across workers; the others go whole to every worker."""
+    max_failures: int = 0
+    """Worker-group restarts after a worker failure (``FailureConfig``; -1: no limit). The
+    loop must resume from ``ray.train.get_checkpoint()`` for a restart to keep progress."""
 
     @classmethod
     def from_train(cls, train: TrainConfig, name: str, score: CheckpointScore, *,
                    tune_report: bool = False,
                    datasets_to_split: Union[Literal["all"], Sequence[str]] = "all"
                    ) -> "RunnerSpec":
-        """Scaling and storage from the ``train`` section."""
+        """Scaling, storage and ``train.max_failures`` from the ``train`` section."""
         return cls(name, train.num_workers, train.use_gpu, train.cpus_per_worker,
-                   train.storage_path, score, tune_report, datasets_to_split)
+                   train.storage_path, score, tune_report, datasets_to_split,
+                   train.max_failures)
 
 
 @dataclass
@@ -89,7 +93,8 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
                 checkpoint_score_order=score.order),
             callbacks=[TuneReportCallback()] if spec.tune_report else [],
             # fail (not hang) when workers cannot be placed: 3 x 60 s start-up timeouts
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=3)),
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures,
+                                                   controller_failure_limit=3)),
         datasets=dict(datasets),
         dataset_config=ray.train.DataConfig(
             datasets_to_split=(spec.datasets_to_split if spec.datasets_to_split == "all"
