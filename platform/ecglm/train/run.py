@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -180,7 +181,10 @@ def run_training(
         run.log_dict(prep.shards.manifest, "data/manifest.json")
         if prep.data.root != prep.shards.root:  # rows built for the task beside the shards
             run.log_dict(prep.data.manifest.to_json(), f"data/{cfg.task}_manifest.json")
-        name = f"{cfg.name}-{run_id[:8]}" + (f"-from{resume.step}" if resume else "")
+        # a resumed run gets a fresh Ray folder (Ray would otherwise restore that folder's own
+        # latest checkpoint instead of the one asked for)
+        name = f"{cfg.name}-{run_id[:8]}" + (f"-from{resume.step}-{uuid.uuid4().hex[:6]}"
+                                             if resume else "")
         run.set_tags({RAY_RUN_DIR_TAG: f"{str(cfg.train.storage_path).rstrip('/')}/{name}",
                       **({RESUME_CHECKPOINT_TAG: resume.checkpoint} if resume else {})})
         spec = RunnerSpec.from_train(

@@ -98,8 +98,18 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
         datasets=dict(datasets),
         dataset_config=ray.train.DataConfig(
             datasets_to_split=(spec.datasets_to_split if spec.datasets_to_split == "all"
-                               else list(spec.datasets_to_split))),
+                               else list(spec.datasets_to_split)),
+            execution_options=ingest_options()),
     )
+
+
+def ingest_options() -> Any:
+    """Ray Train's default ingest options with ``preserve_order``: blocks reach the split in a
+    fixed order, so every worker's shard (and its seeded shuffles) is the same in every run --
+    what exact resume (re-iterate a pass, skip the consumed batches) relies on."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def pick_best(candidates: Sequence[tuple[Any, Mapping[str, Any]]],

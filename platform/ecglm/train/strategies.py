@@ -298,6 +298,7 @@ class DeepSpeedStrategy:
         ZeRO shards, frozen parameters excluded); rank 0 also writes the schedule state to
         ``trainer_state.pt`` (used when resuming on another world size). Collective."""
         tag = f"step{step}"
+        (Path(folder) / DEEPSPEED_DIR).mkdir(parents=True, exist_ok=True)  # every rank's folder
         self.engine.save_checkpoint(str(Path(folder) / DEEPSPEED_DIR), tag=tag,
                                     exclude_frozen_parameters=True)
         if rank == 0:
