@@ -76,3 +76,28 @@ def test_bf16_autocast_trains_on_cpu(tmp_path: Path) -> None:
 def test_fp16_is_refused_on_cpu(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="train.precision: fp16 needs CUDA"):
         _strategy(tmp_path, "train.precision=fp16")
+
+
+def test_deepspeed_config_from_train_section(tmp_path: Path) -> None:
+    from ecglm.train.strategies import deepspeed_config
+
+    train = tiny_config(tmp_path, "train.strategy=deepspeed", "train.zero_stage=3",
+                        "train.precision=bf16", "train.grad_accum_steps=4",
+                        "train.offload_optimizer=cpu", "train.offload_params=nvme",
+                        f"train.nvme_path={tmp_path}/nvme").train
+    ds = deepspeed_config(train)
+    assert ds["bf16"] == {"enabled": True} and ds["fp16"] == {"enabled": False}
+    assert ds["gradient_accumulation_steps"] == 4
+    assert ds["train_micro_batch_size_per_gpu"] == train.batch_size
+    zero = ds["zero_optimization"]
+    assert zero["stage"] == 3
+    assert zero["offload_optimizer"]["device"] == "cpu" and "nvme_path" not in zero[
+        "offload_optimizer"]
+    assert zero["offload_param"] == {"device": "nvme", "pin_memory": True,
+                                     "nvme_path": f"{tmp_path}/nvme"}
+    fp32 = deepspeed_config(tiny_config(tmp_path, "train.strategy=deepspeed").train)
+    assert fp32["bf16"] == {"enabled": False} and fp32["fp16"] == {"enabled": False}
+    assert "offload_optimizer" not in fp32["zero_optimization"]
+    fp16 = deepspeed_config(tiny_config(tmp_path, "train.strategy=deepspeed",
+                                        "train.precision=fp16").train)
+    assert fp16["fp16"]["enabled"] is True

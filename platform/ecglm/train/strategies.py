@@ -251,8 +251,17 @@ class DeepSpeedStrategy:
         model = _build_model(cfg, ds_config, initial_trainable)
         self.module = model
         params = trainable_parameters(model)
-        opt = make_optimizer(params, self.cfg)
-        sched = make_scheduler(opt, self.cfg)
+        if self.cfg.offload_optimizer == "none":
+            opt: Any = make_optimizer(params, self.cfg)
+            sched: Any = make_scheduler(opt, self.cfg)
+        else:  # DeepSpeed builds its CPU Adam from the config's optimizer block
+            opt = None
+            ds_config["optimizer"] = {"type": "AdamW", "params": {
+                "lr": self.cfg.lr, "betas": list(self.cfg.betas), "eps": self.cfg.eps,
+                "weight_decay": self.cfg.weight_decay}}
+
+            def sched(optimizer: torch.optim.Optimizer) -> Any:
+                return make_scheduler(optimizer, self.cfg)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model, optimizer=opt, model_parameters=params, lr_scheduler=sched,
             config=ds_config,
