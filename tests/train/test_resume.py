@@ -134,7 +134,10 @@ def test_killed_worker_restarts_and_matches_uninterrupted(
     run = client.get_run(res.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["ecglm.restarts"] == "1"
-    assert _history(res, "restarts") == {2: 1.0}  # restarted from the step-2 checkpoint
+    # restarted from the latest checkpoint Ray had registered when rank 1 died after step 3:
+    # step 2, or step 1 when the controller had not yet taken in step 2's report
+    restarts = _history(res, "restarts")
+    assert list(restarts.values()) == [1.0] and set(restarts) <= {1, 2}
     w, step, facts = _final(res)
     assert step == 4 and facts["restarts"] == 1
     _assert_same(w, _final(straight)[0], 0.0)
