@@ -46,11 +46,16 @@ def _print(data: Any) -> int:
     return 0
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _train_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config of ``ecglm train``; ``--resume REF`` sets ``train.resume_from``."""
     cfg = _load(args)
-    if args.resume:  # same as the override train.resume_from=<ref>
+    if args.resume:
         cfg = replace(cfg, train=replace(cfg.train, resume_from=str(args.resume)))
-    return _print(_recipe("train").run(cfg, evaluate=not args.no_eval))
+    return cfg
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    return _print(_recipe("train").run(_train_config(args), evaluate=not args.no_eval))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

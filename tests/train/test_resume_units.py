@@ -91,3 +91,14 @@ def test_latest_resumable_and_folder_resolution(tmp_path: Path) -> None:
         resolve_resume(cfg, str(run_dir / "checkpoint_c"))
     with pytest.raises(CheckpointFileError, match="not found"):
         resolve_resume(cfg, str(tmp_path / "nope" / "x"))
+
+
+def test_cli_resume_sets_train_resume_from(tmp_path: Path) -> None:
+    from ecglm.cli import _train_config, build_parser
+    from tests.helpers import REPO
+
+    args = build_parser().parse_args(["train", str(REPO / "jobs/configs/tiny.yaml"),
+                                      "--resume", "0123abcd", "--no-eval"])
+    assert _train_config(args).train.resume_from == "0123abcd"
+    plain = build_parser().parse_args(["train", str(REPO / "jobs/configs/tiny.yaml")])
+    assert _train_config(plain).train.resume_from is None
