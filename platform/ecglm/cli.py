@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Optional, Sequence
@@ -46,8 +47,16 @@ def _print(data: Any) -> int:
     return 0
 
 
+def _train_config(args: argparse.Namespace) -> ExperimentConfig:
+    """The config of ``ecglm train``; ``--resume REF`` sets ``train.resume_from``."""
+    cfg = _load(args)
+    if args.resume:
+        cfg = replace(cfg, train=replace(cfg.train, resume_from=str(args.resume)))
+    return cfg
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    return _print(_recipe("train").run(_load(args), evaluate=not args.no_eval))
+    return _print(_recipe("train").run(_train_config(args), evaluate=not args.no_eval))
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -150,8 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    add("train", _cmd_train, "train with Ray Train, then evaluate").add_argument(
-        "--no-eval", action="store_true", help="skip evaluation after training")
+    tr = add("train", _cmd_train, "train with Ray Train, then evaluate")
+    tr.add_argument("--no-eval", action="store_true", help="skip evaluation after training")
+    tr.add_argument("--resume", metavar="RUN_ID_OR_FOLDER",
+                    help="continue a run: its MLflow run id (latest resumable checkpoint) or a "
+                         "checkpoint folder; sets train.resume_from")
     add("eval", _cmd_eval, "evaluate a checkpoint (path or MLflow run id)").add_argument(
         "--checkpoint", required=True)
     exp = add("export", _cmd_export, "merge LoRA into the LLM and write a peft-free folder "

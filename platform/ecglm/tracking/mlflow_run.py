@@ -105,6 +105,18 @@ def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         client.set_tag(run_id, k, v)
 
 
+def run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:
+    """The tags of run ``run_id``."""
+    return dict(_client(tracking_uri).get_run(run_id).data.tags)
+
+
+def reopen_run(tracking_uri: str, run_id: str) -> str:
+    """Mark the existing run ``run_id`` RUNNING again (a resumed training run logs into the run
+    it resumes); returns ``run_id``."""
+    _client(tracking_uri).update_run(run_id, status="RUNNING")
+    return run_id
+
+
 def run_status(tracking_uri: str, run_id: str) -> str:
     """``RUNNING``, ``FINISHED``, ``FAILED`` or ``KILLED``."""
     return str(_client(tracking_uri).get_run(run_id).info.status)

@@ -89,7 +89,8 @@ def close_stopped_trial(tracking_uri: str, run_id: str) -> None:
 @contextmanager
 def tracked_run(cfg: ExperimentConfig, run_name: str, *,
                 tags: Optional[Mapping[str, str]] = None,
-                parent_run_id: Optional[str] = None) -> Iterator[TrackedRun]:
+                parent_run_id: Optional[str] = None,
+                run_id: Optional[str] = None) -> Iterator[TrackedRun]:
     """Create an MLflow run for ``cfg`` and close it by how the block ends (module docstring).
 
     Args:
@@ -97,10 +98,18 @@ def tracked_run(cfg: ExperimentConfig, run_name: str, *,
         run_name: MLflow run name.
         tags: extra tags (``ecglm.name`` is always set).
         parent_run_id: makes the run a child (``mlflow.parentRunId``).
+        run_id: resume this existing run instead (marked RUNNING again, ``tags`` set; params
+            and name untouched) so a resumed training logs into the same run.
     """
     uri = cfg.tracking.tracking_uri
-    run = TrackedRun(uri, mlflow_run.start_run(cfg, run_name, tags=tags,
-                                               parent_run_id=parent_run_id))
+    if run_id:
+        mlflow_run.reopen_run(uri, run_id)
+        if tags:
+            mlflow_run.set_tags(uri, run_id, tags)
+        run = TrackedRun(uri, run_id)
+    else:
+        run = TrackedRun(uri, mlflow_run.start_run(cfg, run_name, tags=tags,
+                                                   parent_run_id=parent_run_id))
     try:
         yield run
     except KILLING_EXCEPTIONS as exc:

@@ -1,8 +1,16 @@
-"""Driver side of a training run: shards -> retrieval -> Ray Train -> MLflow -> checkpoint."""
+"""Driver side of a training run: shards -> retrieval -> Ray Train -> MLflow -> checkpoint.
+
+Resume (``train.resume_from`` / ``ecglm train --resume``): the reference is resolved
+(:func:`ecglm.checkpoint.resolve_resume`) before anything starts; the run logs into the MLflow
+run that wrote the checkpoint (reopened, no duplicate run) and the workers continue from it
+under a new Ray Train run folder ``<name>-<run id[:8]>-from<step>``.
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -11,7 +19,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import ray.data
 
-from ecglm.checkpoint import ARTIFACT_PATH
+from ecglm.checkpoint import (ARTIFACT_PATH, RAY_RUN_DIR_TAG, RESUME_CHECKPOINT_TAG, ResumePoint,
+                              resolve_resume)
 from ecglm.config import ExperimentConfig, to_dict
 from ecglm.config.paths import resolve_paths
 from ecglm.data.rows import ECGRow
@@ -19,6 +28,7 @@ from ecglm.data.shards import ShardSet, build_shards
 from ecglm.models.llm import prepare_llm_dir
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
 from ecglm.tasks import EmptySplitError, Task, TaskData, get_task
+from ecglm.tracking import mlflow_run
 from ecglm.tracking.tracked import tracked_run
 from ecglm.train.loop import train_loop_per_worker
 from ecglm.train.runner import CheckpointScore, RunnerSpec, fit_workers
@@ -100,6 +110,40 @@ def split_rows(prep: Prepared, split: str) -> list[ECGRow]:
     return prep.task.rows(df.sort_values("sample_id", kind="stable").to_dict("records"))
 
 
+FAULT_ENV = "ECGLM_TEST_KILL_AT"
+"""Test-only fault injection: ``"<rank>:<step>:<marker file>"`` makes that Train worker end its
+process (``os._exit(1)``) after optimizer step ``step``, once (the marker file remembers)."""
+
+
+def fault_from_env() -> Optional[dict[str, Any]]:
+    """The :data:`FAULT_ENV` hook as the loop's ``fault`` entry (None when unset).
+
+    Raises:
+        ValueError: the value is not ``rank:step:marker``.
+    """
+    value = os.environ.get(FAULT_ENV)
+    if not value:
+        return None
+    parts = value.split(":", 2)
+    if len(parts) != 3:
+        raise ValueError(f"{FAULT_ENV}: expected 'rank:step:marker', got {value!r}")
+    return {"rank": int(parts[0]), "step": int(parts[1]), "marker": parts[2]}
+
+
+def _existing_run(cfg: ExperimentConfig, run_id: Optional[str]) -> Optional[str]:
+    """``run_id`` when that run exists in ``tracking.tracking_uri`` (else None: a checkpoint
+    copied from another tracking store starts a new run)."""
+    from mlflow.exceptions import MlflowException  # deferred on purpose (see mlflow_run)
+
+    if not run_id:
+        return None
+    try:
+        mlflow_run.run_tags(cfg.tracking.tracking_uri, run_id)
+    except MlflowException:
+        return None
+    return run_id
+
+
 def run_training(
     cfg: ExperimentConfig,
     *,
@@ -108,30 +152,50 @@ def run_training(
     tags: Optional[Mapping[str, str]] = None,
     tune_report: bool = False,
     prepared: Optional[Prepared] = None,
+    stop_at_step: Optional[int] = None,
 ) -> TrainResult:
     """Train with Ray Train (``train.strategy``) and track the run in MLflow.
 
     The MLflow run ends FINISHED, or FAILED (KILLED on Ctrl-C) when anything raises
     (:func:`ecglm.tracking.tracked.tracked_run`). Returns the MLflow run id, a local copy of the
     best checkpoint (lowest ``val_loss``) and the last reported metrics.
+
+    Args:
+        stop_at_step: end after this optimizer step (a resumable checkpoint is written there;
+            the schedule still spans ``train.max_steps``): continue with ``resume_from``.
+
+    Raises:
+        CheckpointFileError: ``train.resume_from`` names no resumable checkpoint.
     """
+    resume: Optional[ResumePoint] = (resolve_resume(cfg, cfg.train.resume_from)
+                                     if cfg.train.resume_from else None)
     prep = prepared or prepare(cfg)
     cfg = prep.cfg
     datasets = {"train": split_dataset(prep, "train"), "valid": split_dataset(prep, "valid")}
     run_tags = {"ecglm.data_source": str(prep.shards.manifest.get("kind")),
                 "ecglm.task": cfg.task, "ecglm.strategy": cfg.train.strategy, **(tags or {})}
+    resumed_run = _existing_run(cfg, resume.run_id) if resume else None
     with tracked_run(cfg, run_name or cfg.name, tags=run_tags,
-                     parent_run_id=parent_run_id) as run:
+                     parent_run_id=parent_run_id, run_id=resumed_run) as run:
         run_id = run.run_id
         run.log_dict(prep.shards.manifest, "data/manifest.json")
         if prep.data.root != prep.shards.root:  # rows built for the task beside the shards
             run.log_dict(prep.data.manifest.to_json(), f"data/{cfg.task}_manifest.json")
+        # a resumed run gets a fresh Ray folder (Ray would otherwise restore that folder's own
+        # latest checkpoint instead of the one asked for)
+        name = f"{cfg.name}-{run_id[:8]}" + (f"-from{resume.step}-{uuid.uuid4().hex[:6]}"
+                                             if resume else "")
+        run.set_tags({RAY_RUN_DIR_TAG: f"{str(cfg.train.storage_path).rstrip('/')}/{name}",
+                      **({RESUME_CHECKPOINT_TAG: resume.checkpoint} if resume else {})})
         spec = RunnerSpec.from_train(
-            cfg.train, f"{cfg.name}-{run_id[:8]}",
-            CheckpointScore("val_loss", "min", num_to_keep=2), tune_report=tune_report)
+            cfg.train, name,
+            CheckpointScore("val_loss", "min", num_to_keep=cfg.train.keep_checkpoints),
+            tune_report=tune_report)
         local = Path(cfg.output_dir) / cfg.name / run_id / "checkpoint"
-        fitted = fit_workers(train_loop_per_worker,
-                             {"config": to_dict(cfg), "mlflow_run_id": run_id}, datasets, spec,
+        loop_config = {"config": to_dict(cfg), "mlflow_run_id": run_id,
+                       "resume_from": resume.checkpoint if resume else None,
+                       "stop_at_step": stop_at_step, "fault": fault_from_env()}
+        fitted = fit_workers(train_loop_per_worker, loop_config, datasets, spec,
                              local, run, ARTIFACT_PATH)
         # the retrieval artifact travels with the checkpoint: serving needs both
         shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)

@@ -51,16 +51,19 @@ class RunnerSpec:
     """Datasets split across workers; the others go whole to every worker."""
     placement_strategy: str = "PACK"
     """Ray placement strategy of the workers' bundles (``train.placement_strategy``)."""
+    max_failures: int = 0
+    """Worker-group restarts after a worker failure (``FailureConfig``; -1: no limit). The
+    loop must resume from ``ray.train.get_checkpoint()`` for a restart to keep progress."""
 
     @classmethod
     def from_train(cls, train: TrainConfig, name: str, score: CheckpointScore, *,
                    tune_report: bool = False,
                    datasets_to_split: Union[Literal["all"], Sequence[str]] = "all"
                    ) -> "RunnerSpec":
-        """Scaling and storage from the ``train`` section."""
+        """Scaling, storage and ``train.max_failures`` from the ``train`` section."""
         return cls(name, train.num_workers, train.use_gpu, train.cpus_per_worker,
                    train.storage_path, score, tune_report, datasets_to_split,
-                   train.placement_strategy)
+                   train.placement_strategy, train.max_failures)
 
 
 @dataclass
@@ -93,12 +96,23 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
                 checkpoint_score_order=score.order),
             callbacks=[TuneReportCallback()] if spec.tune_report else [],
             # fail (not hang) when workers cannot be placed: 3 x 60 s start-up timeouts
-            failure_config=ray.train.FailureConfig(max_failures=0, controller_failure_limit=3)),
+            failure_config=ray.train.FailureConfig(max_failures=spec.max_failures,
+                                                   controller_failure_limit=3)),
         datasets=dict(datasets),
         dataset_config=ray.train.DataConfig(
             datasets_to_split=(spec.datasets_to_split if spec.datasets_to_split == "all"
-                               else list(spec.datasets_to_split))),
+                               else list(spec.datasets_to_split)),
+            execution_options=ingest_options()),
     )
+
+
+def ingest_options() -> Any:
+    """Ray Train's default ingest options with ``preserve_order``: blocks reach the split in a
+    fixed order, so every worker's shard (and its seeded shuffles) is the same in every run --
+    what exact resume (re-iterate a pass, skip the consumed batches) relies on."""
+    options = ray.train.DataConfig.default_ingest_options()
+    options.preserve_order = True
+    return options
 
 
 def pick_best(candidates: Sequence[tuple[Any, Mapping[str, Any]]],

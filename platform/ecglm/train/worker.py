@@ -9,11 +9,13 @@ checkpoint it wrote; a barrier keeps ranks in step). The loops keep their own mo
 
 from __future__ import annotations
 
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping, Optional, Sequence
 
+import numpy as np
 import ray.train
 import torch
 import torch.distributed as dist
@@ -21,7 +23,7 @@ from torch import nn
 from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from ecglm.config import ExperimentConfig, from_dict
-from ecglm.tracking.mlflow_run import log_metrics
+from ecglm.tracking.mlflow_run import log_metrics, set_tags
 from ecglm.utils.ray_env import set_process_env
 
 ScheduleKind = Literal["cosine", "linear"]
@@ -41,6 +43,11 @@ class WorkerContext:
         """Log ``metrics`` at ``step`` to the MLflow run, from rank 0 only."""
         if self.rank == 0 and self.run_id:
             log_metrics(self.cfg.tracking.tracking_uri, self.run_id, metrics, step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Set ``tags`` on the MLflow run, from rank 0 only."""
+        if self.rank == 0 and self.run_id:
+            set_tags(self.cfg.tracking.tracking_uri, self.run_id, tags)
 
 
 def start_worker(loop_config: Mapping[str, Any]) -> WorkerContext:
@@ -78,33 +85,106 @@ def barrier() -> None:
         dist.barrier()
 
 
-def endless_batches(shard: Any, batch_size: int, seed: int, batch_format: str,
-                    setting: str) -> Iterator[Any]:
-    """Endless full batches of a Ray Data shard; a new seeded local shuffle every pass.
+class BatchStream:
+    """Endless full batches of a Ray Data shard; a new seeded local shuffle every pass, with a
+    position that can be saved and resumed.
 
-    The last partial batch of a pass is dropped (every step sees ``batch_size`` rows; a new
-    shuffle puts those rows in the next pass's batches).
+    Pass ``k`` iterates the shard with ``local_shuffle_seed = seed + k`` (deterministic for a
+    given shard), so a stream resumed at ``(pass_index, consumed)`` re-iterates that pass and
+    skips its first ``consumed`` batches: it yields exactly what the original stream would have
+    yielded next. The last partial batch of a pass is dropped (every step sees ``batch_size``
+    rows; a new shuffle puts those rows in the next pass's batches).
 
     Args:
         seed: the shuffle seed of pass ``k`` is ``seed + k``.
         batch_format: ``"pandas"`` or ``"pyarrow"``.
         setting: the dotted config key of ``batch_size``, for the error message.
+        pass_index, consumed: where to start (a saved :attr:`position`).
 
-    Raises:
+    Raises (on iteration):
         RuntimeError: the shard holds fewer rows than one batch.
     """
-    n_pass = 0
-    while True:
-        n = 0
-        for batch in shard.iter_batches(batch_size=batch_size, batch_format=batch_format,
-                                        local_shuffle_buffer_size=256,
-                                        local_shuffle_seed=seed + n_pass, drop_last=True):
-            n += 1
-            yield batch
-        if n == 0:
-            raise RuntimeError(f"{setting}={batch_size}: this worker's train shard holds fewer "
-                               "rows than one batch (no full batch reached it)")
-        n_pass += 1
+
+    def __init__(self, shard: Any, batch_size: int, seed: int, batch_format: str, setting: str,
+                 pass_index: int = 0, consumed: int = 0) -> None:
+        self.shard, self.batch_size, self.seed = shard, batch_size, seed
+        self.batch_format, self.setting = batch_format, setting
+        self.pass_index, self.consumed = int(pass_index), int(consumed)
+        self._it = self._generate()
+
+    @property
+    def position(self) -> dict[str, int]:
+        """``{"pass": k, "consumed": batches of pass k already yielded}``."""
+        return {"pass": self.pass_index, "consumed": self.consumed}
+
+    def __iter__(self) -> "BatchStream":
+        return self
+
+    def __next__(self) -> Any:
+        return next(self._it)
+
+    def _generate(self) -> Iterator[Any]:
+        skip = self.consumed
+        while True:
+            n = 0
+            for batch in self.shard.iter_batches(
+                    batch_size=self.batch_size, batch_format=self.batch_format,
+                    local_shuffle_buffer_size=256,
+                    local_shuffle_seed=self.seed + self.pass_index, drop_last=True):
+                n += 1
+                if n <= skip:
+                    continue
+                self.consumed = n
+                yield batch
+            if n == 0:
+                raise RuntimeError(f"{self.setting}={self.batch_size}: this worker's train shard "
+                                   "holds fewer rows than one batch (no full batch reached it)")
+            skip = 0
+            self.pass_index += 1
+            self.consumed = 0
+
+
+def endless_batches(shard: Any, batch_size: int, seed: int, batch_format: str,
+                    setting: str) -> Iterator[Any]:
+    """Endless full batches of a Ray Data shard from its start (:class:`BatchStream`)."""
+    return BatchStream(shard, batch_size, seed, batch_format, setting)
+
+
+def rng_state(extra: Optional[Mapping[str, random.Random]] = None) -> dict[str, Any]:
+    """This process's RNG states: python ``random``, numpy's global generator, torch CPU and
+    (when present) every CUDA device, plus the states of the named ``extra`` generators.
+    Plain values and tensors only (saved with ``torch.save``, read with ``weights_only``)."""
+    py = random.getstate()
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    out: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "extra": {},
+    }
+    for name, gen in (extra or {}).items():
+        st = gen.getstate()
+        out["extra"][name] = [st[0], list(st[1]), st[2]]
+    return out
+
+
+def set_rng_state(state: Mapping[str, Any],
+                  extra: Optional[Mapping[str, random.Random]] = None) -> None:
+    """Restore the states captured by :func:`rng_state` (CUDA only when both sides have it)."""
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(list(state["cuda"]))
+    for name, gen in (extra or {}).items():
+        if name in state.get("extra", {}):
+            v, internal, gauss = state["extra"][name]
+            gen.setstate((v, tuple(internal), gauss))
 
 
 def make_adamw(params: Iterable[Any], lr: float, betas: Sequence[float] = (0.9, 0.999),
@@ -134,12 +214,14 @@ def clip_and_step(optimizer: torch.optim.Optimizer, scheduler: Any,
 
 
 def report(metrics: Mapping[str, Any], rank: int,
-           write: Optional[Callable[[Path], None]] = None) -> None:
-    """``ray.train.report`` on every rank; rank 0 first calls ``write(folder)`` to fill a fresh
-    folder and attaches it as the checkpoint. Call it on every rank the same number of times."""
+           write: Optional[Callable[[Path], None]] = None, all_ranks: bool = False) -> None:
+    """``ray.train.report`` on every rank; rank 0 (every rank with ``all_ranks``) first calls
+    ``write(folder)`` to fill a fresh folder and attaches it as the checkpoint (Ray Train merges
+    the folders of all ranks into one checkpoint directory: file names must differ per rank).
+    Call it on every rank the same number of times."""
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
-        if rank == 0 and write is not None:
+        if (rank == 0 or all_ranks) and write is not None:
             write(Path(tmp))
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         barrier()
