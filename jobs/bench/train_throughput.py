@@ -15,14 +15,19 @@ run (seeded): ``signals (B, 1, 12, T)`` float32 mV-scale noise, ``ecg_mask (B, 1
 
 Two runs in one invocation, same ``--threads`` torch threads, same batches, same steps:
 
-* ``bare`` (a plain process, no Ray): the model, AdamW and the warm-up/decay schedule of
-  :mod:`ecglm.train.strategies` (``make_optimizer``, ``make_scheduler``, ``clip_and_step``:
-  what ``DDPStrategy`` does, without its ``prepare_model`` wrapper, which wraps nothing at one
-  worker) in a plain loop; ``--strategy deepspeed`` uses the product's ``DeepSpeedStrategy``
-  itself in a one-rank process group;
 * ``ray``: the product's runner (:func:`ecglm.train.runner.build_trainer`, a ``TorchTrainer``
   with one worker of ``--threads`` CPUs, :func:`ecglm.train.worker.start_worker`) running
-  ``build_strategy`` (``DDPStrategy``/``DeepSpeedStrategy``) ``forward``/``backward_step``.
+  :func:`ecglm.train.strategies.build_strategy` (which builds the model: ``build_ecg_lm``,
+  gradient checkpointing when configured, DeepSpeed's ``zero.Init`` under ZeRO-3) and the
+  training loop's step: ``backward_micro_batches`` (``to_device`` + ``micro_step`` of each of
+  ``train.grad_accum_steps`` micro-batches, loss weighted by answer tokens) then
+  ``optimizer_step()``, exactly as :mod:`ecglm.train.loop` does;
+* ``bare`` (a plain process, no Ray): the same strategy classes and the same step outside Ray
+  Train: ``DDPStrategy(cfg, distributed=False, device=...)`` (no ``prepare_model`` wrapper,
+  which wraps nothing at one worker anyway); ``--strategy deepspeed``: ``DeepSpeedStrategy(cfg,
+  device=...)`` in a one-rank process group (``RANK``/``WORLD_SIZE``/``MASTER_*`` set here;
+  the ``device`` argument replaces ``ray.train.torch.get_device()``, which only works inside
+  a Ray Train worker).
 
 Both processes live at once and take turns step by step (:class:`Turns`: Ray step ``i``, then
 bare step ``i``, never both at once), so a change of machine load hits both alike; they compute
@@ -37,7 +42,11 @@ spike), ``ray_train_overhead_cpu_time`` the same ratio of process CPU seconds pe
 (``time.process_time``: robust to CPU contention from other processes, which on a shared
 machine dominates wall-clock differences; ``loadavg_1min`` records the load).
 
-FLOPs per step (model FLOPs, no recompute; ``tokens = B * (S + P)``, P ECG prefix tokens):
+A timed step is one optimizer step: the micro-batches' host-to-device copies
+(``to_device``), forwards and backwards, and ``optimizer_step()``, as in the training loop.
+
+FLOPs per step (model FLOPs, no recompute; ``tokens = A * B * (S + P)``, A micro-batches per
+step (``train.grad_accum_steps``, 1 unless overridden), P ECG prefix tokens):
 
 * ``N_mm``: weights of every ``nn.Linear`` of the LLM (base projections, ``lm_head``, LoRA A/B);
   ``N_tr``: its trainable part (LoRA); ``L`` layers; ``d_attn = n_heads * head_dim``; ``s`` the
@@ -57,8 +66,8 @@ measured``); GPU -> a table of dense bf16/fp16 peaks by ``torch.cuda.get_device_
 
 Memory: ``peak_rss_mib`` is the Ray worker's peak RSS (``ru_maxrss``); on GPU also
 ``peak_gpu_mib`` (``torch.cuda.max_memory_allocated``). ``time_to_first_step_s``: from
-``TorchTrainer.fit()`` to the end of the worker's first optimizer step (worker start, model
-build, strategy, one step; Ray's own start is ``ray_init_s``).
+``TorchTrainer.fit()`` to the end of the worker's first optimizer step (worker start,
+``build_strategy``: model + wrapper, one step; Ray's own start is ``ray_init_s``).
 
 The last line is the JSON headline (``tokens_per_s_per_worker``, ``ray_train_overhead``,
 ``mfu``, ``peak_rss_mib``, ``time_to_first_step_s`` and the details above).
@@ -258,10 +267,6 @@ def _sync(device: Any) -> None:
         torch.cuda.synchronize()
 
 
-def _to(batch: Mapping[str, Any], device: Any) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
 class Turns:
     """Step-by-step turn taking between the Ray worker and the bare process (marker files in
     ``folder``): Ray step ``i`` runs after bare step ``i - 1``, bare step ``i`` after Ray step
@@ -307,27 +312,28 @@ class Turns:
             time.sleep(0.002)
 
 
-def timed_steps(forward: Callable[..., Any], backward_step: Callable[[Any], None],
-                batches: Sequence[Mapping[str, Any]], steps: int, device: Any,
-                before: Callable[[int], None] = lambda i: None,
-                after: Callable[[int], None] = lambda i: None,
-                ) -> dict[str, Any]:
-    """Run ``steps`` optimizer steps cycling over ``batches``; ``before(i)``/``after(i)`` run
+def timed_steps(strategy: Any, batches: Sequence[Mapping[str, Any]], steps: int,
+                accum: int, device: Any, before: Callable[[int], None] = lambda i: None,
+                after: Callable[[int], None] = lambda i: None) -> dict[str, Any]:
+    """Run ``steps`` optimizer steps of the training loop (``backward_micro_batches`` over
+    ``accum`` micro-batches, then ``strategy.optimizer_step()``), cycling over ``batches`` (CPU
+    tensors; step ``i`` takes micro-batches ``i * accum ...``); ``before(i)``/``after(i)`` run
     around step ``i`` outside its timing (turn taking).
 
     Returns ``step_s`` (wall seconds per step), ``cpu_s`` (CPU seconds of this process per
-    step, all its threads), ``losses`` and ``first_step_end`` (``time.time()`` at the end of
-    the first step).
+    step, all its threads), ``losses`` (token-weighted step losses) and ``first_step_end``
+    (``time.time()`` at the end of the first step).
     """
+    from ecglm.train.strategies import backward_micro_batches
+
     times, cpu, losses, first_end = [], [], [], 0.0
     for i in range(steps):
-        batch = _to(batches[i % len(batches)], device)
+        micro = [batches[(i * accum + j) % len(batches)] for j in range(accum)]
         before(i)
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        out = forward(**batch)
-        backward_step(out.loss)
-        loss = float(out.loss.detach())  # also waits for the device
+        loss = backward_micro_batches(strategy, micro)  # float(loss): waits for the device
+        strategy.optimizer_step()
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
@@ -440,21 +446,13 @@ def prefix_tokens(model: Any, batch: Mapping[str, Any]) -> int:
         model.train(was_training)
 
 
-def _model_and_batches(p: Mapping[str, Any]) -> tuple[Any, Any, list[dict[str, Any]], int]:
-    """Config, :func:`build_ecg_lm` model (ZeRO-3 partitioned build under ``deepspeed``
-    stage 3), the fixed batches and the prefix length."""
-    from ecglm.config import from_dict
-    from ecglm.models.ecg_lm import build_ecg_lm
-    from ecglm.train.strategies import deepspeed_config
-
-    cfg = from_dict(p["config"])
-    ds = deepspeed_config(cfg.train) if cfg.train.strategy == "deepspeed" else None
-    model = build_ecg_lm(cfg, ds_config=ds)
+def make_batches(cfg: Any, model: Any, p: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The fixed batches (CPU tensors) for ``model`` (vocabulary: the smaller of its tokenizer
+    and its embedding table) and ``cfg`` (``train.batch_size``, ``data.fs * data.seconds``)."""
     vocab = min(len(model.tokenizer), int(model.llm.get_input_embeddings().num_embeddings))
     n_samples = int(round(cfg.data.fs * cfg.data.seconds))
-    batches = fixed_batches(p["n_batches"], cfg.train.batch_size, p["seq_len"], n_samples,
-                            vocab, p["seed"])
-    return cfg, model, batches, prefix_tokens(model, batches[0])
+    return fixed_batches(p["n_batches"], cfg.train.batch_size, p["seq_len"], n_samples, vocab,
+                         p["seed"])
 
 
 def bare_run(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -462,6 +460,8 @@ def bare_run(p: Mapping[str, Any]) -> dict[str, Any]:
     Ray worker step by step (it starts once the Ray worker's first step is done)."""
     import torch
 
+    from ecglm.config import from_dict
+    from ecglm.train.strategies import DDPStrategy, DeepSpeedStrategy
     from ecglm.utils.ray_env import set_process_env
 
     set_process_env()
@@ -474,56 +474,34 @@ def bare_run(p: Mapping[str, Any]) -> dict[str, Any]:
     os.nice(max(0, nice - os.nice(0)))
     torch.manual_seed(int(p["config"]["seed"]))  # as start_worker does in the Ray worker
     t_build = time.time()
-    gpu = bool(p["gpu"])
-    device = torch.device("cuda:0" if gpu else "cpu")
-    cfg, model, batches, _ = _model_and_batches(p)
+    cfg = from_dict(p["config"])
+    device = torch.device("cuda:0" if p["gpu"] else "cpu")
+    if p["gpu"]:
+        torch.cuda.set_device(0)
+    strategy: Any
     if cfg.train.strategy == "deepspeed":
-        import deepspeed  # deferred on purpose: only this path needs it
-
-        from ecglm.train.strategies import DeepSpeedStrategy
-
+        # a one-rank process group; DeepSpeedStrategy runs deepspeed.init_distributed
         for key, val in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
                          "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(p["port"])}.items():
             os.environ[key] = val
-        if gpu:
-            torch.cuda.set_device(0)
-        deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
-        strategy = DeepSpeedStrategy(model, cfg.train)
-        forward, backward_step = strategy.forward, strategy.backward_step
-        device = strategy.engine.device
+        strategy = DeepSpeedStrategy(cfg, device=device)
     else:
-        from ecglm.train.strategies import make_optimizer, make_scheduler, trainable_parameters
-        from ecglm.train.worker import clip_and_step
-
-        model.to(device)
-        params = trainable_parameters(model)
-        opt = make_optimizer(params, cfg.train)
-        sched = make_scheduler(opt, cfg.train)
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.precision)
-
-        def forward(**batch: Any) -> Any:
-            if amp is None:
-                return model(**batch)
-            with torch.autocast(device.type, dtype=amp):
-                return model(**batch)
-
-        def backward_step(loss: Any) -> None:
-            loss.backward()
-            clip_and_step(opt, sched, params, cfg.train.grad_clip)
-
+        strategy = DDPStrategy(cfg, distributed=False, device=device)
+    model = strategy.module
+    batches = make_batches(cfg, model, p)
     model.train()
-    run = timed_steps(forward, backward_step, batches, p["steps"], device,
+    run = timed_steps(strategy, batches, p["steps"], cfg.train.grad_accum_steps, device,
                       before=lambda i: turns.wait("ray", i), after=lambda i: turns.mark("bare", i))
     return {**run, "peak_rss_mib": _rss_mib(), "peak_gpu_mib": _gpu_mib(), "niceness": os.nice(0),
             "build_and_first_step_s": run["first_step_end"] - t_build}
 
 
 def ray_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker: the product's worker start-up (``start_worker``), model build and
-    strategy (``build_strategy``: ``forward``/``backward_step``), the same steps as the bare
-    loop (taking turns with it), then the peak-FLOP/s and FLOP-count measurements."""
+    """Ray Train worker: the product's worker start-up (``start_worker``), ``build_strategy``
+    (model + wrapper) and the training loop's step (``backward_micro_batches`` +
+    ``optimizer_step``), the same steps as the bare loop (taking turns with it), then the
+    prefix length, peak-FLOP/s and FLOP-count measurements."""
     import ray.train
-    import ray.train.torch
     import torch
 
     from ecglm.train.strategies import build_strategy
@@ -532,11 +510,12 @@ def ray_loop(loop_config: dict[str, Any]) -> None:
     entered = time.time()
     worker = start_worker(loop_config)
     p = loop_config["bench"]
-    cfg, model, batches, n_prefix = _model_and_batches({**p, "config": loop_config["config"]})
+    cfg = worker.cfg
+    strategy = build_strategy(cfg)
+    model = strategy.module
     t_built = time.time()
-    strategy = build_strategy(model, worker.cfg.train)
-    device = getattr(getattr(strategy, "engine", None), "device", None) or \
-        ray.train.torch.get_device()
+    batches = make_batches(cfg, model, p)
+    device = strategy.device
     model.train()
     turns = Turns(p["turns"])
     turns.register("ray")
@@ -545,18 +524,21 @@ def ray_loop(loop_config: dict[str, Any]) -> None:
         before, after = (lambda i: turns.wait("bare", i - 1)), (lambda i: turns.mark("ray", i))
     else:
         before = after = (lambda i: None)
-    run = timed_steps(strategy.forward, strategy.backward_step, batches, p["steps"], device,
+    run = timed_steps(strategy, batches, p["steps"], cfg.train.grad_accum_steps, device,
                       before, after)
     if p["bare"]:
         turns.wait("bare", p["steps"] - 1)  # the bare loop is done: measure alone
     rss, gpu_mib = _rss_mib(), _gpu_mib()
+    first = strategy.to_device(batches[0])
     out = {**run, "loop_entered": entered, "model_built": t_built, "peak_rss_mib": rss,
            "peak_gpu_mib": gpu_mib, "llm_shape": llm_shape(model).__dict__,
-           "prefix_tokens": n_prefix, "niceness": os.nice(0), "threads": torch.get_num_threads(),
-           "device": str(device), "peak_flops_measured": matmul_peak_flops(
+           "prefix_tokens": prefix_tokens(model, first), "niceness": os.nice(0),
+           "grad_accum_steps": cfg.train.grad_accum_steps,
+           "threads": torch.get_num_threads(), "device": str(device),
+           "peak_flops_measured": matmul_peak_flops(
                device, torch.bfloat16 if device.type == "cuda" else torch.float32)}
     if p["count_flops"] and cfg.train.strategy != "deepspeed":
-        out["flops"] = count_flops(model, _to(batches[0], device))
+        out["flops"] = count_flops(model, first)
     if worker.rank == 0:
         Path(p["result_file"]).write_text(json.dumps(out))
     ray.train.report({"steps": len(run["step_s"])})
@@ -625,7 +607,8 @@ def headline(args: argparse.Namespace, cfg: Any, ray_out: dict[str, Any],
     warm = args.warmup
     n_prefix = int(ray_out["prefix_tokens"])
     seq = args.seq_len + n_prefix
-    tokens = args.batch_size * seq
+    accum = int(ray_out.get("grad_accum_steps", 1))
+    tokens = accum * args.batch_size * seq
     shape = LLMShape(**ray_out["llm_shape"])
     per_tok = llm_flops_per_token(shape, seq)
     counted = ray_out.get("flops") or {}
@@ -646,7 +629,7 @@ def headline(args: argparse.Namespace, cfg: Any, ray_out: dict[str, Any],
         "zero_stage": args.zero if args.strategy == "deepspeed" else None,
         "precision": args.precision, "device": gpu_name or "cpu", "threads": args.threads,
         "cpus": os.cpu_count(), "batch_size": args.batch_size, "text_tokens": args.seq_len,
-        "prefix_tokens": n_prefix, "tokens_per_step": tokens, "steps": args.steps,
+        "prefix_tokens": n_prefix, "grad_accum_steps": accum, "tokens_per_step": tokens, "steps": args.steps,
         "warmup_steps_excluded": warm,
         "tokens_per_s_per_worker": _r(tokens / ray_step, 1), "step_s_ray_mean": _r(ray_step),
         "ray_train_overhead": None, "ray_train_overhead_median": None,
@@ -664,8 +647,8 @@ def headline(args: argparse.Namespace, cfg: Any, ray_out: dict[str, Any],
         "time_to_first_step_s": _r(ray_out["first_step_end"] - ray_out["fit_start"], 2),
         "time_to_first_step_breakdown_s": {
             "worker_start": _r(ray_out["loop_entered"] - ray_out["fit_start"], 2),
-            "model_build": _r(ray_out["model_built"] - ray_out["loop_entered"], 2),
-            "strategy_and_first_step": _r(ray_out["first_step_end"] - ray_out["model_built"], 2)},
+            "build_strategy": _r(ray_out["model_built"] - ray_out["loop_entered"], 2),
+            "first_step": _r(ray_out["first_step_end"] - ray_out["model_built"], 2)},
         "ray_init_s": _r(ray_out["ray_init_s"], 2), "ray_worker_threads": ray_out["threads"],
         "ray_worker_niceness": ray_out["niceness"],
         "loadavg_1min": {"start": args.loadavg_start, "end": _r(os.getloadavg()[0], 2)},

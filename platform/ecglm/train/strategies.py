@@ -100,15 +100,17 @@ class DDPStrategy:
     """Plain PyTorch DDP through Ray Train (gloo on CPU, nccl on GPU).
 
     Args:
-        distributed: False builds a single-process strategy without Ray Train (CPU, no
-            wrapper): the same step logic for unit tests and tools.
+        distributed: False builds a single-process strategy without Ray Train (no wrapper,
+            on ``device``, CPU by default): the same step logic for unit tests and tools.
+        device: the device outside Ray Train (default CPU); ignored when ``distributed``.
     """
 
     def __init__(self, cfg: ExperimentConfig,
                  initial_trainable: Optional[Mapping[str, torch.Tensor]] = None, *,
-                 distributed: bool = True) -> None:
+                 distributed: bool = True, device: Optional[torch.device] = None) -> None:
         self.cfg = cfg.train
-        self.device = ray.train.torch.get_device() if distributed else torch.device("cpu")
+        self.device = (ray.train.torch.get_device() if distributed
+                       else torch.device(device or "cpu"))
         check_precision(self.cfg, self.device.type)
         model = _build_model(cfg, None, initial_trainable)
         self.module = model
@@ -235,16 +237,23 @@ class DeepSpeedStrategy:
     ``deepspeed.init_distributed`` runs BEFORE the model is built (ZeRO-3's ``zero.Init`` needs
     the process group). Uses a client ``torch.optim.AdamW`` (a DeepSpeed ``optimizer`` block
     would JIT-build fused or CPU Adam kernels).
+
+    Args:
+        device: this rank's device when running outside Ray Train (a process group set up
+            by the caller's ``RANK``/``WORLD_SIZE``/``MASTER_*`` environment, e.g. a
+            benchmark's bare loop); default ``ray.train.torch.get_device()``.
     """
 
     def __init__(self, cfg: ExperimentConfig,
-                 initial_trainable: Optional[Mapping[str, torch.Tensor]] = None) -> None:
+                 initial_trainable: Optional[Mapping[str, torch.Tensor]] = None, *,
+                 device: Optional[torch.device] = None) -> None:
         # deepspeed is deferred on purpose: only this strategy needs it, its import takes ~3 s
         # and must follow set_process_env (DS_ACCELERATOR)
         import deepspeed
 
         self.cfg = cfg.train
-        self.device = ray.train.torch.get_device()
+        self.device = (torch.device(device) if device is not None
+                       else ray.train.torch.get_device())
         check_precision(self.cfg, self.device.type)
         deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
         ds_config = deepspeed_config(self.cfg)
