@@ -91,6 +91,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ecglm.plan.arch import BUILTIN_ARCHS
+
 REPO = Path(__file__).resolve().parents[2]
 OVERHEAD_GOAL = 0.10
 """Issue #10: Ray Train at most 10% slower than the bare loop on CPU (SmolLM2-135M)."""
@@ -111,13 +113,11 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 
 LLAMA_SHAPES: dict[str, dict[str, Any]] = {
-    # public architecture hyper-parameters (Llama-3.2-1B, Llama-3.1-8B); weights are random
-    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
-           "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
-           "tie_word_embeddings": True, "rope_theta": 500000.0},
-    "8b": {"hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
-           "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 128256,
-           "tie_word_embeddings": False, "rope_theta": 500000.0},
+    # the planner's built-in architectures (public Llama-3.2-1B / Llama-3.1-8B
+    # hyper-parameters, ecglm.plan.arch.BUILTIN_ARCHS); weights are random
+    size: {**{k: v for k, v in BUILTIN_ARCHS[f"llama-{size}"].items() if k != "model_type"},
+           "rope_theta": 500000.0}
+    for size in ("1b", "8b")
 }
 
 

@@ -21,19 +21,15 @@ from ecglm.config.schema import ConfigError, LLMConfig, LoRAConfig
 from ecglm.models.llm import ALL_LINEAR, prepare_llm_dir
 from ecglm.models.params import LLM_REFERENCE_CONFIGS
 
+_NO_BIAS = dict(attention_bias=False, mlp_bias=False)
 BUILTIN_ARCHS: Mapping[str, Mapping[str, Any]] = {
-    "llama-1b": dict(  # meta-llama/Llama-3.2-1B config.json
-        model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
-        num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-        tie_word_embeddings=True, attention_bias=False, mlp_bias=False),
-    "llama-8b": dict(  # meta-llama/Llama-3.1-8B config.json
-        model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
-        num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False),
+    # the 1B and 8B shapes are the presets' LLMs (Llama-3.1-8B has Llama-3-8B's shape)
+    "llama-1b": {**LLM_REFERENCE_CONFIGS["meta-llama/Llama-3.2-1B-Instruct"], **_NO_BIAS},
+    "llama-8b": {**LLM_REFERENCE_CONFIGS["meta-llama/Meta-Llama-3-8B-Instruct"], **_NO_BIAS},
     "llama-70b": dict(  # meta-llama/Llama-3.1-70B config.json
         model_type="llama", vocab_size=128256, hidden_size=8192, intermediate_size=28672,
         num_hidden_layers=80, num_attention_heads=64, num_key_value_heads=8, head_dim=128,
-        tie_word_embeddings=False, attention_bias=False, mlp_bias=False),
+        tie_word_embeddings=False, **_NO_BIAS),
 }
 """Built-in architectures (HF ``LlamaConfig`` keyword arguments from the public
 ``config.json`` files) for planning without weights: ``ecglm plan --model llama-8b`` or
