@@ -335,7 +335,30 @@ class TrackingConfig:
     tracking_uri: str = "sqlite:///.cache/mlflow/mlflow.db"
     """Embedded sqlite store by default; an ``http://127.0.0.1:5000`` server works the same."""
     artifact_root: str = ".cache/mlflow/artifacts"
+    """Artifact location of experiments this config creates in a local store (folder or URI).
+    Through a tracking server (``http(s)://``) a local folder here is ignored: new experiments
+    get the server's proxied location (``mlflow-artifacts:/...``) so every node can log; a URI
+    (``s3://...``) is used as given."""
     experiment: str = "ecglm"
+    log_model: bool = True
+    """Log each trained model as an MLflow pyfunc model (artifact ``model``: checkpoint, config,
+    retrieval index) so ``mlflow.pyfunc.load_model("runs:/<id>/model")`` answers."""
+    system_metrics: bool = True
+    """Log CPU, memory, disk, network (and GPU where present) system metrics for every
+    training run (MLflow's system metrics monitor, sampled in the driver)."""
+    system_metrics_interval_s: float = 10.0
+    """Seconds between system-metrics samples."""
+    register_as: Optional[str] = None
+    """Registered model name: ``ecglm train`` registers its model, ``ecglm tune`` its winner,
+    as a new version in the MLflow Model Registry. None: nothing is registered."""
+    register_alias: Optional[str] = "champion"
+    """Alias pointed at the version registered through ``register_as`` (None: no alias)."""
+
+    def __post_init__(self) -> None:
+        _require(self.system_metrics_interval_s > 0, "tracking.system_metrics_interval_s",
+                 "must be > 0")
+        _require(self.register_as is None or bool(str(self.register_as).strip()),
+                 "tracking.register_as", "must be a non-empty name or null")
 
 
 @dataclass
@@ -464,6 +487,37 @@ class ServeConfig:
                  "must be >= serve.min_replicas >= 1")
 
 
+CLUSTER_EXCLUDES = [".venv", ".cache", "runs", "mlruns", ".git", "**/__pycache__",
+                    "*.egg-info", ".pytest_cache"]
+"""Folders and patterns never uploaded with a job's working dir (gitignore syntax)."""
+
+
+@dataclass
+class ClusterConfig:
+    """Running on a Ray cluster (``ecglm submit``, ``ecglm jobs``)."""
+
+    address: Optional[str] = None
+    """Ray dashboard / job server URL (``http://127.0.0.1:8265`` through ``ray dashboard`` or
+    an SSH tunnel). None: ``RAY_ADDRESS``, else ``http://127.0.0.1:8265``."""
+    storage_root: Optional[str] = None
+    """Shared folder (mounted at the same path on every node) or URI under which a submitted
+    job writes everything: shards, checkpoints, caches, outputs and, unless a tracking server
+    is named, the MLflow store. Required by ``ecglm submit`` when the config holds relative
+    written paths."""
+    hub_offline: bool = True
+    """Set ``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE`` for jobs. False lets a job download a
+    hub model id when the cluster is online."""
+    env_vars: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for submitted jobs (secrets belong in the cluster's own
+    environment, not here: the config is logged to MLflow)."""
+    excludes: list[str] = field(default_factory=lambda: list(CLUSTER_EXCLUDES))
+    """Paths of the repo not uploaded as the job's working dir."""
+
+    def __post_init__(self) -> None:
+        _require(all(isinstance(k, str) and isinstance(v, str) for k, v in self.env_vars.items()),
+                 "cluster.env_vars", "must map names to strings")
+
+
 @dataclass
 class PretrainConfig:
     """Contrastive ECG <-> text pretraining of the ECG encoder (``ecglm pretrain``).
@@ -543,6 +597,7 @@ class ExperimentConfig:
     tune: TuneConfig = field(default_factory=TuneConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         _require(bool(self.name) and "/" not in self.name, "name", "must be non-empty, no '/'")

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ecglm.config import ExperimentConfig, dump_yaml, flatten
+
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:")
+"""A URI scheme (two characters at least, so a Windows drive letter is not one)."""
 
 #: MLflow rejects param values longer than this many characters.
 MAX_PARAM_CHARS = 6000
@@ -29,15 +33,39 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+def is_server_uri(tracking_uri: str) -> bool:
+    """True for a tracking server (``http://`` / ``https://``)."""
+    return tracking_uri.startswith(("http://", "https://"))
+
+
+def artifact_location(cfg: ExperimentConfig) -> Optional[str]:
+    """Where a new experiment of ``cfg`` keeps its artifacts.
+
+    * ``tracking.artifact_root`` given as a URI (``s3://``, ``gs://``, ``mlflow-artifacts:``,
+      ``file://``): that URI;
+    * a tracking server and a local folder: None, so the server assigns its proxied location
+      (``mlflow-artifacts:/<experiment id>``) and every node logs through the server; a
+      folder on whichever machine created the experiment would strand artifacts there;
+    * a local store: the folder as a ``file://`` URI (created).
+    """
+    root = cfg.tracking.artifact_root
+    if _SCHEME.match(root):
+        return root
+    if is_server_uri(cfg.tracking.tracking_uri):
+        return None
+    folder = Path(root)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve().as_uri()
+
+
 def ensure_experiment(cfg: ExperimentConfig) -> str:
-    """Id of experiment ``tracking.experiment``, created with ``tracking.artifact_root``."""
+    """Id of experiment ``tracking.experiment``, created at :func:`artifact_location`."""
     client = _client(cfg.tracking.tracking_uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
         return exp.experiment_id
-    root = Path(cfg.tracking.artifact_root)
-    root.mkdir(parents=True, exist_ok=True)
-    return client.create_experiment(cfg.tracking.experiment, artifact_location=root.as_uri())
+    return client.create_experiment(cfg.tracking.experiment,
+                                    artifact_location=artifact_location(cfg))
 
 
 def param_dict(cfg: ExperimentConfig) -> dict[str, str]:
