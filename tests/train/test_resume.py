@@ -22,12 +22,11 @@ from mlflow.tracking import MlflowClient
 from ecglm.checkpoint import RAY_RUN_DIR_TAG, latest_resumable, read_state, read_trainable
 from ecglm.train.run import FAULT_ENV, TrainResult, run_training
 from tests.helpers import tiny_config
+from tests.train.conftest import STRAIGHT_BASE, STRATEGIES, straight_run
 
 pytestmark = pytest.mark.slow
 
-BASE = ["train.max_steps=4", "train.eval_every=2", "train.log_every=1"]
-STRATEGIES = {"ddp": [], "zero2": ["train.strategy=deepspeed", "train.zero_stage=2"],
-              "zero3": ["train.strategy=deepspeed", "train.zero_stage=3"]}
+BASE = STRAIGHT_BASE
 TOLERANCE = {"ddp": 0.0, "zero2": 1e-6, "zero3": 1e-6}
 
 
@@ -55,25 +54,12 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: fl
             torch.testing.assert_close(a[k], b[k], rtol=0.0, atol=tol, msg=k)
 
 
-@pytest.fixture(scope="module")
-def straight_runs(ray_session, tiny_root: Path) -> dict[str, TrainResult]:
-    """Uninterrupted 4-step runs, one per strategy, made on first use."""
-    return {}
-
-
-def _straight(cache: dict[str, TrainResult], tiny_root: Path, strategy: str) -> TrainResult:
-    if strategy not in cache:
-        cfg = tiny_config(tiny_root, *BASE, *STRATEGIES[strategy])
-        cache[strategy] = run_training(cfg, run_name=f"straight-{strategy}")
-    return cache[strategy]
-
-
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.timeout(900)
 def test_stop_resume_equals_straight_and_resumes_on_fewer_workers(
         straight_runs: dict[str, TrainResult], tiny_root: Path, strategy: str) -> None:
     tol = TOLERANCE[strategy]
-    straight = _straight(straight_runs, tiny_root, strategy)
+    straight = straight_run(straight_runs, tiny_root, strategy)
     cfg = tiny_config(tiny_root, *BASE, *STRATEGIES[strategy])
     first = run_training(cfg, run_name=f"stopped-{strategy}", stop_at_step=2)
     w2, step2, facts2 = _final(first)
@@ -127,7 +113,7 @@ def test_stop_resume_equals_straight_and_resumes_on_fewer_workers(
 def test_killed_worker_restarts_and_matches_uninterrupted(
         straight_runs: dict[str, TrainResult], tiny_root: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    straight = _straight(straight_runs, tiny_root, "ddp")
+    straight = straight_run(straight_runs, tiny_root, "ddp")
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, f"1:3:{marker}")  # rank 1 dies after step 3, once
     cfg = tiny_config(tiny_root, *BASE, "train.max_failures=1", "train.checkpoint_every=1")

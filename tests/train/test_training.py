@@ -13,8 +13,9 @@ from ecglm.checkpoint import STATE_FILE, TRAINABLE_FILE, read_state
 from ecglm.config import flatten
 from ecglm.models.ecg_lm import build_ecg_lm
 from ecglm.models.from_checkpoint import load_model
-from ecglm.train.run import run_training
+from ecglm.train.run import TrainResult
 from tests.helpers import tiny_config
+from tests.train.conftest import STRATEGIES, straight_run
 
 pytestmark = pytest.mark.slow
 
@@ -24,15 +25,13 @@ def _initial_trainable(cfg) -> dict[str, torch.Tensor]:
     return build_ecg_lm(cfg).trainable_state_dict()
 
 
-@pytest.mark.parametrize(
-    "strategy, overrides",
-    [("ddp", []), ("zero2", ["train.strategy=deepspeed", "train.zero_stage=2"]),
-     ("zero3", ["train.strategy=deepspeed", "train.zero_stage=3"])],
-)
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.timeout(600)
-def test_training_run(ray_session, tiny_root: Path, strategy: str, overrides: list[str]) -> None:
-    cfg = tiny_config(tiny_root, "train.max_steps=4", "train.eval_every=2", *overrides)
-    res = run_training(cfg, run_name=f"test-{strategy}")
+def test_training_run(straight_runs: dict[str, TrainResult], tiny_root: Path,
+                      strategy: str) -> None:
+    """DDP / ZeRO-2 / ZeRO-3: the shared uninterrupted 4-step run (the resume tests compare
+    against the same run)."""
+    res = straight_run(straight_runs, tiny_root, strategy)
     cfg = res.prepared.cfg
 
     # checkpoint: full (unpartitioned) trainable tensors, changed by training, loadable
