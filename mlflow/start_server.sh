@@ -32,7 +32,15 @@ if [ -z "${ARTIFACTS_DESTINATION:-}" ]; then
   ARTIFACTS_DESTINATION="$(realpath "$ARTIFACTS")"
 fi
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
-BIN=".venv/bin"; [ -x "$BIN/mlflow" ] || BIN="$(dirname "$(command -v mlflow)")"
+BIN=".venv/bin"
+if [ ! -x "$BIN/mlflow" ]; then
+  if ! command -v mlflow >/dev/null; then
+    echo "error: mlflow not found (no .venv/bin/mlflow, none on PATH): run 'make install'" \
+         "or activate the venv that has ecglm installed" >&2
+    exit 127
+  fi
+  BIN="$(dirname "$(command -v mlflow)")"
+fi
 EXTRA=()
 if [ -n "${ALLOWED_HOSTS:-}" ]; then
   EXTRA+=(--allowed-hosts "localhost,127.0.0.1,localhost:$PORT,127.0.0.1:$PORT,$ALLOWED_HOSTS")
