@@ -59,8 +59,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 def _common(c: Cluster) -> list[str]:
+    # a CI machine shared with other jobs can take over a minute to start the 2 Train
+    # workers (Ray Train's default wait is 60 s); the env var reaches the job's processes
     return ["--address", c.head.dashboard_url, f"cluster.storage_root={c.storage}",
-            f"tracking.tracking_uri={c.mlflow.url}", f"tracking.experiment={EXPERIMENT}"]
+            f"tracking.tracking_uri={c.mlflow.url}", f"tracking.experiment={EXPERIMENT}",
+            "cluster.env_vars={RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S: '300'}"]
 
 
 @pytest.fixture(scope="module")
