@@ -4,7 +4,8 @@ Argument parsing only: each command runs one recipe (:mod:`ecglm.recipes`).
 
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
 ``export``, ``data shard``, ``data check``, ``serve``, ``demo``, ``plan`` (memory plan, no
-Ray); ``submit`` (any of them as a Ray job on a cluster) and ``jobs`` (list/status/logs/stop). ``--tiny`` shrinks any preset.
+Ray); ``submit`` (any of them as a Ray job on a cluster) and ``jobs`` (list/status/logs/stop).
+``--tiny`` shrinks any preset.
 Bad configs exit with status 2 and a message naming the dotted key. ``-v`` (before the
 command) shows Ray's and the libraries' logs on the terminal; by default they go to
 ``<output_dir>/<name>/logs/`` (see :mod:`ecglm.utils.logs`).
@@ -158,6 +159,32 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
 
     return jobs_command(args.jobs_cmd, getattr(args, "job_id", None), args.address,
                         follow=bool(getattr(args, "follow", False)))
+
+
+def run_job(command: Sequence[str], args: Sequence[str]) -> int:
+    """What a submitted job runs (``jobs/<command>.py``): ``ecglm <command> <args>``, reading
+    the config from the job's env when ``args[0]`` is
+    :data:`ecglm.cluster.runtime.CONFIG_FROM_ENV` (``ecglm submit`` sends a config file that
+    is not in the uploaded repo that way; it is written to a temporary file for the run).
+    The first line names the ``ecglm`` code the job imports (Ray's copy of the repo)."""
+    import os
+    import tempfile
+
+    import ecglm
+    from ecglm.cluster.runtime import CONFIG_ENV, CONFIG_FROM_ENV, CONFIG_NAME_ENV
+
+    print(f"[ecglm] code: {Path(ecglm.__file__).parent} ({sys.executable})", flush=True)
+    if not args or args[0] != CONFIG_FROM_ENV:
+        return main([*command, *args])
+    text = os.environ.get(CONFIG_ENV)
+    if text is None:
+        print(f"error: {CONFIG_FROM_ENV} given but {CONFIG_ENV} is not in the job's env",
+              file=sys.stderr)
+        return 2
+    name = Path(os.environ.get(CONFIG_NAME_ENV) or "config.yaml").name
+    with tempfile.TemporaryDirectory(prefix="ecglm-config-") as tmp:
+        (Path(tmp) / name).write_text(text)
+        return main([*command, str(Path(tmp) / name), *args[1:]])
 
 
 def _add_cluster_commands(sub: Any) -> None:

@@ -153,3 +153,18 @@ def test_job_options_and_address(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_address() == "http://10.0.0.1:8265"
     assert resolve_address(configured="http://h:1") == "http://h:1"
     assert resolve_address("http://cli:2", "http://h:1") == "http://cli:2"
+
+
+def test_failed_job_message_is_cut_to_its_tail() -> None:
+    from ray.job_submission import JobStatus
+
+    from ecglm.cluster.jobs import Outcome
+
+    msg = "Job entrypoint command failed with exit code 1, last available logs:\n" + "\n".join(
+        f"line {i}" for i in range(100)) + "\nOSError: /nonexistent/llm"
+    short = Outcome(JobStatus.FAILED, msg).short_message(lines=5)
+    assert short.splitlines()[0].startswith("Job entrypoint command failed")
+    assert short.splitlines()[-1] == "OSError: /nonexistent/llm"
+    assert "line 10\n" not in short and len(short.splitlines()) == 7
+    assert Outcome(JobStatus.FAILED, "one\ntwo").short_message() == "one\ntwo"
+    assert Outcome(JobStatus.FAILED, "x").code == 1 and Outcome(JobStatus.SUCCEEDED, "").code == 0

@@ -5,7 +5,7 @@
 * :mod:`ecglm.cluster.runtime`: the job's runtime env (working dir, env vars) and entrypoint;
 * :mod:`ecglm.cluster.jobs`: the job server client (address, list, logs, status, stop, wait);
 * :mod:`ecglm.cluster.submit`: ``ecglm submit`` itself;
-* :mod:`ecglm.cluster.entry`: what runs inside the job (a config sent with the job).
+* what runs inside a job: ``jobs/<command>.py`` -> :func:`ecglm.cli.run_job`.
 
 Nothing here imports torch or transformers: submitting takes about a second.
 """

@@ -24,6 +24,8 @@ EXIT_CODES = {JobStatus.SUCCEEDED: 0, JobStatus.FAILED: 1, JobStatus.STOPPED: 1}
 """Exit status of ``ecglm submit`` / ``ecglm jobs logs --follow`` per final job status."""
 INTERRUPTED = 130
 """Exit status after Ctrl-C (the job keeps running unless the user asked to stop it)."""
+MESSAGE_LINES = 30
+"""Lines of a failed job's log shown by ``submit`` and ``jobs status``."""
 UNREACHABLE = 2
 """Exit status when the job server does not answer."""
 
@@ -70,8 +72,7 @@ def describe(info: JobDetails) -> str:
     """One line: id, status, entrypoint (shortened), message of a finished job."""
     job_id = info.submission_id or info.job_id or "?"
     entry = info.entrypoint if len(info.entrypoint) <= 90 else info.entrypoint[:87] + "..."
-    line = f"{job_id}  {info.status.value:<9}  {entry}"
-    return line
+    return f"{job_id}  {info.status.value:<9}  {entry}"
 
 
 def list_jobs(client: JobSubmissionClient) -> list[JobDetails]:
@@ -128,6 +129,15 @@ class Outcome:
     @property
     def code(self) -> int:
         return exit_code(self.status)
+
+    def short_message(self, lines: int = MESSAGE_LINES) -> str:
+        """Ray's message cut to its first line plus the last ``lines`` lines (a failed job's
+        message carries up to 20,000 characters of its log)."""
+        parts = self.message.splitlines()
+        if len(parts) <= lines + 1:
+            return self.message
+        return "\n".join([parts[0], f"  ... ({len(parts) - lines - 1} lines; all of them: "
+                          "`ecglm jobs logs ID`)", *parts[-lines:]])
 
 
 def outcome(client: JobSubmissionClient, job_id: str) -> Outcome:

@@ -8,7 +8,7 @@ whatever ``ecglm`` the nodes have installed.
 
 A config inside the uploaded repo is named by its path there; one outside it (or in an
 excluded folder) travels as YAML text in the job's env (:data:`CONFIG_ENV`) and the job reads
-it back (:mod:`ecglm.cluster.entry`).
+it back (:func:`ecglm.cli.run_job`).
 """
 
 from __future__ import annotations

@@ -16,12 +16,14 @@ and exits 130.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 from urllib.parse import urlparse
 
 from ray.job_submission import JobStatus, JobSubmissionClient
@@ -104,7 +106,7 @@ def _absolute_checkpoint(options: list[str], base: Path) -> list[str]:
     return out
 
 
-def _on_status(job_id: str):
+def _on_status(job_id: str) -> Callable[[JobStatus], None]:
     def show(status: JobStatus) -> None:
         print(f"[ecglm] job {job_id}: {status.value}", flush=True)
     return show
@@ -116,7 +118,7 @@ def _finish(client: JobSubmissionClient, job_id: str) -> int:
     if end.status == JobStatus.SUCCEEDED:
         print(f"[ecglm] job {job_id} SUCCEEDED", flush=True)
     else:
-        _err(f"[ecglm] job {job_id} {end.status.value}: {end.message}")
+        _err(f"[ecglm] job {job_id} {end.status.value}: {end.short_message()}")
     return end.code
 
 
@@ -136,11 +138,38 @@ def _interrupted(client: JobSubmissionClient, job_id: str) -> int:
     return jobs.INTERRUPTED
 
 
+@contextmanager
+def ray_logs_at(level: int) -> Iterator[None]:
+    """Only records at ``level`` or above from Ray's loggers (``ray.*``) reach the terminal
+    during the body: the client side of job submission logs every packaging step and the log
+    stream's close at INFO. (Ray's child loggers carry their own levels, so the filter sits on
+    the ``ray`` logger's handlers.)"""
+    handlers = logging.getLogger("ray").handlers
+    drop_below = _LevelFilter(level)
+    for handler in handlers:
+        handler.addFilter(drop_below)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(drop_below)
+
+
+class _LevelFilter(logging.Filter):
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
 def watch(client: JobSubmissionClient, job_id: str, follow: bool) -> int:
     """Wait for the job (streaming its logs when ``follow``); exit code of its final status."""
     try:
         if follow:
-            jobs.stream_logs(client, job_id)
+            with ray_logs_at(logging.WARNING):
+                jobs.stream_logs(client, job_id)
             jobs.final_status(client, job_id)
         else:
             jobs.wait(client, job_id, _on_status(job_id))
@@ -175,13 +204,16 @@ def submit(req: SubmitRequest) -> int:
     job_args = [*(["--tiny"] if req.tiny else []), *_absolute_checkpoint(req.job_options, base),
                 *job_overrides]
     job_id = job_id_for(req.command, cfg)
-    client.submit_job(
-        entrypoint=entrypoint(req.command, config_arg, job_args),
-        runtime_env=runtime_env(cfg, repo, config_env),
-        submission_id=job_id,
-        metadata={"ecglm_command": req.command, "ecglm_config": str(req.config),
-                  "ecglm_name": cfg.name},
-    )
+    print(f"[ecglm] uploading {repo} as the job's working dir (without "
+          f"{', '.join(cfg.cluster.excludes)})", flush=True)
+    with ray_logs_at(logging.ERROR):  # Ray's packaging chatter (.git ignored, zip names...)
+        client.submit_job(
+            entrypoint=entrypoint(req.command, config_arg, job_args),
+            runtime_env=runtime_env(cfg, repo, config_env),
+            submission_id=job_id,
+            metadata={"ecglm_command": req.command, "ecglm_config": str(req.config),
+                      "ecglm_name": cfg.name},
+        )
     print(f"[ecglm] submitted {req.command} job {job_id} to {address}\n"
           f"[ecglm]   dashboard: {address}/#/jobs\n"
           f"[ecglm]   logs:      ecglm jobs logs {job_id} --follow --address {address}\n"
@@ -208,7 +240,8 @@ def jobs_command(action: str, job_id: Optional[str], address: Optional[str],
     try:
         if action == "status":
             end = jobs.outcome(client, job_id)
-            print(f"{job_id}  {end.status.value}" + (f"  {end.message}" if end.message else ""))
+            print(f"{job_id}  {end.status.value}"
+                  + (f"  {end.short_message()}" if end.message else ""))
             return 0
         if action == "stop":
             stopped = client.stop_job(job_id)
