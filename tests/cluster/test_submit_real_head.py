@@ -147,6 +147,9 @@ def test_failing_job_exits_nonzero_with_its_error(cluster: Cluster, train_job) -
     assert str(missing) in res.stderr                  # the job's own error, shown here
     logs = ecglm("jobs", "logs", job_id, "--address", cluster.head.dashboard_url)
     assert logs.returncode == 0 and str(missing) in logs.stdout
+    # --follow on an ended job replays its log and exits with its status
+    followed = ecglm("jobs", "logs", job_id, "--follow", "--address", cluster.head.dashboard_url)
+    assert followed.returncode == 1 and str(missing) in followed.stdout
     status = ecglm("jobs", "status", job_id, "--address", cluster.head.dashboard_url)
     assert "FAILED" in status.stdout
 
@@ -174,5 +177,7 @@ def test_jobs_list_shows_the_jobs(cluster: Cluster, train_job) -> None:
     assert res.returncode == 0
     line = next(ln for ln in res.stdout.splitlines() if ln.startswith(job_id))
     assert "SUCCEEDED" in line and "jobs/train.py" in line
+    followed = ecglm("jobs", "logs", job_id, "--follow", "--address", cluster.head.dashboard_url)
+    assert followed.returncode == 0 and "[train] step 2/2" in followed.stdout
     missing = ecglm("jobs", "status", "ecglm-nope", "--address", cluster.head.dashboard_url)
     assert missing.returncode == 2 and "ecglm-nope" in missing.stderr

@@ -161,8 +161,8 @@ def place_for_cluster(cfg: ExperimentConfig, base: Path, remote: bool) -> Placem
                         f"the same place on every node: {', '.join(named)}")
     if remote and tracking_is_loopback(cfg):
         warnings.append(
-            f"tracking.tracking_uri={cfg.tracking.tracking_uri} names this machine's loopback, "
-            "but the job runs on the cluster: there it means the node itself (right when the "
-            "MLflow server runs on the head and jobs run there; otherwise use the head's "
-            "private IP, e.g. http://<head-ip>:5000)")
+            f"tracking.tracking_uri={cfg.tracking.tracking_uri} names the loopback, but the "
+            "job runs on the cluster: there it means each node itself, and Train workers on "
+            "other nodes log metrics too; use the MLflow server's address on the cluster "
+            "network (cluster.yaml: http://<head private ip>:5000)")
     return Placement(overrides=[*written, *inputs], warnings=warnings)
