@@ -41,11 +41,16 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-def wait_http(url: str, timeout_s: float, what: str) -> None:
-    """Poll ``url`` until it answers 200 or fail with ``what`` in the message."""
+def wait_http(url: str, timeout_s: float, what: str,
+              proc: Optional[subprocess.Popen] = None) -> None:
+    """Poll ``url`` until it answers 200 or fail with ``what`` in the message (at once when
+    ``proc``, the process that should answer, has exited)."""
     deadline = time.monotonic() + timeout_s
     last = ""
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise TimeoutError(f"{what} exited with status {proc.returncode} before answering "
+                               f"{url}")
         try:
             r = requests.get(url, timeout=3)
             if r.status_code == 200:
@@ -98,12 +103,15 @@ class RayHead:
 def ray_head(num_cpus: int, object_store_mib: int = 400,
              env: Optional[dict[str, str]] = None) -> Iterator[RayHead]:
     """Start ``ray start --head --num-cpus N`` on free ports with its own ``--temp-dir``
-    (short: Ray's socket paths must stay under 108 bytes); stop only its processes."""
+    (short: Ray's socket paths must stay under 108 bytes); stop only its processes. The venv's
+    ``bin`` leads ``PATH`` (as after ``source .venv/bin/activate``): a job's ``python`` and its
+    workers use the venv."""
     temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))
     (gcs, dash, client, agent_grpc, agent_http, metrics, rtenv,
      node_mgr, obj_mgr) = free_ports(9)
+    # as a user with the venv active: jobs' `python` is the venv's
     run_env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-               **(env or {})}
+               "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     run_env.pop("RAY_ADDRESS", None)
     cmd = [str(BIN / "ray"), "start", "--head", f"--num-cpus={num_cpus}", "--num-gpus=0",
            f"--port={gcs}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
@@ -146,14 +154,15 @@ def mlflow_server(root: Path) -> Iterator[MlflowServer]:
     store = root / "mlflow.db"
     artifacts = root / "artifacts"
     env = {**os.environ, "PORT": str(port), "BACKEND_STORE_URI": f"sqlite:///{store}",
-           "ARTIFACTS_DESTINATION": str(artifacts)}
+           "ARTIFACTS_DESTINATION": str(artifacts),
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # the venv's mlflow
     log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(["bash", str(REPO / "mlflow/start_server.sh")], env=env, cwd=REPO,
                             start_new_session=True, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         try:
-            wait_http(f"{url}/health", 120, "MLflow server")
+            wait_http(f"{url}/health", 120, "MLflow server", proc)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}; log: {(root / 'server.log').read_text()[-3000:]}") \
                 from None

@@ -4,7 +4,8 @@ Argument parsing only: each command runs one recipe (:mod:`ecglm.recipes`).
 
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
 ``export``, ``data shard``, ``data check``, ``serve``, ``demo``, ``plan`` (memory plan, no
-Ray). ``--tiny`` shrinks any preset.
+Ray); ``submit`` (any of them as a Ray job on a cluster) and ``jobs`` (list/status/logs/stop).
+``--tiny`` shrinks any preset.
 Bad configs exit with status 2 and a message naming the dotted key. ``-v`` (before the
 command) shows Ray's and the libraries' logs on the terminal; by default they go to
 ``<output_dir>/<name>/logs/`` (see :mod:`ecglm.utils.logs`).
@@ -142,6 +143,91 @@ def _log_file(args: argparse.Namespace) -> Optional[Path]:
     return log_file(cfg.output_dir, cfg.name, command)
 
 
+# --- cluster: `ecglm submit`, `ecglm jobs` (Ray job server; no torch imported) ---------------
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from ecglm.cluster.submit import run_submit
+
+    return run_submit(args.job_command, args.config, args.overrides, tiny=args.tiny,
+                      address=args.address, follow=args.follow, no_wait=args.no_wait,
+                      checkpoint=args.checkpoint, resume=args.resume, no_eval=args.no_eval)
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from ecglm.cluster.submit import jobs_command
+
+    return jobs_command(args.jobs_cmd, getattr(args, "job_id", None), args.address,
+                        follow=bool(getattr(args, "follow", False)))
+
+
+def run_job(command: Sequence[str], args: Sequence[str]) -> int:
+    """What a submitted job runs (``jobs/<command>.py``): ``ecglm <command> <args>``, reading
+    the config from the job's env when ``args[0]`` is
+    :data:`ecglm.cluster.runtime.CONFIG_FROM_ENV` (``ecglm submit`` sends a config file that
+    is not in the uploaded repo that way; it is written to a temporary file for the run).
+    The first line names the ``ecglm`` code the job imports (Ray's copy of the repo)."""
+    import os
+    import tempfile
+
+    import ecglm
+    from ecglm.cluster.runtime import CONFIG_ENV, CONFIG_FROM_ENV, CONFIG_NAME_ENV
+
+    print(f"[ecglm] code: {Path(ecglm.__file__).parent} ({sys.executable})", flush=True)
+    if not args or args[0] != CONFIG_FROM_ENV:
+        return main([*command, *args])
+    text = os.environ.get(CONFIG_ENV)
+    if text is None:
+        print(f"error: {CONFIG_FROM_ENV} given but {CONFIG_ENV} is not in the job's env",
+              file=sys.stderr)
+        return 2
+    name = Path(os.environ.get(CONFIG_NAME_ENV) or "config.yaml").name
+    with tempfile.TemporaryDirectory(prefix="ecglm-config-") as tmp:
+        (Path(tmp) / name).write_text(text)
+        return main([*command, str(Path(tmp) / name), *args[1:]])
+
+
+def _add_cluster_commands(sub: Any) -> None:
+    """``submit`` and ``jobs`` sub-commands."""
+    from ecglm.cluster.runtime import SCRIPTS
+
+    address_help = ("Ray job server (dashboard) URL; default: cluster.address, else "
+                    "RAY_ADDRESS, else http://127.0.0.1:8265")
+    sm = sub.add_parser("submit", help="run a command as a Ray job on a cluster (waits for it "
+                        "and exits with its status; --follow streams its logs)")
+    sm.add_argument("job_command", choices=tuple(SCRIPTS), metavar="COMMAND",
+                    help=f"one of {', '.join(SCRIPTS)}")
+    sm.add_argument("config", type=Path, help="experiment YAML (inside or outside the repo)")
+    sm.add_argument("overrides", nargs="*", help="dotted.key=value overrides")
+    sm.add_argument("--tiny", action="store_true", help="shrink the preset (as for the command)")
+    sm.add_argument("--address", default=None, help=address_help)
+    sm.add_argument("--follow", action="store_true", help="stream the job's logs until it ends")
+    sm.add_argument("--no-wait", action="store_true",
+                    help="return once submitted (serve jobs always do, unless --follow)")
+    sm.add_argument("--checkpoint", default=None, help="eval/serve: checkpoint folder on shared "
+                    "storage, MLflow run id or models:/NAME@ALIAS")
+    sm.add_argument("--resume", default=None, help="train: run id or checkpoint folder")
+    sm.add_argument("--no-eval", action="store_true", help="train: skip evaluation")
+    sm.set_defaults(fn=_cmd_submit)
+    jb = sub.add_parser("jobs", help="list, inspect, follow or stop submitted Ray jobs")
+    jsub = jb.add_subparsers(dest="jobs_cmd", required=True)
+    for name, help_ in (("list", "submitted jobs: id, status, entrypoint"),
+                        ("status", "status of a job (and Ray's message once it ended)"),
+                        ("logs", "logs of a job (--follow: stream until it ends, exit with "
+                                 "its status)"),
+                        ("stop", "stop a running job")):
+        jp = jsub.add_parser(name, help=help_)
+        if name != "list":
+            jp.add_argument("job_id", metavar="ID", help="submission id (ecglm-...)")
+        if name == "logs":
+            jp.add_argument("--follow", action="store_true", help="stream until the job ends")
+        jp.add_argument("--address", default=None, help=address_help)
+        jp.set_defaults(fn=_cmd_jobs)
+
+
+# --- end of cluster commands ---------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ecglm", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true",
@@ -198,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="plan a built-in LLM architecture instead of the config's: "
                           "llama-1b, llama-8b, llama-70b")
     pln.add_argument("--json", action="store_true", help="print one JSON line last")
+    _add_cluster_commands(sub)
     data = sub.add_parser("data", help="data commands").add_subparsers(dest="data_cmd",
                                                                        required=True)
     add("shard", _cmd_shard, "write Parquet shards with Ray Data", parent=data)

@@ -11,6 +11,7 @@ head's CPU choice).
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -93,10 +94,46 @@ def set_process_env() -> str:
     return chosen
 
 
+JOB_CONFIG_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+"""Set by Ray in a submitted job's driver: the job's config, runtime env included (JSON)."""
+
+
+def _job_env_keys() -> set[str]:
+    """Env var names a submitted job's runtime env already sets (``ecglm submit``,
+    ``ray job submit --runtime-env``); empty outside a Ray job."""
+    raw = os.environ.get(JOB_CONFIG_ENV)
+    if not raw:
+        return set()
+    try:
+        env = ((json.loads(raw) or {}).get("runtime_env") or {}).get("env_vars") or {}
+    except (ValueError, AttributeError):
+        return set()
+    return set(env)
+
+
 def runtime_env() -> dict[str, Any]:
     """The job-level runtime env the driver passes to ``ray.init``: :data:`WORKER_ENV` as set
-    in this process. ``DS_ACCELERATOR`` is never in it (each worker chooses its own)."""
-    return {"env_vars": {k: os.environ[k] for k in WORKER_ENV if k in os.environ}}
+    in this process. ``DS_ACCELERATOR`` is never in it (each worker chooses its own).
+
+    Inside a submitted job, variables the job's own runtime env sets are left out: Ray refuses
+    a driver runtime env that repeats a key of the job's (and the job's value, e.g.
+    ``HF_HUB_OFFLINE=0`` from ``cluster.hub_offline: false``, already reaches every worker)."""
+    skip = _job_env_keys()
+    return {"env_vars": {k: os.environ[k] for k in WORKER_ENV
+                         if k in os.environ and k not in skip}}
+
+
+def joined_runtime_env(address: str) -> dict[str, Any]:
+    """:func:`runtime_env` for a driver joining the cluster at ``address`` (``RAY_ADDRESS``):
+    workers also get ``RAY_ADDRESS``, because Ray Train's placement-group cleaner (an actor)
+    finds the State API through it; without it, on a machine running several Ray instances,
+    the cleaner dies ("Found multiple active Ray instances") and a finished Tune trial's
+    worker bundles are never freed, so the next trial's workers never start. A Ray Client
+    address (``ray://``) means nothing to a worker and is not passed."""
+    env = runtime_env()
+    if not address.startswith("ray://") and "RAY_ADDRESS" not in _job_env_keys():
+        env["env_vars"]["RAY_ADDRESS"] = address
+    return env
 
 
 def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
@@ -111,7 +148,8 @@ def init_ray(num_cpus: int, object_store_bytes: int = 1 << 30) -> None:
     set_process_env()
     if not ray.is_initialized():
         if os.environ.get("RAY_ADDRESS"):
-            ray.init(runtime_env=runtime_env(), log_to_driver=True)
+            ray.init(runtime_env=joined_runtime_env(os.environ["RAY_ADDRESS"]),
+                     log_to_driver=True)
         else:
             ray.init(
                 address="local",
