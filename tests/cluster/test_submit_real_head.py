@@ -145,6 +145,7 @@ def test_failing_job_exits_nonzero_with_its_error(cluster: Cluster, train_job) -
     job_id = _job_id(res.stdout)
     assert f"job {job_id} FAILED" in res.stderr
     assert str(missing) in res.stderr                  # the job's own error, shown here
+    assert f"llm.path: folder {missing} not found" in res.stderr
     logs = ecglm("jobs", "logs", job_id, "--address", cluster.head.dashboard_url)
     assert logs.returncode == 0 and str(missing) in logs.stdout
     # --follow on an ended job replays its log and exits with its status

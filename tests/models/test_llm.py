@@ -134,3 +134,13 @@ def test_smollm2_conversion(tmp_path_factory: pytest.TempPathFactory) -> None:
     out = ecg_lm(torch.randn(1, 1, 12, 500), None, ids["input_ids"], ids["attention_mask"])
     assert out.logits.shape == (1, 12 + ids["input_ids"].shape[1], 49152)
     assert torch.isfinite(out.logits).all()
+
+
+def test_missing_llm_folder_names_the_key(tmp_path: Path) -> None:
+    """A local ``llm.path`` that does not exist fails before transformers mistakes it for a
+    hub id; a hub id (``org/name``) is passed through."""
+    missing = tmp_path / "no-such-llm"
+    with pytest.raises(LLMPrepareError, match=f"llm.path: folder {missing} not found"):
+        prepare_llm_dir(LLMConfig(source="path", path=str(missing)))
+    assert prepare_llm_dir(LLMConfig(source="path", path="HuggingFaceTB/SmolLM2-135M")) == \
+        Path("HuggingFaceTB/SmolLM2-135M")

@@ -233,6 +233,12 @@ def _build_tiny(tiny: TinyLLMConfig, corpus: list[str] | None, out: Path) -> dic
 # public API
 # --------------------------------------------------------------------------------------------
 
+def looks_like_local_path(ref: str) -> bool:
+    """True when ``ref`` names a folder rather than a hub id (``org/name`` or ``name``):
+    absolute, ``~``/``.``-relative, or more than one ``/``."""
+    return ref.startswith(("/", "~", ".")) or ref.count("/") > 1
+
+
 def prepare_llm_dir(cfg: LLMConfig, corpus: list[str] | None = None) -> Path:
     """Return a plain HF model folder for ``cfg`` (writing it once under ``cfg.cache_dir``).
 
@@ -253,7 +259,13 @@ def prepare_llm_dir(cfg: LLMConfig, corpus: list[str] | None = None) -> Path:
     if cfg.source == "path":
         if not cfg.path:
             raise LLMPrepareError("llm.path: required when llm.source is 'path'")
-        return Path(cfg.path)
+        folder = Path(cfg.path).expanduser()
+        if looks_like_local_path(cfg.path) and not folder.is_dir():
+            raise LLMPrepareError(
+                f"llm.path: folder {cfg.path} not found (expected a Hugging Face model folder "
+                "with config.json; on a cluster, a path every node mounts; a hub id looks like "
+                "'org/name')")
+        return folder
     raise LLMPrepareError(f"llm.source: expected smollm2, tiny or path, got {cfg.source!r}")
 
 
