@@ -3,18 +3,27 @@
 Search-space keys are the config's dotted keys (``lora.r``, ``train.lr``). Each trial applies its
 values as overrides, runs :func:`ecglm.train.run.run_training` with a ``TuneReportCallback`` (Ray
 Train V2's way to feed Tune) and is stopped early by ASHA on ``tune.metric``.
+
+Trials log no pyfunc model (it would cost every trial); after the sweep the best trial's run
+gets one (``tracking.log_model``) and, with ``tracking.register_as``, becomes a new registered
+version with alias ``tracking.register_alias``; the parent run is tagged with the registered
+name and version.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, flatten
+from ecglm.serving.pyfunc import (REGISTERED_NAME_TAG, REGISTERED_VERSION_TAG, ensure_model,
+                                  register_run)
 from ecglm.tracking import mlflow_run
+from ecglm.tracking.registry import ResolvedVersion
 from ecglm.tracking.tracked import close_stopped_trial, tracked_run
 from ecglm.train.run import Prepared, prepare, run_training
 
@@ -33,6 +42,8 @@ class SweepResult:
     n_trials: int
     table: list[dict[str, Any]]
     """One row per trial: its overrides, metric and MLflow run id."""
+    registered: Optional[ResolvedVersion] = None
+    """The winner's registered version (``tracking.register_as``), else None."""
 
 
 def _check_keys(cfg: ExperimentConfig) -> None:
@@ -135,4 +146,23 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
         parent_run.log_dict({"best": best_over, "best_run_id": best_run, "trials": table},
                             "sweep.json")
         parent_run.set_tags({"ecglm.best_run_id": best_run})
-    return SweepResult(best_over, best_metric, best_run, parent, len(table), table)
+        registered = _publish_winner(cfg, best_run)
+        if registered is not None:
+            parent_run.set_tags({REGISTERED_NAME_TAG: registered.name,
+                                 REGISTERED_VERSION_TAG: registered.version})
+    return SweepResult(best_over, best_metric, best_run, parent, len(table), table, registered)
+
+
+def _publish_winner(cfg: ExperimentConfig, best_run: str) -> Optional[ResolvedVersion]:
+    """Log the pyfunc model of the best trial's run (trials skip it to save time; built from
+    the run's ``checkpoint`` and ``retrieval`` artifacts) when ``tracking.log_model`` or
+    ``tracking.register_as``, and register it as ``register_as`` with ``register_alias``."""
+    uri = cfg.tracking.tracking_uri
+    work = Path(cfg.output_dir) / "downloads"
+    if not best_run or not (cfg.tracking.log_model or cfg.tracking.register_as):
+        return None
+    if not cfg.tracking.register_as:
+        ensure_model(uri, best_run, work)
+        return None
+    return register_run(uri, best_run, cfg.tracking.register_as, cfg.tracking.register_alias,
+                        work)
