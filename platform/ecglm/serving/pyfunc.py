@@ -7,7 +7,8 @@ endpoint (:mod:`ecglm.serving.validation`):
 * ``ecg``: ``(12, T)`` nested list or array in mV, lead order I II III aVR aVL aVF V1-V6;
 * ``fs``: sampling rate of ``ecg`` in Hz, a **float** (MLflow's schema check refuses an int
   column for a ``double`` field: write ``500.0``);
-* the task's request fields: ``question`` and (optional for yes/no questions) ``options`` for
+* the task's request fields: ``question`` and (optional for yes/no questions: None in that
+  row) ``options`` for
   ``qa``; none for the generation tasks.
 
 and returns one row per request with the task's response fields (``qa``: ``answer``,
