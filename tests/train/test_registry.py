@@ -144,3 +144,31 @@ def test_register_command(trained: TrainResult, tracking_uri: str,
     assert cli.main(["register", "no-such-run", "--name", "x", "--tracking-uri",
                      tracking_uri]) == 2
     assert "Run with id=no-such-run not found" in capsys.readouterr().err
+
+
+def test_winner_without_model_is_logged_then_registered(trained: TrainResult,
+                                                        tracking_uri: str) -> None:
+    """A sweep trial's run has a checkpoint but no model: publishing the winner logs the pyfunc
+    from its artifacts first (:func:`ecglm.tuning.sweep._publish_winner`), then registers it."""
+    from dataclasses import replace
+
+    from ecglm.tracking import mlflow_run
+    from ecglm.tuning.sweep import _publish_winner
+
+    cfg = trained.prepared.cfg
+    trial = mlflow_run.start_run(cfg, "trial-like")
+    mlflow_run.log_artifacts(tracking_uri, trial, trained.checkpoint_dir, "checkpoint")
+    mlflow_run.log_artifacts(tracking_uri, trial, trained.prepared.retrieval.folder, "retrieval")
+    mlflow_run.end_run(tracking_uri, trial)
+    assert not registry.has_artifact(tracking_uri, trial, "model")
+    sweep_cfg = replace(cfg, tracking=replace(cfg.tracking, register_as="tiny-winner"))
+    version = _publish_winner(sweep_cfg, trial)
+    assert version is not None and version.run_id == trial
+    assert registry.has_artifact(tracking_uri, trial, "model")
+    rows = _qa_rows(trained, 2)
+    got = mlflow.pyfunc.load_model("models:/tiny-winner@champion").predict(
+        _frame(rows, cfg.data.fs))
+    expected = mlflow.pyfunc.load_model(f"runs:/{trained.run_id}/model").predict(
+        _frame(rows, cfg.data.fs))
+    assert got["generated"].tolist() == expected["generated"].tolist()
+
