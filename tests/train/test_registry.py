@@ -146,29 +146,33 @@ def test_register_command(trained: TrainResult, tracking_uri: str,
     assert "Run with id=no-such-run not found" in capsys.readouterr().err
 
 
-def test_winner_without_model_is_logged_then_registered(trained: TrainResult,
-                                                        tracking_uri: str) -> None:
-    """A sweep trial's run has a checkpoint but no model: publishing the winner logs the pyfunc
-    from its artifacts first (:func:`ecglm.tuning.sweep._publish_winner`), then registers it."""
+def test_winner_without_artifacts_is_completed_logged_and_registered(
+        trained: TrainResult, tracking_uri: str) -> None:
+    """A sweep winner ASHA stopped before it logged anything but its Ray folder tag: the sweep
+    logs the latest checkpoint of that folder and the retrieval folder
+    (:func:`ecglm.tuning.sweep._complete_winner`), then the pyfunc, then registers it."""
     from dataclasses import replace
 
+    from ecglm.checkpoint import RAY_RUN_DIR_TAG
     from ecglm.tracking import mlflow_run
-    from ecglm.tuning.sweep import _publish_winner
+    from ecglm.tuning.sweep import _complete_winner, _publish_winner
 
     cfg = trained.prepared.cfg
-    trial = mlflow_run.start_run(cfg, "trial-like")
-    mlflow_run.log_artifacts(tracking_uri, trial, trained.checkpoint_dir, "checkpoint")
-    mlflow_run.log_artifacts(tracking_uri, trial, trained.prepared.retrieval.folder, "retrieval")
-    mlflow_run.end_run(tracking_uri, trial)
-    assert not registry.has_artifact(tracking_uri, trial, "model")
+    ray_dir = MlflowClient(tracking_uri).get_run(trained.run_id).data.tags[RAY_RUN_DIR_TAG]
+    trial = mlflow_run.start_run(cfg, "trial-like", tags={RAY_RUN_DIR_TAG: ray_dir})
+    mlflow_run.end_run(tracking_uri, trial, "KILLED")
+    assert not registry.has_artifact(tracking_uri, trial, "checkpoint")
+    _complete_winner(trained.prepared, trial, {})
     sweep_cfg = replace(cfg, tracking=replace(cfg.tracking, register_as="tiny-winner"))
     version = _publish_winner(sweep_cfg, trial)
     assert version is not None and version.run_id == trial
     assert registry.has_artifact(tracking_uri, trial, "model")
+    folder, _ = resolve_checkpoint(cfg, "models:/tiny-winner@champion")
+    assert (folder / TRAINABLE_FILE).read_bytes() == (
+        trained.checkpoint_dir / TRAINABLE_FILE).read_bytes()  # one checkpoint: the latest
     rows = _qa_rows(trained, 2)
     got = mlflow.pyfunc.load_model("models:/tiny-winner@champion").predict(
         _frame(rows, cfg.data.fs))
     expected = mlflow.pyfunc.load_model(f"runs:/{trained.run_id}/model").predict(
         _frame(rows, cfg.data.fs))
     assert got["generated"].tolist() == expected["generated"].tolist()
-
