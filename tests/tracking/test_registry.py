@@ -84,3 +84,12 @@ def test_errors_name_what_exists(store) -> None:
         registry.register_version(uri, first, "a/b")
     with pytest.raises(RegistryRefError, match="alias: expected"):
         registry.register_version(uri, first, "ecg-qa", "x@y")
+
+
+def test_register_run_without_model_or_checkpoint_is_refused(store, tmp_path: Path) -> None:
+    from ecglm.serving.pyfunc import register_run
+
+    cfg, first, _ = store
+    with pytest.raises(ck.CheckpointFileError, match=f"MLflow run {first}: no 'model' artifact, "
+                                                     "and no 'checkpoint' artifact"):
+        register_run(cfg.tracking.tracking_uri, first, "ecg-qa", "champion", tmp_path / "dl")

@@ -22,7 +22,8 @@ def run(tracking_uri: str, run_id: str, name: str, alias: Optional[str],
 
     Raises:
         ecglm.tracking.registry.RegistryRefError: bad name or alias.
-        ecglm.checkpoint.CheckpointFileError: the run has neither a model nor a checkpoint.
+        ecglm.checkpoint.CheckpointFileError: the run has no model and no checkpoint +
+            retrieval to build one from.
     """
     version = register_run(tracking_uri, run_id, name, alias, work_dir)
     ref = f"models:/{version.name}@{alias}" if alias else f"models:/{version.name}/{version.version}"

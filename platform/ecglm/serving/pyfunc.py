@@ -304,15 +304,19 @@ def ensure_model(tracking_uri: str, run_id: str, work_dir: Path) -> bool:
     stored with the checkpoint. Returns True when it logged one.
 
     Raises:
-        CheckpointFileError: the run has neither a ``model`` nor a ``checkpoint`` artifact.
+        CheckpointFileError: the run has no ``model`` artifact and lacks ``checkpoint`` or
+            ``retrieval``.
     """
     from ecglm.checkpoint import CheckpointFileError, read_config
 
     if has_artifact(tracking_uri, run_id, MODEL_ARTIFACT):
         return False
-    if not has_artifact(tracking_uri, run_id, ARTIFACT_PATH):
-        raise CheckpointFileError(f"MLflow run {run_id}: no '{MODEL_ARTIFACT}' and no "
-                                  f"'{ARTIFACT_PATH}' artifact to build a model from")
+    for needed in (ARTIFACT_PATH, RETRIEVAL_RUN_ARTIFACT):
+        if not has_artifact(tracking_uri, run_id, needed):
+            raise CheckpointFileError(f"MLflow run {run_id}: no '{MODEL_ARTIFACT}' artifact, "
+                                      f"and no '{needed}' artifact to build one from (a "
+                                      f"training run logs '{ARTIFACT_PATH}' and "
+                                      f"'{RETRIEVAL_RUN_ARTIFACT}')")
     dst = Path(work_dir) / run_id
     ckpt = mlflow_run.download_artifacts(tracking_uri, run_id, ARTIFACT_PATH, dst)
     retrieval = mlflow_run.download_artifacts(tracking_uri, run_id, RETRIEVAL_RUN_ARTIFACT, dst)
