@@ -1,5 +1,5 @@
 """ecglm.checkpoint: write -> read round trip, clear errors, and the resolver (folder, MLflow
-run id against a real sqlite store, registry URI not yet supported)."""
+run id and registry reference against a real sqlite store)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from ecglm import checkpoint as ck
-from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, from_dict
+from ecglm.config import ExperimentConfig, apply_overrides, from_dict
 from ecglm.config.paths import resolve_paths
-from ecglm.tracking import mlflow_run
+from ecglm.tracking import mlflow_run, registry
 
 
 @pytest.fixture()
@@ -94,6 +94,20 @@ def test_resolve_mlflow_run_id(tmp_path: Path, cfg: ExperimentConfig) -> None:
         ck.resolve_checkpoint(cfg, bare)
 
 
-def test_registry_uri_is_not_yet_supported(cfg: ExperimentConfig) -> None:
-    with pytest.raises(ConfigError, match=r"models:/ecg-qa@champion.*not yet supported"):
-        ck.resolve_checkpoint(cfg, "models:/ecg-qa@champion")
+def test_registry_ref_resolves_to_the_version_run_checkpoint(tmp_path: Path,
+                                                             cfg: ExperimentConfig) -> None:
+    """``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` -> the checkpoint of the version's
+    run (here a run without a logged model: its own ``checkpoint`` artifact)."""
+    state = _state()
+    folder = ck.write_checkpoint(tmp_path / "local", state, cfg, 3, {})
+    uri = cfg.tracking.tracking_uri
+    run_id = mlflow_run.start_run(cfg, "registered")
+    mlflow_run.log_artifacts(uri, run_id, folder, ck.ARTIFACT_PATH)
+    registry.register_version(uri, run_id, "ecg-qa", "champion")
+    for ref in ("models:/ecg-qa@champion", "models:/ecg-qa/1"):
+        local, got_id = ck.resolve_checkpoint(cfg, ref)
+        assert got_id == run_id
+        assert (local / ck.TRAINABLE_FILE).read_bytes() == (folder / ck.TRAINABLE_FILE).read_bytes()
+    with pytest.raises(registry.RegistryRefError, match=r"no alias 'prod' \(aliases: "
+                                                        r"champion -> version 1\)"):
+        ck.resolve_checkpoint(cfg, "models:/ecg-qa@prod")

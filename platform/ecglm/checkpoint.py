@@ -23,7 +23,8 @@ A *pretraining checkpoint* (``ecglm pretrain``) holds the whole SigLIP model
 (``model.safetensors``) and the loss/AUC history (``history.json``).
 
 Checkpoints are referred to by a folder path, by an MLflow run id (its ``checkpoint`` artifact is
-downloaded) or, once the model registry lands, by ``models:/NAME@ALIAS``.
+downloaded) or by a registered model version, ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION``
+(the checkpoint inside the version's logged pyfunc model is downloaded).
 
 Low level on purpose: imports only config and tracking (never models/, train/ or evaluation/);
 building a model from a checkpoint lives in :mod:`ecglm.models.from_checkpoint`.
@@ -40,8 +41,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from ecglm.config import ConfigError, ExperimentConfig, dump_yaml
-from ecglm.tracking import mlflow_run
+from ecglm.config import ExperimentConfig, dump_yaml
+from ecglm.tracking import mlflow_run, registry
 
 TRAINABLE_FILE = "trainable.safetensors"
 """Trainable tensors of a training checkpoint (safetensors)."""
@@ -63,7 +64,7 @@ PRETRAIN_MODEL_FILE = "model.safetensors"
 PRETRAIN_HISTORY_FILE = "history.json"
 """Per-step and per-epoch history of a pretraining checkpoint."""
 
-REGISTRY_SCHEME = "models:/"
+REGISTRY_SCHEME = registry.REGISTRY_SCHEME
 
 
 class CheckpointFileError(FileNotFoundError):
@@ -248,9 +249,35 @@ def read_pretrain_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dic
 # ------------------------------------------------------------------------------------------------
 
 def _from_registry(cfg: ExperimentConfig, ref: str) -> tuple[Path, Optional[str]]:
-    """``models:/NAME@ALIAS`` -> (folder, run id): the model registry is not wired in yet."""
-    raise ConfigError(f"checkpoint: registry URI {ref!r} is not yet supported (the MLflow "
-                      "model registry comes later); pass a checkpoint folder or an MLflow run id")
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (folder, run id): the version's
+    run, then the checkpoint inside its logged model (``<model>/artifacts/checkpoint``), else
+    the run's ``checkpoint`` artifact, downloaded under
+    ``<output_dir>/downloads/models/<NAME>/<VERSION>``.
+
+    Raises:
+        RegistryRefError: malformed reference, unknown model, alias or version (names it and
+            lists the aliases/versions that exist).
+        CheckpointFileError: the version has no run, or neither artifact is a checkpoint.
+    """
+    uri = cfg.tracking.tracking_uri
+    version = registry.resolve(uri, ref)
+    if not version.run_id:
+        raise CheckpointFileError(f"{ref}: version {version.version} of {version.name!r} was "
+                                  f"registered from {version.source}, not from an MLflow run; "
+                                  "pass a checkpoint folder instead")
+    dst = Path(cfg.output_dir) / "downloads" / "models" / version.name / version.version
+    inner = version.run_artifact_path
+    path = f"{inner}/artifacts/{ARTIFACT_PATH}" if inner else ARTIFACT_PATH
+    if not registry.has_artifact(uri, version.run_id, path):
+        path = ARTIFACT_PATH  # registered from elsewhere: the run's own checkpoint
+    local = mlflow_run.download_artifacts(uri, version.run_id, path, dst)
+    try:
+        check_checkpoint(local)
+    except CheckpointFileError as exc:
+        raise CheckpointFileError(f"{ref} (version {version.version}, MLflow run "
+                                  f"{version.run_id}): artifact '{path}' is not a checkpoint: "
+                                  f"{exc}") from exc
+    return local, version.run_id
 
 
 def _from_run(cfg: ExperimentConfig, run_id: str) -> tuple[Path, Optional[str]]:
@@ -271,7 +298,8 @@ def resolve_checkpoint(cfg: ExperimentConfig, ref: str) -> tuple[Path, Optional[
 
     Args:
         cfg: supplies ``tracking.tracking_uri`` and ``output_dir`` (download location).
-        ref: a checkpoint folder, an MLflow run id, or ``models:/NAME@ALIAS`` (not yet).
+        ref: a checkpoint folder, an MLflow run id, ``models:/NAME@ALIAS`` or
+            ``models:/NAME/VERSION`` (Model Registry).
 
     Returns:
         (folder holding ``trainable.safetensors``, MLflow run id or None for a folder)
@@ -279,7 +307,7 @@ def resolve_checkpoint(cfg: ExperimentConfig, ref: str) -> tuple[Path, Optional[
     Raises:
         CheckpointFileError: the folder (or the run's artifact) lacks a required file, or
             ``ref`` looks like a path but no such folder exists.
-        ConfigError: ``ref`` is a registry URI.
+        ecglm.tracking.registry.RegistryRefError: a bad or unknown registry reference.
     """
     ref = str(ref)
     if ref.startswith(REGISTRY_SCHEME):

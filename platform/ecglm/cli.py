@@ -4,8 +4,8 @@ Argument parsing only: each command runs one recipe (:mod:`ecglm.recipes`).
 
 Commands: ``train`` (train + evaluate), ``eval``, ``eval-expertqa``, ``tune``, ``pretrain``,
 ``export``, ``data shard``, ``data check``, ``serve``, ``demo``, ``plan`` (memory plan, no
-Ray); ``submit`` (any of them as a Ray job on a cluster) and ``jobs`` (list/status/logs/stop).
-``--tiny`` shrinks any preset.
+Ray), ``register`` (Model Registry); ``submit`` (any of them as a Ray job on a cluster) and
+``jobs`` (list/status/logs/stop). ``--tiny`` shrinks any preset.
 Bad configs exit with status 2 and a message naming the dotted key. ``-v`` (before the
 command) shows Ray's and the libraries' logs on the terminal; by default they go to
 ``<output_dir>/<name>/logs/`` (see :mod:`ecglm.utils.logs`).
@@ -124,6 +124,52 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, default=str), flush=True)  # one line, last
     return 0
+
+
+# --- register (MLflow Model Registry) -----------------------------------------------------------
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    """``ecglm register RUN_ID --name NAME [--alias A] (--tracking-uri URI | --config CFG)``."""
+    recipe = _recipe("register")
+    if args.tracking_uri:
+        uri, work = args.tracking_uri, Path(".cache") / "downloads"
+    else:
+        from ecglm.config.paths import resolve_paths
+
+        cfg = resolve_paths(load_config(args.config, args.set))
+        uri, work = cfg.tracking.tracking_uri, Path(cfg.output_dir) / "downloads"
+    from mlflow.exceptions import MlflowException  # deferred on purpose (see _recipe)
+
+    try:
+        return _print(recipe.run(uri, args.run_id, args.name, args.alias, work))
+    except MlflowException as exc:  # unknown run, unreachable server...
+        print(f"error: MLflow ({uri}): {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # RegistryRefError: bad name/alias
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _add_register(sub: Any) -> None:
+    reg = sub.add_parser("register", help="register a training run's model (MLflow pyfunc) "
+                         "as a new version in the Model Registry")
+    reg.add_argument("run_id", help="MLflow run id of a training run (or a sweep's best run)")
+    reg.add_argument("--name", required=True, help="registered model name")
+    reg.add_argument("--alias", default=None,
+                     help="alias pointed at the new version (e.g. champion), for "
+                          "models:/NAME@ALIAS")
+    where = reg.add_mutually_exclusive_group(required=True)
+    where.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (sqlite:///... or http://host:port)")
+    where.add_argument("--config", type=Path, default=None,
+                       help="experiment YAML whose tracking.tracking_uri is used")
+    reg.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                     help="dotted overrides of --config")
+    reg.set_defaults(fn=_cmd_register)
+
+# --- end register ---------------------------------------------------------------------------------
 
 
 _RAY_COMMANDS = frozenset({"train", "eval", "tune", "serve", "demo", "pretrain", "data shard"})
@@ -250,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", metavar="RUN_ID_OR_FOLDER",
                     help="continue a run: its MLflow run id (latest resumable checkpoint) or a "
                          "checkpoint folder; sets train.resume_from")
-    add("eval", _cmd_eval, "evaluate a checkpoint (path or MLflow run id)").add_argument(
+    add("eval", _cmd_eval, "evaluate a checkpoint (folder, MLflow run id or "
+        "models:/NAME@ALIAS)").add_argument(
         "--checkpoint", required=True)
     exp = add("export", _cmd_export, "merge LoRA into the LLM and write a peft-free folder "
               "(merged LLM + tokenizer, ECG-side weights, config)")
@@ -265,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="JSON/JSONL [{item_id: '<task>:<index>', turn, prediction}] or "
                           "{item_id: answer | [answer per turn]}")
     add("tune", _cmd_tune, "Ray Tune sweep over tune.search_space")
-    add("serve", _cmd_serve, "serve a checkpoint with Ray Serve until Ctrl-C").add_argument(
+    add("serve", _cmd_serve, "serve a checkpoint (folder, MLflow run id or "
+        "models:/NAME@ALIAS) with Ray Serve until Ctrl-C").add_argument(
         "--checkpoint", required=True)
     add("demo", _cmd_demo, "shard, train, evaluate, sweep and serve one request")
     add("pretrain", _cmd_pretrain, "contrastive ECG<->text (SigLIP) pretraining of the "
@@ -299,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--seconds", type=float, default=None,
                      help="target length in s (default data.seconds)")
     chk.set_defaults(fn=_cmd_check)
+    _add_register(sub)
     return p
 
 

@@ -1,4 +1,5 @@
-"""Ray Serve end to end: real HTTP requests against the deployed graph on the tiny config.
+"""Ray Serve end to end: real HTTP requests against the deployed graph on the tiny config,
+started from the registered ``models:/tiny-served@champion``.
 
 The key property: the served answer for an ECG + question + options is exactly what offline
 evaluation (:func:`ecglm.evaluation.qa.predict`) generates for the same QA row, including the
@@ -13,7 +14,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
+import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 
@@ -23,8 +26,10 @@ from ecglm.models.from_checkpoint import load_model
 from ecglm.retrieval.index import ReportIndex
 from ecglm.tasks import get_task
 from ecglm.tasks.qa import predict
+from ecglm.tracking.registry import resolve
 from ecglm.train.run import split_rows
 from tests.helpers import MAX_BODY_BYTES, Served
+from tests.serving.conftest import SERVED_MODEL, SERVED_REF
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]  # the module's first test starts the app
 
@@ -163,3 +168,44 @@ def test_invalid_requests(served: Served) -> None:
 
     # the server still answers normally afterwards
     assert _post(served.url, good).status_code == 200
+
+
+# ------------------------------------------------------------------------------------------------
+# acceptance (issue 11): models:/tiny-served@champion loaded by Serve (the fixture starts the app
+# from that reference) and by mlflow.pyfunc gives identical answers. Lives in this module so it
+# shares its Serve start-up.
+# ------------------------------------------------------------------------------------------------
+
+def test_served_answers_equal_registered_pyfunc(served: Served,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = served.cfg.tracking.tracking_uri
+    version = resolve(uri, SERVED_REF)
+    assert version.name == SERVED_MODEL and version.aliases == ("champion",)
+    rows = [r for r in split_rows(served.prep, "test") if r.n_ecg == 1][:3]
+    assert len(rows) == 3
+    bodies = [{"ecg": r.ecgs()[0].tolist(), "fs": served.cfg.data.fs, "question": r.question,
+               "options": list(r.options)} for r in rows]
+    bodies[2].pop("options")  # a yes/no question may leave the options out
+    bodies[2]["question"] = "Does this ECG show sinus rhythm?"
+    http = []
+    for body in bodies:
+        resp = requests.post(served.url, data=json.dumps(body), timeout=60,
+                             headers={"Content-Type": "application/json"})
+        assert resp.status_code == 200, resp.text
+        http.append(resp.json())
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # mlflow.pyfunc resolves models:/ there
+    model = mlflow.pyfunc.load_model(SERVED_REF)
+    # a request without options: None in that cell (MLflow's schema check refuses NaN)
+    frame = pd.DataFrame([{"options": None, **b, "fs": float(b["fs"])} for b in bodies])
+    got = model.predict(frame).to_dict("records")
+    assert len(got) == len(http)
+    for served_body, local in zip(http, got):
+        assert local["generated"] == served_body["generated"]
+        assert list(local["answer"]) == served_body["answer"]
+        assert list(local["options"]) == served_body["options"]
+        assert [(h["ecg_id"], h["report"]) for h in local["retrieved_reports"]] == [
+            (h["ecg_id"], h["report"]) for h in served_body["retrieved_reports"]]
+        assert [h["score"] for h in local["retrieved_reports"]] == pytest.approx(
+            [h["score"] for h in served_body["retrieved_reports"]], abs=1e-5)
+    assert got[2]["options"] == ["yes", "no", "not sure"]

@@ -1,4 +1,5 @@
-"""Ray Tune sweep: 2 trials, each a Ray Train run with its own MLflow run."""
+"""Ray Tune sweep: 2 trials, each a Ray Train run with its own MLflow run; the winner is
+registered (``tracking.register_as``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ecglm.config import ConfigError
+from ecglm.tracking import registry
 from ecglm.tuning.sweep import run_sweep
 from tests.helpers import tiny_config
 
@@ -17,7 +19,8 @@ pytestmark = pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sweep_two_trials(ray_session, tiny_root: Path) -> None:
     cfg = tiny_config(tiny_root, "train.max_steps=4", "train.eval_every=2",
-                      "tune.search_space={lora.r: [2, 4]}", "tune.scheduler=asha")
+                      "tune.search_space={lora.r: [2, 4]}", "tune.scheduler=asha",
+                      "tracking.register_as=tiny-sweep")
     res = run_sweep(cfg)
     assert res.n_trials == 2
     assert sorted(row["lora.r"] for row in res.table) == [2, 4]
@@ -45,6 +48,16 @@ def test_sweep_two_trials(ray_session, tiny_root: Path) -> None:
     assert len({row["mlflow_run_id"] for row in res.table}) == 2
     best_row = next(r for r in res.table if r["mlflow_run_id"] == res.best_mlflow_run_id)
     assert best_row["val_loss"] == pytest.approx(res.best_metric)
+
+    # the winner (only) got a pyfunc model and is the registered champion
+    for row in res.table:
+        arts = {a.path for a in client.list_artifacts(row["mlflow_run_id"])}
+        assert ("model" in arts) == (row["mlflow_run_id"] == res.best_mlflow_run_id), arts
+    champion = registry.resolve(f"sqlite:///{tiny_root}/mlflow.db", "models:/tiny-sweep@champion")
+    assert champion.run_id == res.best_mlflow_run_id
+    assert res.registered is not None and res.registered.version == champion.version
+    assert parent.data.tags["ecglm.registered_name"] == "tiny-sweep"
+    assert parent.data.tags["ecglm.registered_version"] == champion.version
 
 
 def test_search_space_keys_are_checked(tiny_root: Path) -> None:

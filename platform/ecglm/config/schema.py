@@ -345,7 +345,8 @@ class TrackingConfig:
     retrieval index) so ``mlflow.pyfunc.load_model("runs:/<id>/model")`` answers."""
     system_metrics: bool = True
     """Log CPU, memory, disk, network (and GPU where present) system metrics for every
-    training run (MLflow's system metrics monitor, sampled in the driver)."""
+    training run (MLflow's system metrics monitor, sampled in the Ray Train workers: one per
+    node, ``system/<name>``, or ``system/node_<rank>/<name>`` on several nodes)."""
     system_metrics_interval_s: float = 10.0
     """Seconds between system-metrics samples."""
     register_as: Optional[str] = None

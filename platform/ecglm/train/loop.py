@@ -35,6 +35,7 @@ from ecglm.config import ExperimentConfig
 from ecglm.data.rows import ECGRow
 from ecglm.tasks import Task, get_task
 from ecglm.tasks.encode import train_batch
+from ecglm.tracking.system_metrics import node_monitor
 from ecglm.train.strategies import backward_micro_batches, build_strategy
 from ecglm.train.worker import (BatchStream, WorkerContext, all_reduce, report, rng_state,
                                 set_rng_state, start_worker)
@@ -176,8 +177,26 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     "resume_from": checkpoint folder/URI | None, "stop_at_step": int | None,
     "fault": test hook | None}``. ``stop_at_step`` ends the run after that step's checkpoint
     (to continue later with ``--resume``; the schedule still spans ``train.max_steps``).
+
+    The worker with local rank 0 of each node samples system metrics into the run while it
+    trains (``tracking.system_metrics``, :mod:`ecglm.tracking.system_metrics`).
     """
     worker = start_worker(loop_config)  # seeds torch: identical initialisation on every rank
+    ctx = ray.train.get_context()
+    tracking = worker.cfg.tracking
+    monitor = node_monitor(tracking.tracking_uri, worker.run_id, tracking.system_metrics,
+                           tracking.system_metrics_interval_s, ctx.get_local_rank(),
+                           ctx.get_node_rank(),
+                           ctx.get_local_world_size() == ctx.get_world_size())
+    try:
+        _train(worker, loop_config)
+    finally:
+        if monitor is not None:
+            monitor.stop()
+
+
+def _train(worker: WorkerContext, loop_config: Mapping[str, Any]) -> None:
+    """The training loop of :func:`train_loop_per_worker` on a started worker."""
     cfg, run_id, rank = worker.cfg, worker.run_id, worker.rank
     tc = cfg.train
     rng = random.Random(cfg.seed + rank)

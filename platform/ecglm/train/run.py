@@ -4,6 +4,10 @@ Resume (``train.resume_from`` / ``ecglm train --resume``): the reference is reso
 (:func:`ecglm.checkpoint.resolve_resume`) before anything starts; the run logs into the MLflow
 run that wrote the checkpoint (reopened, no duplicate run) and the workers continue from it
 under a new Ray Train run folder ``<name>-<run id[:8]>-from<step>``.
+
+At the end the best checkpoint is logged as an MLflow pyfunc model (artifact ``model``,
+``tracking.log_model``) and registered (``tracking.register_as``/``register_alias``); sweep
+trials skip both (the sweep publishes its winner).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ecglm.data.rows import ECGRow
 from ecglm.data.shards import ShardSet, build_shards
 from ecglm.models.llm import prepare_llm_dir
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
+from ecglm.serving.pyfunc import log_model, register_run
 from ecglm.tasks import EmptySplitError, Task, TaskData, get_task
 from ecglm.tracking import mlflow_run
 from ecglm.tracking.tracked import tracked_run
@@ -200,5 +205,21 @@ def run_training(
         # the retrieval artifact travels with the checkpoint: serving needs both
         shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
         run.log_artifacts(prep.retrieval.folder, "retrieval")
+        if not tune_report:  # sweep trials skip it: the sweep logs and registers its winner
+            publish_model(cfg, run_id, local, prep.retrieval.folder)
         run.set_tags({"ecglm.stage": "trained", "ecglm.checkpoint": str(local)})
     return TrainResult(run_id, local, fitted.metrics, prep)
+
+
+def publish_model(cfg: ExperimentConfig, run_id: str, checkpoint_dir: Path,
+                  retrieval_folder: Path) -> None:
+    """End of a training run: log the pyfunc model of ``checkpoint_dir`` as artifact ``model``
+    (``tracking.log_model``), then register it as a new version of ``tracking.register_as``
+    with alias ``tracking.register_alias`` (when set; the run gets
+    ``ecglm.registered_name``/``ecglm.registered_version`` tags)."""
+    uri = cfg.tracking.tracking_uri
+    if cfg.tracking.log_model or cfg.tracking.register_as:
+        log_model(uri, run_id, checkpoint_dir, cfg, retrieval_folder)
+    if cfg.tracking.register_as:
+        register_run(uri, run_id, cfg.tracking.register_as, cfg.tracking.register_alias,
+                     Path(cfg.output_dir) / "downloads")

@@ -3,18 +3,31 @@
 Search-space keys are the config's dotted keys (``lora.r``, ``train.lr``). Each trial applies its
 values as overrides, runs :func:`ecglm.train.run.run_training` with a ``TuneReportCallback`` (Ray
 Train V2's way to feed Tune) and is stopped early by ASHA on ``tune.metric``.
+
+Trials log no pyfunc model (it would cost every trial); after the sweep the best trial's run
+gets one (``tracking.log_model``; a winner the scheduler stopped before it logged its
+checkpoint first gets the latest checkpoint of its Ray Train folder) and, with ``tracking.register_as``, becomes a new registered
+version with alias ``tracking.register_alias``; the parent run is tagged with the registered
+name and version.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
+import ray.train
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from ecglm.checkpoint import (ARTIFACT_PATH, RAY_RUN_DIR_TAG, CheckpointFileError,
+                              latest_resumable)
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, flatten
+from ecglm.serving.pyfunc import (REGISTERED_NAME_TAG, REGISTERED_VERSION_TAG,
+                                  RETRIEVAL_RUN_ARTIFACT, ensure_model, register_run)
 from ecglm.tracking import mlflow_run
+from ecglm.tracking.registry import ResolvedVersion, has_artifact
 from ecglm.tracking.tracked import close_stopped_trial, tracked_run
 from ecglm.train.run import Prepared, prepare, run_training
 
@@ -33,6 +46,8 @@ class SweepResult:
     n_trials: int
     table: list[dict[str, Any]]
     """One row per trial: its overrides, metric and MLflow run id."""
+    registered: Optional[ResolvedVersion] = None
+    """The winner's registered version (``tracking.register_as``), else None."""
 
 
 def _check_keys(cfg: ExperimentConfig) -> None:
@@ -135,4 +150,53 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
         parent_run.log_dict({"best": best_over, "best_run_id": best_run, "trials": table},
                             "sweep.json")
         parent_run.set_tags({"ecglm.best_run_id": best_run})
-    return SweepResult(best_over, best_metric, best_run, parent, len(table), table)
+        if best_run and (cfg.tracking.log_model or cfg.tracking.register_as):
+            _complete_winner(prep, best_run, best_over)
+        registered = _publish_winner(cfg, best_run)
+        if registered is not None:
+            parent_run.set_tags({REGISTERED_NAME_TAG: registered.name,
+                                 REGISTERED_VERSION_TAG: registered.version})
+    return SweepResult(best_over, best_metric, best_run, parent, len(table), table, registered)
+
+
+def _complete_winner(prep: Prepared, run_id: str, overrides: dict[str, Any]) -> None:
+    """Give the winner's run its ``checkpoint`` and ``retrieval`` artifacts when the scheduler
+    stopped the trial before ``run_training`` logged them (ASHA stops every trial at
+    ``max_t``, possibly while it is finishing): the latest checkpoint of its Ray Train folder
+    (MLflow tag ``ecglm.ray_run_dir``; the one whose report Tune ranked last) and the trial's
+    retrieval folder.
+
+    Raises:
+        CheckpointFileError: the run has no checkpoint artifact and its Ray folder none.
+    """
+    cfg = prep.cfg
+    uri = cfg.tracking.tracking_uri
+    if not has_artifact(uri, run_id, ARTIFACT_PATH):
+        run_dir = mlflow_run.run_tags(uri, run_id).get(RAY_RUN_DIR_TAG)
+        found = latest_resumable(run_dir) if run_dir else None
+        if found is None:
+            raise CheckpointFileError(f"sweep winner {run_id}: no '{ARTIFACT_PATH}' artifact "
+                                      f"and no checkpoint in its Ray folder {run_dir}")
+        local = Path(cfg.output_dir) / cfg.name / run_id / ARTIFACT_PATH
+        ray.train.Checkpoint(found[0]).to_directory(str(local))
+        mlflow_run.log_artifacts(uri, run_id, local, ARTIFACT_PATH)
+    if not has_artifact(uri, run_id, RETRIEVAL_RUN_ARTIFACT):
+        keys = list(overrides)
+        prep_w = (prepare(apply_overrides(cfg, overrides))
+                  if any(k.startswith(_PREPARE_SECTIONS) for k in keys) else prep)
+        mlflow_run.log_artifacts(uri, run_id, prep_w.retrieval.folder, RETRIEVAL_RUN_ARTIFACT)
+
+
+def _publish_winner(cfg: ExperimentConfig, best_run: str) -> Optional[ResolvedVersion]:
+    """Log the pyfunc model of the best trial's run (trials skip it to save time; built from
+    the run's ``checkpoint`` and ``retrieval`` artifacts) when ``tracking.log_model`` or
+    ``tracking.register_as``, and register it as ``register_as`` with ``register_alias``."""
+    uri = cfg.tracking.tracking_uri
+    work = Path(cfg.output_dir) / "downloads"
+    if not best_run or not (cfg.tracking.log_model or cfg.tracking.register_as):
+        return None
+    if not cfg.tracking.register_as:
+        ensure_model(uri, best_run, work)
+        return None
+    return register_run(uri, best_run, cfg.tracking.register_as, cfg.tracking.register_alias,
+                        work)
