@@ -15,6 +15,7 @@ from ecglm.data.rows import QARow
 from ecglm.models.prompting import build_prompt
 from ecglm.retrieval.index import ReportIndex
 from ecglm.serving.app import AppArgsError, build_app, resolve_app_args
+from ecglm.tracking.registry import RegistryRefError
 from ecglm.serving.deployments import read_body, retrieve, route
 from ecglm.serving.launch import base_url
 from ecglm.serving.parts import serve_prompt
@@ -160,6 +161,10 @@ def test_build_app_checks_its_arguments(tmp_path: Path) -> None:
         build_app({"config": str(TINY), "checkpoint": str(tmp_path / "nope" / "checkpoint")})
     with pytest.raises(AppArgsError, match="retrieval: .* lacks index.faiss"):
         build_app({"config": str(TINY), "checkpoint": str(ckpt)})
+    # a registry reference is not a folder: it goes to the registry (no such model here)
+    with pytest.raises(RegistryRefError, match="tiny-none"):
+        build_app({"config": str(TINY), "checkpoint": "models:/tiny-none@champion",
+                   "overrides": f"tracking.tracking_uri=sqlite:///{tmp_path}/mlflow.db"})
 
 
 def test_app_args_resolve_config_overrides_and_default_retrieval(tmp_path: Path,

@@ -37,8 +37,9 @@ from ecglm.pretrain.loss import chunked_siglip_loss, distributed_siglip_loss
 from ecglm.pretrain.model import SigLIPModel, TextInput, param_groups
 from ecglm.pretrain.text import build_text_backbone
 from ecglm.pretrain.zeroshot import zero_shot_auc, zero_shot_scores
-from ecglm.train.worker import (all_reduce, clip_and_step, endless_batches, make_adamw, report,
-                                start_worker, warmup_schedule)
+from ecglm.tracking.system_metrics import train_worker_metrics
+from ecglm.train.worker import (WorkerContext, all_reduce, clip_and_step, endless_batches,
+                                make_adamw, report, start_worker, warmup_schedule)
 
 
 def decode_batch(table: Any, n_samples: int) -> tuple[np.ndarray, torch.Tensor]:
@@ -125,8 +126,17 @@ def pretrain_loop_per_worker(loop_config: dict[str, Any]) -> None:
     ``texts``), ``texts``, ``text_features`` ((U, H) array or None when the backbone trains),
     ``text_dim`` (H), ``labels`` (ecg_id -> C 0/1 labels, valid records), ``prompts`` and
     ``prompt_features`` ((C, H) or None).
+
+    The worker with local rank 0 of each node samples system metrics into the run
+    (``tracking.system_metrics``).
     """
     worker = start_worker(loop_config)  # seeds torch: identical initialisation on every rank
+    with train_worker_metrics(worker.cfg.tracking, worker.run_id):
+        _pretrain(worker, loop_config)
+
+
+def _pretrain(worker: WorkerContext, loop_config: dict[str, Any]) -> None:
+    """The pretraining loop of :func:`pretrain_loop_per_worker` on a started worker."""
     cfg, run_id, rank, world = worker.cfg, worker.run_id, worker.rank, worker.world_size
     pcfg = cfg.pretrain
     backbone = build_text_backbone(cfg) if pcfg.train_text_encoder else None

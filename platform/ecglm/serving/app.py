@@ -20,7 +20,7 @@ from typing import Any, Mapping, Optional
 
 from ray.serve import Application
 
-from ecglm.checkpoint import REQUIRED_FILES, resolve_checkpoint
+from ecglm.checkpoint import REGISTRY_SCHEME, REQUIRED_FILES, resolve_checkpoint
 from ecglm.config import ExperimentConfig, load_config
 from ecglm.config.paths import resolve_paths
 from ecglm.serving.deployments import LLM, LLM_MAX_BATCH_SIZE, ECGEncoder, Ingress, Retriever
@@ -130,11 +130,11 @@ def resolve_app_args(args: Mapping[str, Any]) -> AppSpec:
         raise AppArgsError(f"unknown argument(s) {unknown}; allowed: {sorted(ALLOWED_ARGS)}")
     for key in ("config", "checkpoint"):
         if not args.get(key):
-            raise AppArgsError(f"{key}: required (config=<yaml> checkpoint=<folder or MLflow "
-                               "run id>)")
+            raise AppArgsError(f"{key}: required (config=<yaml> checkpoint=<folder, MLflow "
+                               "run id or models:/NAME@ALIAS>)")
     cfg = resolve_paths(load_config(Path(str(args["config"])), _overrides(args.get("overrides"))))
     given = str(args["checkpoint"])
-    if "/" in given and not Path(given).is_dir():
+    if "/" in given and not given.startswith(REGISTRY_SCHEME) and not Path(given).is_dir():
         raise AppArgsError(f"checkpoint: folder {given} not found (pass a checkpoint folder or "
                            "an MLflow run id)")
     checkpoint, run_id = resolve_checkpoint(cfg, given)

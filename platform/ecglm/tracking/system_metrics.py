@@ -16,7 +16,8 @@ run shorter than the interval gets its CPU and memory numbers.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +70,22 @@ def node_monitor(tracking_uri: str, run_id: Optional[str], enabled: bool, interv
     except Exception as exc:  # noqa: BLE001 - metrics must never fail a training run
         logger.warning("system metrics: monitor not started: %s", exc)
         return None
+
+
+@contextmanager
+def train_worker_metrics(tracking: Any, run_id: Optional[str]) -> Iterator[Optional[NodeMetrics]]:
+    """Inside a Ray Train worker: sample this node's system metrics into ``run_id`` while the
+    block runs (local rank 0 of each node only; ``tracking`` is the config's ``tracking``
+    section: ``system_metrics``, ``system_metrics_interval_s``, ``tracking_uri``)."""
+    import ray.train  # deferred on purpose: only Train workers call this
+
+    ctx = ray.train.get_context()
+    monitor = node_monitor(tracking.tracking_uri, run_id, tracking.system_metrics,
+                           tracking.system_metrics_interval_s, ctx.get_local_rank(),
+                           ctx.get_node_rank(),
+                           ctx.get_local_world_size() == ctx.get_world_size())
+    try:
+        yield monitor
+    finally:
+        if monitor is not None:
+            monitor.stop()

@@ -35,7 +35,7 @@ from ecglm.config import ExperimentConfig
 from ecglm.data.rows import ECGRow
 from ecglm.tasks import Task, get_task
 from ecglm.tasks.encode import train_batch
-from ecglm.tracking.system_metrics import node_monitor
+from ecglm.tracking.system_metrics import train_worker_metrics
 from ecglm.train.strategies import backward_micro_batches, build_strategy
 from ecglm.train.worker import (BatchStream, WorkerContext, all_reduce, report, rng_state,
                                 set_rng_state, start_worker)
@@ -182,17 +182,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     trains (``tracking.system_metrics``, :mod:`ecglm.tracking.system_metrics`).
     """
     worker = start_worker(loop_config)  # seeds torch: identical initialisation on every rank
-    ctx = ray.train.get_context()
-    tracking = worker.cfg.tracking
-    monitor = node_monitor(tracking.tracking_uri, worker.run_id, tracking.system_metrics,
-                           tracking.system_metrics_interval_s, ctx.get_local_rank(),
-                           ctx.get_node_rank(),
-                           ctx.get_local_world_size() == ctx.get_world_size())
-    try:
+    with train_worker_metrics(worker.cfg.tracking, worker.run_id):
         _train(worker, loop_config)
-    finally:
-        if monitor is not None:
-            monitor.stop()
 
 
 def _train(worker: WorkerContext, loop_config: Mapping[str, Any]) -> None:
