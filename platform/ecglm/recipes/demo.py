@@ -1,18 +1,21 @@
-"""``ecglm demo CONFIG``: shards -> train -> evaluate -> sweep -> serve one real request ->
-shut down, with one banner per stage and a summary at the end."""
+"""``ecglm demo CONFIG``: shards -> train -> evaluate -> sweep -> register the winner (MLflow
+Model Registry, alias ``champion``) -> serve it by ``models:/NAME@champion`` and send one real
+request -> shut down, with one banner per stage and a summary at the end."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
 
 from ecglm.config import ExperimentConfig
-from ecglm.checkpoint import resolve_checkpoint
 from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
-from ecglm.serving.launch import start, stop
+from ecglm.recipes.serve import start_prepared
+from ecglm.serving.launch import stop
+from ecglm.serving.pyfunc import register_run
 from ecglm.train.run import prepare, run_training, split_rows
 from ecglm.tuning.sweep import run_sweep
 
@@ -48,17 +51,28 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
     print(f"[demo] best trial {sweep.best_overrides}: {cfg.tune.metric}={sweep.best_metric:.4f} "
           f"(MLflow run {sweep.best_mlflow_run_id})")
 
-    _banner("4/5 serve (Ray Serve: ingress -> encoder -> retriever -> LLM)")
-    serve_ckpt = res.checkpoint_dir
+    _banner("4/5 register the winner + serve it (Model Registry -> Ray Serve graph)")
+    winner = res.run_id
     if (sweep.best_mlflow_run_id and res.metrics.get("val_loss") is not None
             and sweep.best_metric < float(res.metrics["val_loss"])):
-        serve_ckpt, _ = resolve_checkpoint(cfg, sweep.best_mlflow_run_id)
-        print(f"[demo] serving the sweep winner {sweep.best_mlflow_run_id}")
+        winner = sweep.best_mlflow_run_id
+    name = cfg.tracking.register_as or cfg.name
+    alias = cfg.tracking.register_alias or "champion"
+    if sweep.registered is not None and winner == sweep.best_mlflow_run_id:
+        version = sweep.registered  # the sweep registered it already (tracking.register_as)
+        name = version.name
+        ref = (f"models:/{name}@{cfg.tracking.register_alias}" if cfg.tracking.register_alias
+               else f"models:/{name}/{version.version}")
     else:
-        print(f"[demo] serving the main run {res.run_id}")
+        version = register_run(cfg.tracking.tracking_uri, winner, name, alias,
+                               Path(cfg.output_dir) / "downloads")
+        ref = f"models:/{name}@{alias}"
+    which = "the sweep winner" if winner != res.run_id else "the main run"
+    print(f"[demo] registered {which} {winner} as {name} version {version.version}; "
+          f"serving {ref}")
     rows = split_rows(prep, cfg.evaluation.split) or split_rows(prep, "valid")
     row = next((r for r in rows if r.n_ecg == 1), rows[0])
-    url = start(cfg, serve_ckpt, prep.retrieval.folder)
+    url, _ = start_prepared(prep, ref)
     try:
         body = {"ecg": row.ecgs()[0].round(4).tolist(), "fs": cfg.data.fs,
                 **task.request_fields_of(row)}
@@ -80,6 +94,8 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
         print(f"evaluation report     : {ev['report']}")
     print(f"MLflow training run   : {res.run_id}")
     print(f"MLflow sweep run      : {sweep.parent_run_id} (best trial {sweep.best_mlflow_run_id})")
+    print(f"registered model      : {ref} = version {version.version} (run {winner}); "
+          f"ecglm serve CONFIG --checkpoint {ref}")
     print(f"MLflow UI             : bash mlflow/start_server.sh  "
           f"(store {cfg.tracking.tracking_uri}) then open http://127.0.0.1:5000")
     asked = task.request_fields_of(row)
@@ -89,4 +105,5 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
           f"{json.dumps(served)[:600]}")
     print(f"total time            : {time.perf_counter() - t0:.0f} s")
     return {"train_run_id": res.run_id, "eval": ev, "sweep_run_id": sweep.parent_run_id,
+            "registered": {"ref": ref, "version": version.version, "run_id": winner},
             "served": served, "status": resp.status_code}
