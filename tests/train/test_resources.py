@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, load_config
+from ecglm.recipes.eval_worker import eval_resources
 from ecglm.train.resources import (ClusterView, Demand, NodeType, ResourcePlanError,
-                                   check_resources, decide, demand, describe, sweep_variants)
-from ecglm.train.runner import RunnerSpec, CheckpointScore, ingest_options
+                                   check_eval_task, check_resources, decide, demand, describe,
+                                   sweep_variants)
+from ecglm.train.runner import CheckpointScore, RunnerSpec, ingest_options
 from tests.helpers import REPO
 
 
@@ -152,6 +154,13 @@ def test_every_preset_fits_its_own_local_ray(config: Path) -> None:
     t = cfg.train
     gpus = float(t.num_workers) if t.use_gpu else 0.0
     view = _view(float(t.ray_num_cpus), gpus=gpus, local=True)
-    eval_task = {"num_cpus": cfg.evaluation.num_cpus or t.cpus_per_worker,
-                 "num_gpus": cfg.evaluation.num_gpus or (1.0 if t.use_gpu else 0.0)}
-    assert check_resources(cfg, eval_task=eval_task, view=view).fits
+    assert check_resources(cfg, eval_task=eval_resources(cfg), view=view).fits
+
+
+def test_eval_only_check() -> None:
+    cfg = _tiny()
+    assert check_eval_task(cfg, {"num_cpus": 2.0, "num_gpus": 0.0}, view=_view(2))
+    with pytest.raises(ResourcePlanError, match=r"evaluation\.num_cpus"):
+        check_eval_task(cfg, {"num_cpus": 1.0, "num_gpus": 1.0}, view=_view(8))
+    assert check_eval_task(_tiny("train.resource_check=false"), {"num_cpus": 9.0},
+                           view=_view(1))

@@ -32,7 +32,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from ecglm.config import ExperimentConfig, apply_overrides
 from ecglm.config.schema import ConfigError
@@ -427,3 +427,32 @@ def check_resources(cfg: ExperimentConfig, *, sweep: bool = False,
         verdict = check_demand(demand(variant, trials=variant.tune.max_concurrent_trials,
                                       trial_cpus=TRIAL_CPUS, label=label), view)
     return verdict
+
+
+def check_eval_task(cfg: ExperimentConfig, eval_task: Mapping[str, float],
+                    view: Optional[ClusterView] = None) -> bool:
+    """For commands that only evaluate (``ecglm eval``): refuse when no node can ever run the
+    evaluation task (``train.resource_check``; True when it fits or the check is off).
+
+    Args:
+        eval_task: the task's Ray options ``{"num_cpus", "num_gpus"}``.
+
+    Raises:
+        ResourcePlanError: no node (nor autoscaling node type) has that much.
+    """
+    if not cfg.train.resource_check:
+        return True
+    view = view or read_cluster()
+    task = {"CPU": float(eval_task.get("num_cpus", 0.0)),
+            "GPU": float(eval_task.get("num_gpus", 0.0))}
+    d = Demand(0, {}, 0.0, eval_task=task)
+    reason = _eval_reason(d, _capacity(d, view))
+    if reason is None:
+        return True
+    text = (f"train.resource_check: {reason}\n  cluster: {_cluster_line(view)}\n"
+            "  (train.resource_check=false skips this check)")
+    if view.autoscaling and not view.node_types:
+        print("resource check (warning, the autoscaler may add nodes):\n" + text,
+              file=sys.stderr)
+        return False
+    raise ResourcePlanError(text)
