@@ -20,9 +20,11 @@ from ecglm.train.failure import (PARTIAL_CHECKPOINT_TAG, PARTIAL_STEP_TAG, annou
                                  partial_checkpoint_on_failure)
 
 
-@pytest.fixture()
-def cfg(tmp_path: Path) -> ExperimentConfig:
-    return resolve_paths(apply_overrides(ExperimentConfig(), {"name": "fail"}), tmp_path)
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory: pytest.TempPathFactory) -> ExperimentConfig:
+    """One sqlite store for the module (creating one takes seconds)."""
+    root = tmp_path_factory.mktemp("failure")
+    return resolve_paths(apply_overrides(ExperimentConfig(), {"name": "fail"}), root)
 
 
 def _client(cfg: ExperimentConfig) -> MlflowClient:
