@@ -2,7 +2,10 @@
 
 (a) 4 steps straight vs 2 steps, stop, ``resume_from=<run id>``, 2 more: the same final
     trainable weights and loss curve (DDP bitwise; ZeRO-2/3 within 1e-6), logged into the same
-    MLflow run; (c) the stopped checkpoint resumed on 1 worker instead of 2 (DDP and ZeRO-3;
+    MLflow run (under DDP the "stopped" run is a failed one: rank 1 dies after step 3 with
+    ``train.max_failures=0``, and the run must say so: FAILED, ``error.txt``, the step-2
+    checkpoint tagged ``ecglm.partial_checkpoint`` and printed with the resume command);
+    (c) the stopped checkpoint resumed on 1 worker instead of 2 (DDP and ZeRO-3;
     ZeRO-2 shares ZeRO-3's resume code and skips it to save CI time): weights restored
     exactly, step continues, optimizer restored under DDP and re-initialised under ZeRO (its
     shards are per rank); (b) one Train worker process killed mid-run with
@@ -16,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray.train
 import torch
 from mlflow.tracking import MlflowClient
 
 from ecglm.checkpoint import RAY_RUN_DIR_TAG, latest_resumable, read_state, read_trainable
+from ecglm.tracking.tracked import ERROR_ARTIFACT
+from ecglm.train.failure import PARTIAL_CHECKPOINT_TAG, PARTIAL_STEP_TAG
 from ecglm.train.run import FAULT_ENV, TrainResult, run_training
 from tests.helpers import tiny_config
 from tests.train.conftest import STRAIGHT_BASE, STRATEGIES, straight_run
@@ -32,8 +38,12 @@ TOLERANCE = {"ddp": 0.0, "zero2": 1e-6, "zero3": 1e-6}
 
 def _final(res: TrainResult) -> tuple[dict[str, torch.Tensor], int, dict[str, Any]]:
     """Trainable tensors, step and resume facts of the run's latest checkpoint (Ray folder)."""
-    client = MlflowClient(res.prepared.cfg.tracking.tracking_uri)
-    run_dir = client.get_run(res.run_id).data.tags[RAY_RUN_DIR_TAG]
+    return _final_of(res.prepared.cfg.tracking.tracking_uri, res.run_id)
+
+
+def _final_of(uri: str, run_id: str) -> tuple[dict[str, torch.Tensor], int, dict[str, Any]]:
+    client = MlflowClient(uri)
+    run_dir = client.get_run(run_id).data.tags[RAY_RUN_DIR_TAG]
     found = latest_resumable(run_dir)
     assert found is not None, run_dir
     folder, state = found
@@ -54,23 +64,52 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tol: fl
             torch.testing.assert_close(a[k], b[k], rtol=0.0, atol=tol, msg=k)
 
 
+def _failed_run(cfg: Any, marker: Path, monkeypatch: pytest.MonkeyPatch,
+                capsys: pytest.CaptureFixture, tmp_path: Path) -> str:
+    """A run whose rank 1 dies after step 3 (after the step-2 checkpoint) with no restart
+    allowed: it fails, visibly. Returns its MLflow run id."""
+    with monkeypatch.context() as m:
+        m.setenv(FAULT_ENV, f"1:3:{marker}")
+        with pytest.raises(ray.train.TrainingFailedError) as info:
+            run_training(cfg, run_name="failed-ddp")
+    assert marker.exists(), "the fault hook never fired"
+    client = MlflowClient(cfg.tracking.tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.tracking.experiment)
+                                 .experiment_id], "tags.mlflow.runName = 'failed-ddp'")
+    tags = run.data.tags
+    assert run.info.status == "FAILED"
+    assert tags["ecglm.error_type"] == type(info.value).__name__  # e.g. WorkerGroupError
+    checkpoint = latest_resumable(tags[RAY_RUN_DIR_TAG])[0]
+    assert tags[PARTIAL_CHECKPOINT_TAG] == checkpoint and tags[PARTIAL_STEP_TAG] == "2"
+    error = Path(client.download_artifacts(run.info.run_id, ERROR_ARTIFACT, str(tmp_path)))
+    assert "Traceback" in error.read_text() and type(info.value).__name__ in error.read_text()
+    err = capsys.readouterr().err
+    assert f"latest resumable checkpoint {checkpoint}" in err
+    assert f"resume with: ecglm train CONFIG --resume {run.info.run_id}" in err
+    return run.info.run_id
+
+
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
 @pytest.mark.timeout(900)
 def test_stop_resume_equals_straight_and_resumes_on_fewer_workers(
-        straight_runs: dict[str, TrainResult], tiny_root: Path, strategy: str) -> None:
+        straight_runs: dict[str, TrainResult], tiny_root: Path, strategy: str,
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     tol = TOLERANCE[strategy]
     straight = straight_run(straight_runs, tiny_root, strategy)
     cfg = tiny_config(tiny_root, *BASE, *STRATEGIES[strategy])
-    first = run_training(cfg, run_name=f"stopped-{strategy}", stop_at_step=2)
-    w2, step2, facts2 = _final(first)
+    if strategy == "ddp":  # stopped by a failure instead of stop_at_step (same checkpoint)
+        first_id = _failed_run(cfg, tmp_path / "killed", monkeypatch, capsys, tmp_path)
+    else:
+        first_id = run_training(cfg, run_name=f"stopped-{strategy}", stop_at_step=2).run_id
+    w2, step2, facts2 = _final_of(cfg.tracking.tracking_uri, first_id)
     assert step2 == 2 and facts2["world_size"] == 2
     stopped_folder = latest_resumable(MlflowClient(cfg.tracking.tracking_uri).get_run(
-        first.run_id).data.tags[RAY_RUN_DIR_TAG])[0]
+        first_id).data.tags[RAY_RUN_DIR_TAG])[0]
 
     # (a) resume by MLflow run id: same run, exact continuation
     resumed = run_training(tiny_config(tiny_root, *BASE, *STRATEGIES[strategy],
-                                       f"train.resume_from={first.run_id}"))
-    assert resumed.run_id == first.run_id  # no duplicate MLflow run
+                                       f"train.resume_from={first_id}"))
+    assert resumed.run_id == first_id  # no duplicate MLflow run
     w_res, step_res, _ = _final(resumed)
     w_str, step_str, _ = _final(straight)
     assert step_res == step_str == 4
@@ -95,7 +134,7 @@ def test_stop_resume_equals_straight_and_resumes_on_fewer_workers(
     # (c) the step-2 checkpoint (a folder) resumed on 1 worker instead of 2
     fewer = run_training(tiny_config(tiny_root, *BASE, *STRATEGIES[strategy],
                                      "train.num_workers=1", f"train.resume_from={stopped_folder}"))
-    assert fewer.run_id == first.run_id
+    assert fewer.run_id == first_id
     w1, step1, facts1 = _final(fewer)
     assert step1 == 4 and facts1["world_size"] == 1
     hist = {k: _history(fewer, f"resume/{k}") for k in

@@ -293,6 +293,15 @@ class TrainConfig:
     """How Ray places the Train workers' placement-group bundles on nodes: ``PACK`` (fill a
     node first, the default), ``SPREAD`` (across nodes when possible), ``STRICT_PACK`` (all on
     one node) or ``STRICT_SPREAD`` (one worker per node; fails to schedule with fewer nodes)."""
+    data_cpus: float = 1.0
+    """CPUs kept for the Ray Data ingest (reading shards, joining retrieved reports) beside the
+    Train workers: the resource preflight requires them free next to ``num_workers x
+    cpus_per_worker``, and Ray Data is capped at them (``resource_limits``), so workers and
+    ingest cannot starve each other (a Ray Data task takes 1 CPU, hence >= 1)."""
+    resource_check: bool = True
+    """Before any worker starts, check that the cluster can place the Train workers plus
+    ``data_cpus`` (plus the evaluation task; per trial x ``tune.max_concurrent_trials`` for a
+    sweep) and refuse with the numbers instead of waiting forever; false skips the check."""
 
     def __post_init__(self) -> None:
         _require(self.zero_stage in (1, 2, 3), "train.zero_stage", "must be 1, 2 or 3")
@@ -326,6 +335,9 @@ class TrainConfig:
         _require(self.placement_strategy in PLACEMENT_STRATEGIES, "train.placement_strategy",
                  f"must be one of {', '.join(PLACEMENT_STRATEGIES)}, "
                  f"got {self.placement_strategy!r}")
+        _require(isinstance(self.data_cpus, (int, float)) and self.data_cpus >= 1,
+                 "train.data_cpus", "must be >= 1 (CPUs for the Ray Data ingest; each Ray "
+                 f"Data task takes one CPU), got {self.data_cpus!r}")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from ecglm.config import ExperimentConfig
 from ecglm.pretrain.data import PretrainDataError
 from ecglm.pretrain.run import run_pretraining
 from ecglm.recipes.common import ray_lifecycle
+from ecglm.train.resources import check_resources
 
 
 __all__ = ["PretrainDataError", "run"]
@@ -19,8 +20,11 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
 
     Raises:
         PretrainDataError: a split has no record with text, or the batch does not fit.
+        ResourcePlanError: the cluster cannot place the workers plus their ingest
+            (``train.resource_check``).
     """
     with ray_lifecycle(cfg):
+        check_resources(cfg)  # before any worker starts
         res = run_pretraining(cfg)
     return {"mlflow_run_id": res.run_id, "encoder_path": str(res.encoder_path),
             "output_dir": str(res.output_dir), "metrics": res.metrics}

@@ -8,6 +8,7 @@ from typing import Any
 from ecglm.config import ExperimentConfig
 from ecglm.plan.preflight import check_memory
 from ecglm.recipes.common import ray_lifecycle
+from ecglm.train.resources import check_resources
 from ecglm.tuning.sweep import run_sweep
 
 
@@ -15,6 +16,7 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
     """Run the sweep; the best trial's overrides, metric and MLflow runs."""
     with ray_lifecycle(cfg):
         check_memory(cfg)  # train.memory_check: refuse before any worker starts
+        check_resources(cfg, sweep=True)  # tune.max_concurrent_trials x (workers + ingest)
         res = run_sweep(cfg)
     return {"best": res.best_overrides, "best_metric": res.best_metric,
             "best_mlflow_run_id": res.best_mlflow_run_id,

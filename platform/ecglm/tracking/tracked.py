@@ -12,7 +12,8 @@ creates the run (flattened config as params, ``config.yaml``; see
 * ``FINISHED`` when the block exits normally;
 * ``KILLED`` on ``KeyboardInterrupt`` (the user stopped it);
 * ``FAILED`` on any other exception, with tags ``ecglm.error_type`` (exception class) and
-  ``ecglm.error`` (its message, truncated).
+  ``ecglm.error`` (its message, truncated), and the artifact ``error.txt``: the full traceback
+  (a Ray worker's remote traceback included), logged best-effort before the status is set.
 
 A Tune trial stopped by the scheduler dies with its actor, so its block never exits; the sweep
 driver closes such runs afterwards with :func:`close_stopped_trial`. Every terminal status goes
@@ -21,6 +22,9 @@ through :func:`close_run`.
 
 from __future__ import annotations
 
+import sys
+import tempfile
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,8 @@ KILLED = "KILLED"
 ERROR_TYPE_TAG = "ecglm.error_type"
 ERROR_TAG = "ecglm.error"
 EARLY_STOPPED_TAG = "ecglm.early_stopped"
+ERROR_ARTIFACT = "error.txt"
+"""Artifact of a FAILED run: the traceback of the exception that ended it."""
 MAX_ERROR_CHARS = 5000
 """The error message kept in the ``ecglm.error`` tag (MLflow caps tag values)."""
 
@@ -81,6 +87,27 @@ def error_tags(exc: BaseException) -> dict[str, str]:
     return {ERROR_TYPE_TAG: type(exc).__name__, ERROR_TAG: str(exc)[:MAX_ERROR_CHARS]}
 
 
+def error_text(exc: BaseException) -> str:
+    """The full traceback of ``exc`` (chained causes included) as logged in ``error.txt``."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def log_error(tracking_uri: str, run_id: str, exc: BaseException) -> bool:
+    """Log :func:`error_text` of ``exc`` as the run's ``error.txt`` artifact. Best-effort: a
+    store that cannot take it prints a warning (the original error must still surface); False
+    then."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="ecglm-error-") as folder:
+            path = Path(folder) / ERROR_ARTIFACT
+            path.write_text(error_text(exc), encoding="utf-8")
+            mlflow_run.log_artifacts(tracking_uri, run_id, folder, "")
+        return True
+    except Exception as err:  # noqa: BLE001 - never mask the run's own error
+        print(f"[ecglm] could not log {ERROR_ARTIFACT} to MLflow run {run_id}: "
+              f"{type(err).__name__}: {err}", file=sys.stderr)
+        return False
+
+
 def close_stopped_trial(tracking_uri: str, run_id: str) -> None:
     """Close the run of a Tune trial its scheduler stopped: ``KILLED``, ``ecglm.early_stopped``."""
     close_run(tracking_uri, run_id, KILLED, {EARLY_STOPPED_TAG: "true"})
@@ -116,6 +143,7 @@ def tracked_run(cfg: ExperimentConfig, run_name: str, *,
         close_run(uri, run.run_id, KILLED, error_tags(exc))
         raise
     except BaseException as exc:
+        log_error(uri, run.run_id, exc)
         close_run(uri, run.run_id, FAILED, error_tags(exc))
         raise
     close_run(uri, run.run_id, FINISHED)

@@ -35,6 +35,7 @@ from ecglm.serving.pyfunc import log_model, register_run
 from ecglm.tasks import EmptySplitError, Task, TaskData, get_task
 from ecglm.tracking import mlflow_run
 from ecglm.tracking.tracked import tracked_run
+from ecglm.train.failure import partial_checkpoint_on_failure
 from ecglm.train.loop import train_loop_per_worker
 from ecglm.train.runner import CheckpointScore, RunnerSpec, fit_workers
 
@@ -162,7 +163,9 @@ def run_training(
     """Train with Ray Train (``train.strategy``) and track the run in MLflow.
 
     The MLflow run ends FINISHED, or FAILED (KILLED on Ctrl-C) when anything raises
-    (:func:`ecglm.tracking.tracked.tracked_run`). Returns the MLflow run id, a local copy of the
+    (:func:`ecglm.tracking.tracked.tracked_run`: error tags, ``error.txt``); when the workers
+    fail, the latest resumable checkpoint is tagged and printed with the resume command
+    (:mod:`ecglm.train.failure`). Returns the MLflow run id, a local copy of the
     best checkpoint (lowest ``val_loss``) and the last reported metrics.
 
     Args:
@@ -190,7 +193,8 @@ def run_training(
         # latest checkpoint instead of the one asked for)
         name = f"{cfg.name}-{run_id[:8]}" + (f"-from{resume.step}-{uuid.uuid4().hex[:6]}"
                                              if resume else "")
-        run.set_tags({RAY_RUN_DIR_TAG: f"{str(cfg.train.storage_path).rstrip('/')}/{name}",
+        ray_run_dir = f"{str(cfg.train.storage_path).rstrip('/')}/{name}"
+        run.set_tags({RAY_RUN_DIR_TAG: ray_run_dir,
                       **({RESUME_CHECKPOINT_TAG: resume.checkpoint} if resume else {})})
         spec = RunnerSpec.from_train(
             cfg.train, name,
@@ -200,8 +204,10 @@ def run_training(
         loop_config = {"config": to_dict(cfg), "mlflow_run_id": run_id,
                        "resume_from": resume.checkpoint if resume else None,
                        "stop_at_step": stop_at_step, "fault": fault_from_env()}
-        fitted = fit_workers(train_loop_per_worker, loop_config, datasets, spec,
-                             local, run, ARTIFACT_PATH)
+        # on failure: tag and print the latest resumable checkpoint (ecglm.train.failure)
+        with partial_checkpoint_on_failure(run, ray_run_dir):
+            fitted = fit_workers(train_loop_per_worker, loop_config, datasets, spec,
+                                 local, run, ARTIFACT_PATH)
         # the retrieval artifact travels with the checkpoint: serving needs both
         shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
         run.log_artifacts(prep.retrieval.folder, "retrieval")

@@ -1,7 +1,8 @@
 """Driver side of the one Ray Train runner used by training and pretraining.
 
 :func:`fit_workers` builds a ``TorchTrainer`` for a worker loop (``train.num_workers`` workers,
-``train.cpus_per_worker`` CPUs each, GPU or not, results under ``train.storage_path``), fits it,
+``train.cpus_per_worker`` CPUs each, GPU or not, results under ``train.storage_path``; the Ray
+Data ingest capped at ``train.data_cpus`` CPUs), fits it,
 picks the checkpoint to keep (lowest/highest score attribute, or the last one), copies it into a
 local folder and, given an MLflow run, logs it as an artifact. Workers use
 :mod:`ecglm.train.worker`.
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence, Union
 
 import ray.train
+from ray.data import ExecutionResources
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -54,6 +56,9 @@ class RunnerSpec:
     max_failures: int = 0
     """Worker-group restarts after a worker failure (``FailureConfig``; -1: no limit). The
     loop must resume from ``ray.train.get_checkpoint()`` for a restart to keep progress."""
+    data_cpus: float = 1.0
+    """CPUs the Ray Data ingest may use beside the workers (``train.data_cpus``): Ray Data's
+    ``resource_limits``; the preflight (:mod:`ecglm.train.resources`) checks they are free."""
 
     @classmethod
     def from_train(cls, train: TrainConfig, name: str, score: CheckpointScore, *,
@@ -63,7 +68,7 @@ class RunnerSpec:
         """Scaling, storage and ``train.max_failures`` from the ``train`` section."""
         return cls(name, train.num_workers, train.use_gpu, train.cpus_per_worker,
                    train.storage_path, score, tune_report, datasets_to_split,
-                   train.placement_strategy, train.max_failures)
+                   train.placement_strategy, train.max_failures, train.data_cpus)
 
 
 @dataclass
@@ -102,16 +107,25 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
         dataset_config=ray.train.DataConfig(
             datasets_to_split=(spec.datasets_to_split if spec.datasets_to_split == "all"
                                else list(spec.datasets_to_split)),
-            execution_options=ingest_options()),
+            execution_options=ingest_options(spec.data_cpus)),
     )
 
 
-def ingest_options() -> Any:
+def ingest_options(data_cpus: Optional[float] = None) -> Any:
     """Ray Train's default ingest options with ``preserve_order``: blocks reach the split in a
     fixed order, so every worker's shard (and its seeded shuffles) is the same in every run --
-    what exact resume (re-iterate a pass, skip the consumed batches) relies on."""
+    what exact resume (re-iterate a pass, skip the consumed batches) relies on.
+
+    Args:
+        data_cpus: cap on the CPUs each dataset's ingest uses (``train.data_cpus``; Ray Data's
+            ``resource_limits.cpu``, never above a limit already set in the ``DataContext``);
+            None: no cap.
+    """
     options = ray.train.DataConfig.default_ingest_options()
     options.preserve_order = True
+    if data_cpus is not None:
+        options.resource_limits = options.resource_limits.min(
+            ExecutionResources.for_limits(cpu=float(data_cpus)))
     return options
 
 
