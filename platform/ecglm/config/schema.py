@@ -256,7 +256,8 @@ class TrainConfig:
     eval_every: int = 0
     """Validation loss every N steps (0: only at the end)."""
     ray_num_cpus: int = 4
-    """Logical CPUs of the local Ray instance (> workers, or Ray Data starves)."""
+    """Logical CPUs of the local Ray instance: at least ``num_workers * cpus_per_worker +
+    data_cpus`` (the resource check refuses less: Ray Data would starve and the run hang)."""
     storage_path: str = ".cache/ray_results"
     """Where Ray Train writes checkpoints: a folder (made absolute) or a URI pyarrow reads
     (``file://``, ``s3://``, ``gs://``); shared by every node on a cluster."""

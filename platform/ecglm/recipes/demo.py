@@ -13,9 +13,11 @@ import requests
 
 from ecglm.config import ExperimentConfig
 from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
+from ecglm.recipes.eval_worker import eval_resources
 from ecglm.recipes.serve import start_prepared
 from ecglm.serving.launch import stop
 from ecglm.serving.pyfunc import register_run
+from ecglm.train.resources import check_resources
 from ecglm.train.run import prepare, run_training, split_rows
 from ecglm.tuning.sweep import run_sweep
 
@@ -32,6 +34,9 @@ def run(cfg: ExperimentConfig) -> dict[str, Any]:
 
 def _run(cfg: ExperimentConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
+    # train.resource_check: the training (+ evaluation task) and the sweep must be placeable
+    check_resources(cfg, eval_task=eval_resources(cfg))
+    check_resources(cfg, sweep=True)
     _banner("1/5 data: shards + retrieval index")
     prep = prepare(cfg)
     cfg, task = prep.cfg, prep.task

@@ -29,6 +29,7 @@ from ecglm.serving.pyfunc import (REGISTERED_NAME_TAG, REGISTERED_VERSION_TAG,
 from ecglm.tracking import mlflow_run
 from ecglm.tracking.registry import ResolvedVersion, has_artifact
 from ecglm.tracking.tracked import close_stopped_trial, tracked_run
+from ecglm.train.resources import TRIAL_CPUS
 from ecglm.train.run import Prepared, prepare, run_training
 
 #: Overrides in these sections change shards or the retrieval index: the trial re-prepares.
@@ -128,7 +129,7 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
         tuner = tune.Tuner(
             tune.with_resources(
                 tune.with_parameters(_trial, prep=prep, keys=keys, parent_run_id=parent),
-                {"CPU": 0.1},
+                {"CPU": TRIAL_CPUS},
             ),
             param_space=space,
             tune_config=tune.TuneConfig(metric=cfg.tune.metric, mode=cfg.tune.mode,
