@@ -50,6 +50,24 @@ def test_exception_is_failed_with_error_tags(cfg: ExperimentConfig) -> None:
     assert got.data.tags[tracked.ERROR_TAG] == "boom: workers could not be placed"
 
 
+def test_reopened_run_retires_the_failure_tags(cfg: ExperimentConfig) -> None:
+    """A failed run resumed to the end reads FINISHED without its old error tags; the earlier
+    failure stays visible under ``ecglm.previous_*``."""
+    with pytest.raises(RuntimeError):
+        with tracked_run(cfg, "failing") as run:
+            run.set_tags({tracked.PARTIAL_CHECKPOINT_TAG: "/ckpt/step2",
+                          tracked.PARTIAL_STEP_TAG: "2"})
+            raise RuntimeError("worker died")
+    with tracked_run(cfg, "ignored", run_id=run.run_id, tags={"resumed": "yes"}):
+        pass
+    got = _run(cfg, run.run_id)
+    assert got.info.status == "FINISHED" and got.data.tags["resumed"] == "yes"
+    assert not set(tracked.FAILURE_TAGS) & set(got.data.tags)
+    assert got.data.tags["ecglm.previous_error"] == "worker died"
+    assert got.data.tags["ecglm.previous_error_type"] == "RuntimeError"
+    assert got.data.tags["ecglm.previous_partial_checkpoint"] == "/ckpt/step2"
+
+
 def test_keyboard_interrupt_is_killed(cfg: ExperimentConfig) -> None:
     with pytest.raises(KeyboardInterrupt):
         with tracked_run(cfg, "interrupted") as run:

@@ -124,6 +124,10 @@ def test_stop_resume_equals_straight_and_resumes_on_fewer_workers(
     run = client.get_run(resumed.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["ecglm.resumed_from_step"] == "2"
+    if strategy == "ddp":  # finished now: the failure of the first attempt is history
+        assert "ecglm.error" not in run.data.tags
+        assert "ecglm.partial_checkpoint" not in run.data.tags
+        assert run.data.tags["ecglm.previous_partial_checkpoint_step"] == "2"
     restored = {k: _history(resumed, f"resume/{k}")[2] for k in
                 ("optimizer_restored", "rng_restored", "data_restored", "weights_max_abs_diff")}
     assert restored == {"optimizer_restored": 1.0, "rng_restored": 1.0, "data_restored": 1.0,

@@ -133,6 +133,13 @@ def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
         client.set_tag(run_id, k, v)
 
 
+def delete_tags(tracking_uri: str, run_id: str, keys: list[str]) -> None:
+    """Remove tags ``keys`` from run ``run_id``."""
+    client = _client(tracking_uri)
+    for key in keys:
+        client.delete_tag(run_id, key)
+
+
 def run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:
     """The tags of run ``run_id``."""
     return dict(_client(tracking_uri).get_run(run_id).data.tags)

@@ -42,6 +42,15 @@ ERROR_TAG = "ecglm.error"
 EARLY_STOPPED_TAG = "ecglm.early_stopped"
 ERROR_ARTIFACT = "error.txt"
 """Artifact of a FAILED run: the traceback of the exception that ended it."""
+PARTIAL_CHECKPOINT_TAG = "ecglm.partial_checkpoint"
+"""Tag of a failed training run: its latest resumable checkpoint (folder or URI)."""
+PARTIAL_STEP_TAG = "ecglm.partial_checkpoint_step"
+"""Tag of a failed training run: the optimizer step of that checkpoint."""
+PREVIOUS_PREFIX = "ecglm.previous_"
+"""A reopened (resumed) run keeps the tags of its earlier failure under this prefix
+(``ecglm.previous_error``...), so the current tags describe the current attempt only."""
+FAILURE_TAGS = (ERROR_TYPE_TAG, ERROR_TAG, PARTIAL_CHECKPOINT_TAG, PARTIAL_STEP_TAG)
+"""Tags that describe a failed attempt (moved under :data:`PREVIOUS_PREFIX` on reopen)."""
 MAX_ERROR_CHARS = 5000
 """The error message kept in the ``ecglm.error`` tag (MLflow caps tag values)."""
 
@@ -113,6 +122,19 @@ def close_stopped_trial(tracking_uri: str, run_id: str) -> None:
     close_run(tracking_uri, run_id, KILLED, {EARLY_STOPPED_TAG: "true"})
 
 
+def _retire_failure_tags(tracking_uri: str, run_id: str) -> None:
+    """Move the failure tags of an earlier attempt (:data:`FAILURE_TAGS`) of a reopened run
+    under :data:`PREVIOUS_PREFIX`: a resumed run that then finishes must not still read as
+    failed."""
+    old = mlflow_run.run_tags(tracking_uri, run_id)
+    stale = {k: v for k, v in old.items() if k in FAILURE_TAGS}
+    if not stale:
+        return
+    mlflow_run.set_tags(tracking_uri, run_id, {
+        PREVIOUS_PREFIX + k.removeprefix("ecglm."): v for k, v in stale.items()})
+    mlflow_run.delete_tags(tracking_uri, run_id, list(stale))
+
+
 @contextmanager
 def tracked_run(cfg: ExperimentConfig, run_name: str, *,
                 tags: Optional[Mapping[str, str]] = None,
@@ -131,6 +153,7 @@ def tracked_run(cfg: ExperimentConfig, run_name: str, *,
     uri = cfg.tracking.tracking_uri
     if run_id:
         mlflow_run.reopen_run(uri, run_id)
+        _retire_failure_tags(uri, run_id)
         if tags:
             mlflow_run.set_tags(uri, run_id, tags)
         run = TrackedRun(uri, run_id)

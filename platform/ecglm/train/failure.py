@@ -16,12 +16,10 @@ from contextlib import contextmanager
 from typing import Iterator, Optional
 
 from ecglm.checkpoint import latest_resumable
-from ecglm.tracking.tracked import TrackedRun
+from ecglm.tracking.tracked import PARTIAL_CHECKPOINT_TAG, PARTIAL_STEP_TAG, TrackedRun
 
-PARTIAL_CHECKPOINT_TAG = "ecglm.partial_checkpoint"
-"""Tag of a failed training run: its latest resumable checkpoint (folder or URI)."""
-PARTIAL_STEP_TAG = "ecglm.partial_checkpoint_step"
-"""Tag of a failed training run: the optimizer step of that checkpoint."""
+__all__ = ["PARTIAL_CHECKPOINT_TAG", "PARTIAL_STEP_TAG", "announce",
+           "partial_checkpoint_on_failure"]
 
 
 def announce(run: TrackedRun, ray_run_dir: str, exc: BaseException) -> Optional[str]:
