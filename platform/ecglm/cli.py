@@ -90,7 +90,17 @@ def _cmd_shard(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     cfg = (load_config(args.config, args.set) if args.config
            else apply_overrides(ExperimentConfig(), parse_cli_overrides(args.set)))
-    print(_recipe("check").run(cfg, args.paths, args.fs, args.seconds), flush=True)
+    try:
+        report = _recipe("check").run(cfg, args.paths, args.fs, args.seconds,
+                                      workers=args.workers, progress=args.progress,
+                                      max_record_seconds=args.max_record_seconds,
+                                      fs_limits=args.fs_limits)
+    except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(report, flush=True)
     return 0
 
 
@@ -346,6 +356,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--fs", type=int, default=None, help="target rate in Hz (default data.fs)")
     chk.add_argument("--seconds", type=float, default=None,
                      help="target length in s (default data.seconds)")
+    chk.add_argument("--workers", type=int, default=None,
+                     help="reader processes (default: the CPU count; 1: no pool)")
+    chk.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="progress line on stderr: files/s, MB/s, ETA (default: only when "
+                          "stderr is a terminal)")
+    chk.add_argument("--max-record-seconds", type=float, default=None,
+                     help="reject headers declaring a longer recording (default 86400 = 24 h)")
+    chk.add_argument("--fs-limits", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                     help="plausible header sampling frequencies in Hz (default 10 50000)")
     chk.set_defaults(fn=_cmd_check)
     _add_register(sub)
     return p

@@ -14,6 +14,7 @@ LUDB                      WFDB with per-lead annotation files ``<record>.i`` ...
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -23,7 +24,9 @@ from ecglm.data.canonical import ECGRecord, RawECG
 from ecglm.data.errors import RecordError
 from ecglm.data.normalize import normalize
 from ecglm.data.readers.cpsc2018 import read_cpsc2018_mat
+from ecglm.data.readers.header_checks import DEFAULT_LIMITS, HeaderLimits
 from ecglm.data.readers.ludb import has_wave_annotations, read_ludb, read_wave_annotations
+from ecglm.data.readers.scan import ScanEntry, ScanResult, scan_paths
 from ecglm.data.readers.wfdb_format import parse_comments, read_wfdb_raw
 
 MIMIC_PATH_RE = re.compile(r"p\d{4}[/\\]p(\d+)[/\\]s(\d+)[/\\](\d+)$")
@@ -31,6 +34,10 @@ MIMIC_PATH_RE = re.compile(r"p\d{4}[/\\]p(\d+)[/\\]s(\d+)[/\\](\d+)$")
 _WFDB_SUFFIXES = (".hea", ".dat", ".xyz")
 
 __all__ = [
+    "DEFAULT_LIMITS",
+    "HeaderLimits",
+    "ScanEntry",
+    "ScanResult",
     "find_records",
     "parse_comments",
     "read_cpsc2018_mat",
@@ -39,6 +46,7 @@ __all__ = [
     "read_record",
     "read_wave_annotations",
     "read_wfdb_raw",
+    "scan_paths",
 ]
 
 
@@ -50,25 +58,27 @@ def _record_base(path: Path) -> tuple[Path, bool]:
         return path.with_suffix(""), False
     if suffix == ".mat":
         base = path.with_suffix("")
-        return base, not Path(str(base) + ".hea").is_file()
-    if not Path(str(path) + ".hea").is_file() and Path(str(path) + ".mat").is_file():
+        return base, not os.path.lexists(str(base) + ".hea")
+    if not os.path.lexists(str(path) + ".hea") and os.path.lexists(str(path) + ".mat"):
         return path, True
     return path, False
 
 
-def read_raw(path: str | Path) -> RawECG:
-    """Read the record at ``path`` (extension optional) with the reader its layout needs.
+def read_raw(path: str | Path, limits: HeaderLimits = DEFAULT_LIMITS) -> RawECG:
+    """Read the record at ``path`` (extension optional) with the reader its layout needs;
+    ``limits`` bound what a WFDB header may declare (:class:`HeaderLimits`).
 
     Raises:
         RecordError: the record cannot be read (the field and reason say why); a path with no
-            ``.hea`` and no ``.mat`` gives ``file: missing file <path>.hea``.
+            ``.hea`` and no ``.mat`` gives ``file: missing file <path>.hea``; a dangling
+            ``.hea`` symlink ``symlink: dangling symlink ...``.
     """
     base, is_cpsc = _record_base(Path(path))
     if is_cpsc:
         return read_cpsc2018_mat(Path(str(base) + ".mat"))
-    if not Path(str(base) + ".hea").is_file():
+    if not os.path.lexists(str(base) + ".hea"):
         raise RecordError(str(base), "file", f"missing file {base}.hea")
-    raw = read_ludb(base) if has_wave_annotations(base) else read_wfdb_raw(base)
+    raw = read_ludb(base, limits) if has_wave_annotations(base) else read_wfdb_raw(base, limits)
     match = MIMIC_PATH_RE.search(str(base))
     if match:
         raw.patient_id = match.group(1)
@@ -78,8 +88,10 @@ def read_raw(path: str | Path) -> RawECG:
 
 
 def read_record(path: str | Path, policy: NormalizeConfig, target_fs: int,
-                n_samples: int) -> ECGRecord:
-    """Canonical record: :func:`read_raw` then :func:`ecglm.data.normalize.normalize`.
+                n_samples: int, limits: HeaderLimits = DEFAULT_LIMITS) -> ECGRecord:
+    """Canonical record: :func:`read_raw` (with ``limits``) then
+    :func:`ecglm.data.normalize.normalize`. Shard building calls it with the default limits,
+    so training ingest quarantines what ``ecglm data check`` rejects, with the same reason.
 
     Returns:
         :class:`ECGRecord` with float32 ``(12, n_samples)`` mV at ``target_fs`` Hz.
@@ -87,33 +99,17 @@ def read_record(path: str | Path, policy: NormalizeConfig, target_fs: int,
     Raises:
         RecordError: unreadable record or a policy violation.
     """
-    return normalize(read_raw(path), policy, target_fs, n_samples)
+    return normalize(read_raw(path, limits), policy, target_fs, n_samples)
 
 
 def find_records(paths: Iterable[str | Path]) -> list[str]:
     """Record paths (no extension; CPSC2018 records keep ``.mat``) under ``paths``.
 
-    A folder is searched recursively: every ``*.hea`` is a WFDB record, every ``*.mat`` without
-    a ``.hea`` of the same name a CPSC2018 record; other files (annotations, CSV, signal files)
+    A folder is searched recursively: every ``*.hea`` (a dangling symlink included) is a WFDB
+    record, every ``*.mat`` without a ``.hea`` of the same name a CPSC2018 record; other files
     are not records. A path that is not a folder counts as one record even if it does not exist
-    (the reader then reports it missing), so every argument is accounted for.
+    (the reader then reports it missing), so every argument is accounted for. What is not a
+    record (orphan signal files, folders that cannot be listed ...) is reported by
+    :func:`scan_paths`, which this lists the records of.
     """
-    out: list[str] = []
-    for item in paths:
-        p = Path(item)
-        if p.is_dir():
-            found: list[str] = []
-            for f in p.rglob("*"):
-                suffix = f.suffix.lower()
-                if not f.is_file():
-                    continue
-                if suffix == ".hea":
-                    found.append(str(f.with_suffix("")))
-                elif suffix == ".mat" and not f.with_suffix(".hea").is_file():
-                    found.append(str(f))
-            out.extend(sorted(found))
-        else:
-            base, is_cpsc = _record_base(p)
-            out.append(str(base) + ".mat" if is_cpsc else str(base))
-    seen: set[str] = set()
-    return [r for r in out if not (r in seen or seen.add(r))]
+    return scan_paths(paths).records

@@ -12,6 +12,7 @@ from scipy.io import loadmat
 
 from ecglm.data.canonical import LEADS, RawECG
 from ecglm.data.errors import RecordError
+from ecglm.data.readers.files import require_file
 
 CPSC2018_FS = 500.0
 """Sampling rate of every CPSC2018 record (Hz), fixed by the challenge description."""
@@ -36,16 +37,15 @@ def read_cpsc2018_mat(path: str | Path) -> RawECG:
         ``None``), ``sex`` (``M``/``F``/``None``), ``format: "cpsc2018"``.
 
     Raises:
-        RecordError: missing/empty/unreadable file (``file``); a WFDB-style ``val`` matrix
+        RecordError: missing/empty/unreadable file (``file``), a dangling symlink
+            (``symlink``), no read permission (``permission``); a WFDB-style ``val`` matrix
             without its header (``header``); no ``ECG.data`` or a shape other than ``(12, N)``
             (``signal``).
     """
     p = Path(path)
     mat = p if p.suffix.lower() == ".mat" else Path(str(p) + ".mat")
     record = str(mat.with_suffix(""))
-    if not mat.is_file():
-        raise RecordError(record, "file", f"missing file {mat}")
-    if mat.stat().st_size == 0:
+    if require_file(record, mat) == 0:
         raise RecordError(record, "file", f"empty file {mat} (0 bytes)")
     try:
         content = loadmat(str(mat))

@@ -14,6 +14,7 @@ import wfdb
 
 from ecglm.data.canonical import LEADS, RawECG
 from ecglm.data.errors import RecordError
+from ecglm.data.readers.header_checks import DEFAULT_LIMITS, HeaderLimits
 from ecglm.data.readers.wfdb_format import read_wfdb_raw
 
 WAVE_TYPES: dict[str, str] = {"p": "P", "N": "QRS", "t": "T"}
@@ -109,11 +110,12 @@ def diagnoses_from_comments(comments: list[str]) -> list[str]:
     return out
 
 
-def read_ludb(path: str | Path) -> RawECG:
+def read_ludb(path: str | Path, limits: HeaderLimits = DEFAULT_LIMITS) -> RawECG:
     """LUDB record with its annotations: :func:`read_wfdb_raw` plus metadata ``diagnoses``
     (list of statements) and ``waves`` (``{lead: [{kind, onset, peak, offset}]}``, samples at
-    ``fs``); ``patient_id`` is the record number (one record per patient in LUDB)."""
-    raw = read_wfdb_raw(path)
+    ``fs``); ``patient_id`` is the record number (one record per patient in LUDB); ``limits``
+    as in :func:`read_wfdb_raw`."""
+    raw = read_wfdb_raw(path, limits)
     raw.metadata["diagnoses"] = diagnoses_from_comments(raw.metadata.get("comments", []))
     raw.metadata["waves"] = {lead: [asdict(w) for w in waves]
                              for lead, waves in read_wave_annotations(path).items()}

@@ -22,6 +22,13 @@ from wfdb.io.header import rx_record, rx_signal
 from ecglm.data.canonical import RawECG
 from ecglm.data.errors import RecordError
 from ecglm.data.normalize import canonical_lead
+from ecglm.data.readers.files import require_file
+from ecglm.data.readers.header_checks import (
+    DEFAULT_LIMITS,
+    HeaderLimits,
+    check_length,
+    check_record_line,
+)
 
 _UNIT_TO_MV: dict[str, float] = {
     "uv": 1e-3,
@@ -171,28 +178,31 @@ def _fast_signal(record: str, hdr: Header) -> np.ndarray | None:
     return out
 
 
-def _check_header(record: str, hea: Path) -> None:
-    if not hea.is_file():
-        raise RecordError(record, "file", f"missing file {hea}")
-    if hea.stat().st_size == 0:
+def _check_header(record: str, hea: Path, limits: HeaderLimits) -> None:
+    """The header file is readable and not empty, its record line plausible
+    (:func:`check_record_line`) and, for a single-segment record, it lists as many signal
+    lines as the record line declares."""
+    if require_file(record, hea) == 0:
         raise RecordError(record, "header", f"empty header file {hea} (0 bytes)")
     lines = [ln for ln in _header_text(record).splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
-    first = lines[0].split() if lines else []
-    if len(first) < 2 or "/" in first[0]:
-        return  # no signals, or a multi-segment record: wfdb validates it
-    try:
-        n_sig = int(first[1])
-    except ValueError:
-        raise RecordError(record, "header", f"record line {lines[0]!r}: signal count "
-                                            f"{first[1]!r} is not an integer") from None
+    if not lines:
+        raise RecordError(record, "header", f"header file {hea} has only comments, expected a "
+                                            f"record line 'NAME N_SIG [FS [SIG_LEN]]'")
+    check_record_line(record, lines[0], limits)
+    first = lines[0].split()
+    if "/" in first[0]:
+        return  # a multi-segment record: wfdb validates the segment lines
+    n_sig = int(first[1])
     if len(lines) - 1 < n_sig:
         raise RecordError(record, "header", f"signal-count mismatch: record line declares "
                                             f"{n_sig} signals, header lists {len(lines) - 1}")
 
 
-def _check_signal_files(record: str, header: Any) -> None:
-    """Compare each signal file's size with what the header declares."""
+def _check_signal_files(record: str, header: Any, limits: HeaderLimits) -> None:
+    """Each signal file is readable (:func:`require_file`) and its size matches what the header
+    declares; without a declared ``sig_len`` the length the file implies must be within
+    ``limits``."""
     base = Path(record).parent
     files: dict[str, list[int]] = {}
     for i, name in enumerate(header.file_name or []):
@@ -200,18 +210,21 @@ def _check_signal_files(record: str, header: Any) -> None:
     sig_len = int(header.sig_len or 0)
     for name, chans in files.items():
         path = base / name
-        if not path.is_file():
-            raise RecordError(record, "file", f"missing file {path}")
-        size = path.stat().st_size
+        size = require_file(record, path)
         if size == 0:
             raise RecordError(record, "file", f"empty signal file {path} (0 bytes; "
                                               f"truncated or corrupt?)")
         fmt = str(header.fmt[chans[0]])
         bps = BYTES_PER_SAMPLE.get(fmt, 0)
-        if not sig_len or not bps or any(str(header.fmt[c]) != fmt for c in chans):
+        if not bps or any(str(header.fmt[c]) != fmt for c in chans):
             continue
         offset = int(header.byte_offset[chans[0]] or 0)
         spf = sum(int(header.samps_per_frame[c] or 1) for c in chans)
+        if not sig_len:  # the file defines the length: it must be plausible too
+            implied = int((size - offset) / (spf * bps))
+            check_length(record, implied, float(header.fs or 250.0), limits,
+                         f"no sig_len in the header; {path.name} holds {implied}")
+            continue
         expected = offset + math.ceil(spf * sig_len * bps)
         if size == expected:
             continue
@@ -230,22 +243,28 @@ def _check_signal_files(record: str, header: Any) -> None:
                                                 f"header declares {len(chans)}")
 
 
-def read_wfdb_raw(path: str | Path) -> RawECG:
+def read_wfdb_raw(path: str | Path, limits: HeaderLimits = DEFAULT_LIMITS) -> RawECG:
     """Read WFDB record ``path`` (no extension) as :class:`RawECG`.
 
     Signals are converted to mV from the header units (uV/mV/V, case-insensitive, ``µV``
     included); channels whose name is not one of the 12 leads keep their stored values.
     Header comments become metadata (:func:`parse_comments`).
 
+    ``limits`` bound what the header may declare (:class:`HeaderLimits`: sample count,
+    duration, sampling frequency).
+
     Raises:
-        RecordError: missing/empty/truncated files (``file``), a malformed header or
-            signal-count mismatch (``header``/``signal``), unknown units of a lead (``units``).
+        RecordError: missing/empty/truncated files (``file``), dangling symlinks
+            (``symlink``), unreadable files (``permission``), a malformed header or
+            signal-count mismatch (``header``/``signal``), an implausible record line
+            (``header.n_sig``/``header.fs``/``header.sig_len``), unknown units of a lead
+            (``units``).
     """
     record = str(path)
-    _check_header(record, Path(record + ".hea"))
+    _check_header(record, Path(record + ".hea"), limits)
     hdr = parse_header(record)
     if hdr is not None:
-        _check_signal_files(record, hdr)
+        _check_signal_files(record, hdr, limits)
         sig = _fast_signal(record, hdr)
         if sig is not None:
             return _to_raw(record, sig, hdr.sig_name, hdr.fs, [None] * hdr.n_sig,
@@ -256,7 +275,7 @@ def read_wfdb_raw(path: str | Path) -> RawECG:
         raise RecordError(record, "header", f"unreadable WFDB header: {type(exc).__name__}: "
                                             f"{exc}") from exc
     if not getattr(header, "n_seg", None):  # multi-segment records: wfdb checks segments
-        _check_signal_files(record, header)
+        _check_signal_files(record, header, limits)
     try:
         rec = wfdb.rdrecord(record, physical=True)
     except FileNotFoundError as exc:
