@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -144,7 +145,8 @@ def iter_chunk_results(records: list[str], settings: CheckSettings, workers: int
             yield _check_chunk(chunk, settings)
         return
     ctx = multiprocessing.get_context(START_METHOD)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
         pending = deque(pool.submit(_check_chunk, c, settings)
                         for _, c in zip(range(workers * IN_FLIGHT_PER_WORKER), chunks))
         while pending:
@@ -158,6 +160,8 @@ def iter_chunk_results(records: list[str], settings: CheckSettings, workers: int
             if nxt is not None:
                 pending.append(pool.submit(_check_chunk, nxt, settings))
             yield done
+    finally:  # on Ctrl-C or an early stop, drop the queued chunks instead of finishing them
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _problem(entry: ScanEntry) -> CheckResult:
@@ -169,10 +173,14 @@ def check_report(paths: Iterable[str | Path], settings: CheckSettings, workers: 
                  chunk_size: Optional[int] = None) -> CheckReport:
     """Scan ``paths`` (:func:`ecglm.data.readers.scan_paths`) and check every record with
     ``workers`` processes; ``progress`` (if given) is updated after each chunk."""
+    t0 = time.monotonic()
     scan = scan_paths(paths)
     results: list[Optional[CheckResult]] = [None if not e.problem else _problem(e)
                                             for e in scan.entries]
     todo = [i for i, e in enumerate(scan.entries) if not e.problem]
+    if progress is not None:
+        progress.note(f"listed {len(todo)} records, {len(results) - len(todo)} problems and "
+                      f"{scan.other_files} other files in {time.monotonic() - t0:.1f} s")
     if progress is not None:
         progress.start(len(results), done=len(results) - len(todo))
     k = 0

@@ -84,6 +84,11 @@ class ProgressLine:
         return (f"[check] {self.done}/{self.total} files ({pct:.1f}%) {rate:.1f} files/s "
                 f"{mb_s:.2f} MB/s ETA {format_eta(eta)}")
 
+    def note(self, text: str) -> None:
+        """One ``[check] text`` line (e.g. what listing found), outside the live line."""
+        self.stream.write(f"[check] {text}\n")
+        self.stream.flush()
+
     def update(self, n: int, n_bytes: int) -> None:
         """``n`` more files done, ``n_bytes`` read; writes if ``interval_s`` has passed."""
         self.done += n
