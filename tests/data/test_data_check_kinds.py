@@ -10,6 +10,7 @@ the ``nobody`` user (skipped where that is impossible).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -38,13 +39,20 @@ SETTINGS = CheckSettings(POLICY, 500, 5000)
 LEAD_NAMES = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
 
 
+@functools.lru_cache(maxsize=1)
+def _ecg() -> tuple[np.ndarray, int]:
+    """``((T, 12) float64 mV, fs Hz)``: a synthetic 10 s ECG, computed once."""
+    x, fs, _ = synthetic_ecg(10.0)
+    return x.T.astype(np.float64), fs
+
+
 def write_good(folder: Path, name: str = "good") -> Path:
     """A 10 s, 500 Hz, 12-lead WFDB record (format 16, 1000 adu/mV) at ``folder/name``."""
     folder.mkdir(parents=True, exist_ok=True)
-    x, fs, _ = synthetic_ecg(10.0)
-    wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=LEAD_NAMES,
-                p_signal=x.T.astype(np.float64), fmt=["16"] * 12, adc_gain=[1000.0] * 12,
-                baseline=[0] * 12, write_dir=str(folder))
+    signal, fs = _ecg()
+    wfdb.wrsamp(name, fs=fs, units=["mV"] * 12, sig_name=LEAD_NAMES, p_signal=signal,
+                fmt=["16"] * 12, adc_gain=[1000.0] * 12, baseline=[0] * 12,
+                write_dir=str(folder))
     return folder / name
 
 

@@ -6,9 +6,9 @@ its flags are listed in the reason column). Entries are the records and what
 symlinks, folders that cannot be listed); other files (annotations, CSV) are counted in
 ``other_files``.
 
-Records are read in parallel by a process pool (:class:`ProcessPoolExecutor`, ``forkserver``
-start with this module preloaded) in chunks, with at most ``4 x workers`` chunks in flight, and
-come back in input order, so the table does not depend on the number of workers. A process
+Records are read in parallel by a process pool (:class:`ProcessPoolExecutor`, see
+:data:`START_METHOD`) in chunks, with at most ``4 x workers`` chunks in flight, and come back
+in input order, so the table does not depend on the number of workers. A process
 pool rather than Ray: a check is a one-machine CLI command over local files, and Ray's start
 (4-7 s, ~1 GiB of processes) would cost more than checking thousands of records.
 """
@@ -34,7 +34,10 @@ from ecglm.data.readers.scan import ScanEntry, header_signal_names
 
 START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 """How pool workers start: ``fork`` where the OS has it (no re-import, works from any main
-module: a script, ``python -m``, stdin, a notebook); ``spawn`` elsewhere."""
+module: a script, ``python -m``, stdin, a notebook; ``forkserver``/``spawn`` re-run the main
+module and fail from stdin); ``spawn`` elsewhere. Workers only read files and return small
+results, so the parent's threads (BLAS, a Ray driver) are never needed in them (checked with
+a local Ray running)."""
 IN_FLIGHT_PER_WORKER = 4
 """Chunks submitted ahead per worker process (bounds memory and futures for 100k files)."""
 
