@@ -209,9 +209,14 @@ def _records_stage(cfg: ExperimentConfig, todo: pd.DataFrame, out_dir: Path,
     todo = todo.sort_values("ecg_id", kind="stable")
     progress = ray.remote(num_cpus=0)(ProgressCounter).remote()
     try:
-        n_blocks = max(1, min(len(todo) // cfg.data.records_per_shard + 1,
-                              4 * cfg.train.ray_num_cpus))
-        ds = (ray.data.from_items(todo[cols].to_dict("records"), override_num_blocks=n_blocks)
+        # blocks of catalog rows: at least 4 per logical CPU, at most 16 files' worth each
+        per_file = cfg.data.records_per_shard
+        n_blocks = min(-(-len(todo) // per_file),
+                       max(4 * cfg.train.ray_num_cpus, -(-len(todo) // (16 * per_file))))
+        frame = todo[cols].reset_index(drop=True)
+        step = -(-len(frame) // n_blocks)
+        blocks = [frame.iloc[k:k + step] for k in range(0, len(frame), step)]
+        ds = (ray.data.from_pandas(blocks)  # one block per frame, no per-row Python dicts
               .map_batches(write_record_block, batch_format="pandas",
                            batch_size=cfg.data.records_per_shard,
                            fn_kwargs={"out_dir": str(out_dir), "fs": cfg.data.fs,
