@@ -142,3 +142,37 @@ def test_parquet_rows_streams_in_sample_id_order(tmp_path: Path) -> None:
                                              for j in range(2)], schema=schema),
                        sorted_dir / f"{k:06d}.parquet")
     assert [r[0] for r in ParquetRows(sorted_dir, to_rows, batch_rows=1)] == list(range(6))
+
+
+def test_record_set_signals_read_in_slices(tmp_path: Path) -> None:
+    from ecglm.data.sharding import encode_signals
+    from ecglm.evaluation.classify import embed_signals, read_records
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 0.5, (5, 12, 64)).astype(np.float32)
+    rows = [{"ecg_id": e, "patient_id": e, "split": "train" if e != 2 else "test", "fs": 2,
+             "n_samples": 64, "signal": encode_signals(x[e][None]), "report": f"r{e}",
+             "scp_codes": "{}", "labels": "{}", "lead_mask": [True] * 12, "flags": [],
+             "source_fp": ""} for e in range(5)]
+    folder = tmp_path / "records"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pylist(rows[:3], schema=RECORD_SCHEMA), folder / "a.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[3:], schema=RECORD_SCHEMA), folder / "b.parquet")
+    train = read_records(folder, "train")
+    assert train.ecg_ids == [0, 1, 3, 4] and train.reports == ["r0", "r1", "r3", "r4"]
+    assert len(train.signals) == 4 and train.signals.shape == (4, 12, 64)
+    got = train.signals[1:4]  # spans both files
+    assert np.abs(got - x[[1, 3, 4]]).max() <= 0.0005 + 1e-6
+
+    import torch
+
+    from ecglm.models.encoders import build_encoder
+    from tests.helpers import tiny_config
+
+    torch.manual_seed(0)
+    encoder = build_encoder(tiny_config(tmp_path).encoder).eval()
+    lazy = embed_signals(encoder, train.signals, batch=3)  # slices of the lazy signals
+    eager = embed_signals(encoder, train.signals[0:4], batch=4)
+    assert lazy.shape == eager.shape and np.allclose(lazy, eager, atol=1e-5)
+    assert read_records(folder, "valid").ecg_ids == []
+    assert len(embed_signals(None, read_records(folder, "valid").signals)) == 0
