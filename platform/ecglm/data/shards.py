@@ -2,9 +2,11 @@
 
 Layout under ``<data.shard_dir>/<content_hash>/``::
 
-    records/*.parquet          one row per usable ECG (:data:`RECORD_SCHEMA`; other datasets
-                               than PTB-XL: ``NAMED_RECORD_SCHEMA``)
-    qa/{train,valid,test}/*.parquet   one row per QA item with its ECGs' signals
+    records/<first ecg_id>.parquet    one row per usable ECG (:data:`RECORD_SCHEMA`; other
+                               datasets than PTB-XL: ``NAMED_RECORD_SCHEMA``), one ECG per
+                               row group, written by the Ray Data worker that read it
+    qa/{train,valid,test}/<chunk>.parquet   one row per QA item with its ECGs' signals
+                               (sample ids ascending), written by Ray tasks
     quarantine.jsonl           {"id", "reason"[, "fp"][, "record"]} per rejected record
                                ("ecg:<id>") or item ("qa:<id>")
     manifest.json              source, kind, config_hash, input_fingerprint, normalize policies,
@@ -25,6 +27,10 @@ The folder name hashes the ``data`` config (normalisation policies included; ``d
 those of earlier builds), the source kind, the seed and the format version. A re-run with the
 same config and unchanged input files reuses the folder as is; when input files changed, only
 the changed records are read again. Reading prints live progress (records/s, MB/s).
+
+No signal passes through the driver: workers read, normalise and write, and return one small
+result per block (counts, quarantined records, file checksum) that the driver merges into the
+manifest (:mod:`ecglm.data.shard_writer`).
 
 Signals are int16 microvolts (clipped), row-major ``(n_ecg, 12, n_samples)`` bytes; see
 :func:`encode_signals` / :func:`decode_signals`.
