@@ -257,6 +257,7 @@ def _qa_stage(cfg: ExperimentConfig, rows: dict[str, list[dict]], out: Path,
         folder.mkdir(parents=True, exist_ok=True)
         jobs += [(folder / f"{k // per:06d}.parquet", part[k:k + per])
                  for k in range(0, len(part), per)]
+    total = sum(len(chunk) for _, chunk in jobs)
     sums: dict[str, str] = {}
     pending: dict[Any, Path] = {}  # in-flight task -> its file
     limit = max(1, 2 * cfg.train.ray_num_cpus)
@@ -277,10 +278,16 @@ def _qa_stage(cfg: ExperimentConfig, rows: dict[str, list[dict]], out: Path,
         pending[ref] = path
         if time.perf_counter() - last >= PROGRESS_EVERY_S:
             last = time.perf_counter()
-            print(f"[ecglm.data] qa {n_done} items written "
-                  f"({n_done / max(last - t0, 1e-9):.1f} items/s)", flush=True)
+            rate = n_done / max(last - t0, 1e-9)
+            eta = (total - n_done) / rate if rate > 0 else float("nan")
+            print(f"[ecglm.data] qa {n_done}/{total} items joined and written "
+                  f"({rate:.1f} items/s, ETA {eta:.0f}s)", flush=True)
     if pending:
         n_done += collect(list(pending))
+    if total:
+        dt = max(time.perf_counter() - t0, 1e-9)
+        print(f"[ecglm.data] qa {n_done} items written in {dt:.1f}s "
+              f"({n_done / dt:.1f} items/s)", flush=True)
     return sums
 
 
