@@ -67,7 +67,7 @@ def input_fingerprint(catalog: pd.DataFrame, root: Path, dataset: str = "ptbxl")
 
 
 def qa_rows(qa_items: list[QAItem], splits: dict[int, str], bad_ids: set[int],
-            signal_of: dict[int, bytes], patient_of: dict[int, int], n_samples: int,
+            signal_of: dict[int, bytes] | None, patient_of: dict[int, int], n_samples: int,
             quarantine: list[dict]) -> dict[str, list[dict]]:
     """QA shard rows per split (``QA_SCHEMA`` of :mod:`ecglm.data.shards`, unsorted).
 
@@ -75,7 +75,8 @@ def qa_rows(qa_items: list[QAItem], splits: dict[int, str], bad_ids: set[int],
         qa_items: the selected ECG-QA items.
         splits: split of each ``ecg_id``.
         bad_ids: quarantined ``ecg_id`` values.
-        signal_of: int16 microvolt bytes of each usable ``ecg_id``.
+        signal_of: int16 microvolt bytes of each usable ``ecg_id``; ``None`` leaves the
+            ``signals`` field out (the shard build joins signals on its workers).
         patient_of: patient of each ``ecg_id``.
         n_samples: samples per lead of every signal.
         quarantine: list the quarantined items are appended to (``{"id": "qa:<id>", ...}``).
@@ -94,11 +95,13 @@ def qa_rows(qa_items: list[QAItem], splits: dict[int, str], bad_ids: set[int],
                                          f"{item_splits}; left out to keep splits disjoint"})
             continue
         split = item_splits[0]
-        rows[split].append({
+        row = {
             "sample_id": it.sample_id, "template_id": it.template_id,
             "question_type": it.question_type, "attribute_type": it.attribute_type,
             "question": it.question, "answer": it.answer, "options": it.options,
             "ecg_ids": it.ecg_ids, "patient_ids": [patient_of[e] for e in it.ecg_ids],
-            "n_ecg": len(it.ecg_ids), "n_samples": n_samples,
-            "signals": b"".join(signal_of[e] for e in it.ecg_ids), "split": split})
+            "n_ecg": len(it.ecg_ids), "n_samples": n_samples, "split": split}
+        if signal_of is not None:
+            row["signals"] = b"".join(signal_of[e] for e in it.ecg_ids)
+        rows[split].append(row)
     return rows

@@ -1,6 +1,6 @@
-"""The record-reading stage of a shard build: Ray Data reads records in parallel with live
-progress (records/s, MB/s), unchanged records of a previous build are reused, and every written
-file gets a checksum.
+"""The record-reading stage of a shard build: the per-batch read/normalise UDF run by Ray Data
+workers, live progress (records/s, MB/s) and file fingerprints for incremental re-runs (the
+per-block writers and the reuse of a previous build are in :mod:`ecglm.data.shard_writer`).
 
 Signals are int16 microvolts, row-major ``(n_ecg, 12, n_samples)`` bytes (see
 :func:`encode_signals` / :func:`decode_signals`).
@@ -9,7 +9,6 @@ Signals are int16 microvolts, row-major ``(n_ecg, 12, n_samples)`` bytes (see
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
@@ -19,7 +18,6 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ecglm.config.schema import NormalizeConfig
 from ecglm.data.canonical import LEADS
@@ -105,20 +103,6 @@ def files_fingerprint(files: Iterable[Path]) -> str:
             st = os.stat(f)
             h.update(f"{f}:{st.st_size}:{st.st_mtime_ns};".encode())
     return h.hexdigest()
-
-
-def checksums(root: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every Parquet file and the quarantine file under
-    ``root``."""
-    out = {}
-    for f in sorted(root.rglob("*")):
-        if f.is_file() and (f.suffix == ".parquet" or f.name == "quarantine.jsonl"):
-            h = hashlib.sha256()
-            with f.open("rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            out[str(f.relative_to(root))] = h.hexdigest()
-    return out
 
 
 class ProgressCounter:
@@ -217,31 +201,3 @@ def run_with_progress(fn: Callable[[], Any], poll: Callable[[], tuple[int, int, 
     if "error" in result:
         raise result["error"]
     return result.get("value")
-
-
-def reusable_rows(previous: Path | None, fps: dict[int, str],
-                  schema: pa.Schema = RECORD_SCHEMA) -> tuple[pa.Table | None, dict[int, str]]:
-    """Rows of a previous build's records Parquet (read in ``schema``) and quarantine reasons
-    whose ``source_fp`` still matches ``fps`` (``{ecg_id: fingerprint}``).
-
-    Returns:
-        ``(table of reusable ok rows or None, {ecg_id: reason} of reusable quarantined)``.
-    """
-    if previous is None or not (previous / "records").is_dir():
-        return None, {}
-    try:
-        table = pq.read_table(previous / "records", schema=schema)
-    except (pa.ArrowInvalid, OSError, ValueError):
-        return None, {}
-    ids = table.column("ecg_id").to_pylist()
-    fp = table.column("source_fp").to_pylist()
-    keep = [i for i, (e, f) in enumerate(zip(ids, fp)) if fps.get(int(e)) == f]
-    bad: dict[int, str] = {}
-    qfile = previous / "quarantine.jsonl"
-    if qfile.is_file():
-        for line in qfile.read_text().splitlines():
-            entry = json.loads(line)
-            if str(entry.get("id", "")).startswith("ecg:") and \
-                    fps.get(int(entry["id"][4:])) == entry.get("fp"):
-                bad[int(entry["id"][4:])] = entry["reason"]
-    return (table.take(keep) if keep else None), bad

@@ -2,9 +2,11 @@
 
 Layout under ``<data.shard_dir>/<content_hash>/``::
 
-    records/*.parquet          one row per usable ECG (:data:`RECORD_SCHEMA`; other datasets
-                               than PTB-XL: ``NAMED_RECORD_SCHEMA``)
-    qa/{train,valid,test}/*.parquet   one row per QA item with its ECGs' signals
+    records/<first ecg_id>.parquet    one row per usable ECG (:data:`RECORD_SCHEMA`; other
+                               datasets than PTB-XL: ``NAMED_RECORD_SCHEMA``), one ECG per
+                               row group, written by the Ray Data worker that read it
+    qa/{train,valid,test}/<chunk>.parquet   one row per QA item with its ECGs' signals
+                               (sample ids ascending), written by Ray tasks
     quarantine.jsonl           {"id", "reason"[, "fp"][, "record"]} per rejected record
                                ("ecg:<id>") or item ("qa:<id>")
     manifest.json              source, kind, config_hash, input_fingerprint, normalize policies,
@@ -25,6 +27,10 @@ The folder name hashes the ``data`` config (normalisation policies included; ``d
 those of earlier builds), the source kind, the seed and the format version. A re-run with the
 same config and unchanged input files reuses the folder as is; when input files changed, only
 the changed records are read again. Reading prints live progress (records/s, MB/s).
+
+No signal passes through the driver: workers read, normalise and write, and return one small
+result per block (counts, quarantined records, file checksum) that the driver merges into the
+manifest (:mod:`ecglm.data.shard_writer`).
 
 Signals are int16 microvolts (clipped), row-major ``(n_ecg, 12, n_samples)`` bytes; see
 :func:`encode_signals` / :func:`decode_signals`.
@@ -50,9 +56,10 @@ from ecglm.config.schema import ConfigError, ExperimentConfig
 from ecglm.data.canonical import LEADS
 from ecglm.data.ecgqa import load_ecgqa_items
 from ecglm.data.shard_inputs import input_fingerprint, qa_rows, select_items, shard_catalog
-from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, checksums, decode_signals,
-                                 encode_signals, ok_rows, read_records_batch, record_schema,
-                                 reusable_rows, run_with_progress)
+from ecglm.data.shard_writer import (merge_block_results, reuse_previous, sha256_file,
+                                     write_qa_chunk, write_record_block)
+from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, decode_signals, encode_signals,
+                                 read_records_batch, record_schema, run_with_progress)
 from ecglm.data.source import DataSource, resolve_source
 from ecglm.data.splits import SPLITS
 from ecglm.utils.cache_dirs import write_once
@@ -132,17 +139,12 @@ def _ray_data_settings() -> Iterator[None]:
          ctx.execution_options.preserve_order) = saved
 
 
-def _write(ds: Any, n_rows: int, path: Path, schema: pa.Schema, rows_per_file: int,
-           compression: str = "none") -> None:
-    """Write ``ds`` as Parquet (no dictionary pages: the 120 kB signal values are unique); an
-    empty file with ``schema`` when there are no rows."""
+def _write_empty(path: Path, schema: pa.Schema) -> None:
+    """An empty Parquet file with ``schema`` in folder ``path`` (a split or records folder
+    without rows still reads as a table)."""
     path.mkdir(parents=True, exist_ok=True)
-    args = {"compression": compression, "use_dictionary": False}
-    if n_rows == 0:
-        pq.write_table(schema.empty_table(), path / "empty.parquet", **args)
-        return
-    n_files = max(1, -(-n_rows // rows_per_file))
-    ds.repartition(n_files).write_parquet(str(path), max_rows_per_file=rows_per_file, **args)
+    pq.write_table(schema.empty_table(), path / "empty.parquet", compression="none",
+                   use_dictionary=False)
 
 
 def _load_existing(root: Path, digest: str) -> ShardSet | None:
@@ -201,93 +203,148 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     return built
 
 
-def _read_records(cfg: ExperimentConfig, todo: pd.DataFrame) -> tuple[Any, pd.DataFrame]:
-    """Read ``todo`` (catalog rows) with Ray Data and live progress.
-
-    Returns:
-        ``(materialized dataset of read rows or None, status frame with ecg_id, signal, error,
-        flags, source_fp)``.
-    """
+def _records_stage(cfg: ExperimentConfig, todo: pd.DataFrame, out_dir: Path,
+                   schema: pa.Schema) -> list[dict[str, Any]]:
+    """Read and write ``todo`` (catalog rows) on Ray Data workers, with live progress: each
+    batch of ``data.records_per_shard`` records becomes one Parquet file written by the
+    worker, and one small block result (:mod:`ecglm.data.shard_writer`) comes back."""
     cols = ["ecg_id", "patient_id", "split", "path", "report", "scp_codes", "labels",
             "source_fp", "source_bytes"] + (["record"] if "record" in todo.columns else [])
     if todo.empty:
-        return None, pd.DataFrame(columns=["ecg_id", "signal", "error", "flags", "source_fp"])
+        return []
+    todo = todo.sort_values("ecg_id", kind="stable")
     progress = ray.remote(num_cpus=0)(ProgressCounter).remote()
     try:
-        n_blocks = max(1, min(len(todo), 4 * cfg.train.ray_num_cpus))
-        ds = (ray.data.from_items(todo[cols].to_dict("records"), override_num_blocks=n_blocks)
-              .map_batches(read_records_batch, batch_format="pandas", batch_size=16,
-                           fn_kwargs={"fs": cfg.data.fs, "n_samples": cfg.data.n_samples,
-                                      "policy": cfg.data.normalize, "progress": progress}))
-        ds = run_with_progress(ds.materialize,
-                               lambda: ray.get(progress.snapshot.remote(), timeout=10),
-                               len(todo), PROGRESS_EVERY_S)
+        # blocks of catalog rows: at least 4 per logical CPU, at most 16 files' worth each
+        per_file = cfg.data.records_per_shard
+        n_blocks = min(-(-len(todo) // per_file),
+                       max(4 * cfg.train.ray_num_cpus, -(-len(todo) // (16 * per_file))))
+        frame = todo[cols].reset_index(drop=True)
+        step = -(-len(frame) // n_blocks)
+        blocks = [frame.iloc[k:k + step] for k in range(0, len(frame), step)]
+        ds = (ray.data.from_pandas(blocks)  # one block per frame, no per-row Python dicts
+              .map_batches(write_record_block, batch_format="pandas",
+                           batch_size=cfg.data.records_per_shard,
+                           fn_kwargs={"out_dir": str(out_dir), "fs": cfg.data.fs,
+                                      "n_samples": cfg.data.n_samples,
+                                      "policy": cfg.data.normalize, "schema": schema,
+                                      "compression": cfg.data.shard_compression,
+                                      "progress": progress}))
+        return run_with_progress(ds.take_all,
+                                 lambda: ray.get(progress.snapshot.remote(), timeout=10),
+                                 len(todo), PROGRESS_EVERY_S)
     finally:
         ray.kill(progress)
-    status = ds.select_columns(["ecg_id", "signal", "error", "flags", "source_fp"]).to_pandas()
-    return ds, status
+
+
+_qa_chunk_task = ray.remote(num_cpus=1, max_retries=0)(write_qa_chunk)
+
+
+def _qa_stage(cfg: ExperimentConfig, rows: dict[str, list[dict]], out: Path,
+              files: list[tuple[str, int, int]]) -> dict[str, str]:
+    """Write the QA folders: each chunk of ``data.records_per_shard`` items (sample ids
+    ascending) is joined to its ECG signals and written by a Ray task; at most
+    ``2 * train.ray_num_cpus`` chunks are in flight. Returns ``{relative path: sha256}``."""
+    per = cfg.data.records_per_shard
+    files_ref = ray.put(files)
+    jobs = []
+    for split in SPLITS:
+        part = sorted(rows[split], key=lambda r: r["sample_id"])
+        folder = out / "qa" / split
+        if not part:
+            _write_empty(folder, QA_SCHEMA)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        jobs += [(folder / f"{k // per:06d}.parquet", part[k:k + per])
+                 for k in range(0, len(part), per)]
+    total = sum(len(chunk) for _, chunk in jobs)
+    sums: dict[str, str] = {}
+    pending: dict[Any, Path] = {}  # in-flight task -> its file
+    limit = max(1, 2 * cfg.train.ray_num_cpus)
+    t0 = last = time.perf_counter()
+    n_done = 0
+
+    def collect(done: list[Any]) -> int:
+        for ref, res in zip(done, ray.get(done)):
+            sums[str(pending.pop(ref).relative_to(out))] = res["sha256"]
+        return sum(int(r["n"]) for r in ray.get(done))
+
+    for path, chunk in jobs:
+        if len(pending) >= limit:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            n_done += collect(done)
+        ref = _qa_chunk_task.remote(chunk, path, out / "records", files_ref, QA_SCHEMA,
+                                    cfg.data.shard_compression)
+        pending[ref] = path
+        if time.perf_counter() - last >= PROGRESS_EVERY_S:
+            last = time.perf_counter()
+            rate = n_done / max(last - t0, 1e-9)
+            eta = (total - n_done) / rate if rate > 0 else float("nan")
+            print(f"[ecglm.data] qa {n_done}/{total} items joined and written "
+                  f"({rate:.1f} items/s, ETA {eta:.0f}s)", flush=True)
+    if pending:
+        n_done += collect(list(pending))
+    if total:
+        dt = max(time.perf_counter() - t0, 1e-9)
+        print(f"[ecglm.data] qa {n_done} items written in {dt:.1f}s "
+              f"({n_done / dt:.1f} items/s)", flush=True)
+    return sums
 
 
 def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog: pd.DataFrame,
                 inputs: str, out: Path, final: Path, previous: Path | None) -> dict:
+    """Write records, QA folders, quarantine file and manifest into ``out``. Signals never
+    pass through this (driver) process: workers write them, the manifest is merged from
+    their per-block results."""
     dcfg = cfg.data
     n_samples = dcfg.n_samples
     splits = dict(zip(catalog["ecg_id"].tolist(), catalog["split"].tolist()))
     fp_of = dict(zip(catalog["ecg_id"].astype(int).tolist(), catalog["source_fp"].tolist()))
     schema = record_schema(dcfg.dataset)
-    reused, reused_bad = reusable_rows(previous, fp_of, schema)
-    reused_ids = set(reused_bad) | (set(reused.column("ecg_id").to_pylist()) if reused else set())
+    records_dir = out / "records"
+    records_dir.mkdir(parents=True, exist_ok=True)
+    reused, reused_bad = reuse_previous(previous, fp_of, records_dir, schema,
+                                        dcfg.shard_compression)
+    reused_ids = set(reused_bad) | {int(e) for e in _ids_of(records_dir, reused)}
     if reused_ids:
         print(f"[ecglm.data] {len(reused_ids)} unchanged records taken from the previous build")
     todo = catalog[~catalog["ecg_id"].isin(reused_ids)]
     t0 = time.perf_counter()
-    ds, status = _read_records(cfg, todo)
+    read = merge_block_results(_records_stage(cfg, todo, records_dir, schema))
     dt = max(time.perf_counter() - t0, 1e-9)
-    failed = status[status["error"] != ""]
+    if read.n_in != len(todo):
+        raise RuntimeError(f"shard build: {len(todo)} records went in, block results account "
+                           f"for {read.n_in}")
     n_read_bytes = int(todo["source_bytes"].sum())
-    print(f"[ecglm.data] read {len(status)} records in {dt:.1f}s ({len(status) / dt:.1f} "
-          f"records/s, {n_read_bytes / dt / 1e6:.1f} MB/s): {len(status) - len(failed)} ok, "
-          f"{len(failed)} quarantined", flush=True)
-    parts = ([ds.map_batches(ok_rows, batch_format="pandas", fn_kwargs={"schema": schema})]
-             if ds is not None else [])
-    if reused is not None:
-        parts.append(ray.data.from_arrow(reused))
-    n_ok = len(catalog) - len(failed) - len(reused_bad)
-    combined = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0] if parts else None
-    _write(combined, n_ok, out / "records", schema, dcfg.records_per_shard,
-           dcfg.shard_compression)
+    print(f"[ecglm.data] read {read.n_in} records in {dt:.1f}s ({read.n_in / dt:.1f} "
+          f"records/s, {n_read_bytes / dt / 1e6:.1f} MB/s): {read.n_ok} ok, "
+          f"{len(read.quarantine)} quarantined", flush=True)
+    kept = merge_block_results(reused)
+    files = sorted(read.files + kept.files)
+    if not files:
+        _write_empty(records_dir, schema)
 
-    quarantine = [{"id": f"ecg:{int(e)}", "reason": r, "fp": f}
-                  for e, r, f in zip(failed["ecg_id"], failed["error"], failed["source_fp"])]
-    quarantine += [{"id": f"ecg:{e}", "reason": r, "fp": fp_of[e]}
-                   for e, r in sorted(reused_bad.items())]
+    quarantine = read.quarantine + [{"id": f"ecg:{e}", "reason": r, "fp": fp_of[e]}
+                                    for e, r in sorted(reused_bad.items())]
     if "record" in catalog.columns:  # original record names of non-PTB-XL datasets
         name_of = dict(zip(catalog["ecg_id"].astype(int).tolist(), catalog["record"]))
         quarantine = [{**q, "record": name_of[int(q["id"][4:])]} for q in quarantine]
     n_rec_bad = len(quarantine)
-    bad_ids = {int(e) for e in failed["ecg_id"]} | set(reused_bad)
-    signal_of = {int(e): s for e, s, err in zip(status["ecg_id"], status["signal"],
-                                                status["error"]) if not err}
-    n_flagged = int(sum(len(f) > 0 for f, err in zip(status["flags"], status["error"])
-                        if not err))
-    if reused is not None:
-        signal_of.update(zip(reused.column("ecg_id").to_pylist(),
-                             reused.column("signal").to_pylist()))
-        n_flagged += sum(len(f) > 0 for f in reused.column("flags").to_pylist())
+    bad_ids = {int(q["id"][4:]) for q in quarantine}
+    n_flagged = read.n_flagged + kept.n_flagged
     patient_of = dict(zip(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist()))
     qa_items = select_items(  # ECG-QA exists for PTB-XL only: other datasets get no items
         load_ecgqa_items(source.root, dcfg.qa_variant, set(catalog["ecg_id"].tolist())),
         dcfg.max_items, cfg.seed) if dcfg.dataset == "ptbxl" else []
-    rows = qa_rows(qa_items, splits, bad_ids, signal_of, patient_of, n_samples, quarantine)
-    for split in SPLITS:
-        part = sorted(rows[split], key=lambda r: r["sample_id"])
-        table = pa.Table.from_pylist(part, schema=QA_SCHEMA)
-        _write(ray.data.from_arrow(table), len(part), out / "qa" / split, QA_SCHEMA,
-               dcfg.records_per_shard, dcfg.shard_compression)
+    rows = qa_rows(qa_items, splits, bad_ids, None, patient_of, n_samples, quarantine)
+    qa_sums = _qa_stage(cfg, rows, out, files)
 
     with (out / "quarantine.jsonl").open("w") as fh:
         for entry in quarantine:
             fh.write(json.dumps(entry) + "\n")
+    sums = {f"records/{name}": h for name, h in {**read.checksums, **kept.checksums}.items()}
+    sums.update(qa_sums)
+    sums["quarantine.jsonl"] = sha256_file(out / "quarantine.jsonl")
     n_qa_bad = len(quarantine) - n_rec_bad
     ok_records = catalog[~catalog["ecg_id"].isin(bad_ids)]
     manifest = {
@@ -301,19 +358,26 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
         "counts": {
             "records_in": len(catalog), "records_ok": len(catalog) - n_rec_bad,
             "records_quarantined": n_rec_bad, "records_flagged": n_flagged,
-            "records_read": len(status), "records_reused": len(reused_ids),
+            "records_read": read.n_in, "records_reused": len(reused_ids),
             "qa_in": len(qa_items), "qa_ok": len(qa_items) - n_qa_bad,
             "qa_quarantined": n_qa_bad,
             "per_split": {s: {"records": int((ok_records["split"] == s).sum()),
                               "qa": len(rows[s])} for s in SPLITS},
         },
         "throughput": {"read_seconds": round(dt, 3),
-                       "records_per_s": round(len(status) / dt, 2),
+                       "records_per_s": round(read.n_in / dt, 2),
                        "mb_per_s": round(n_read_bytes / dt / 1e6, 3)},
         "records": "records", "qa": {s: f"qa/{s}" for s in SPLITS},
         "quarantine": str(final / "quarantine.jsonl"),
-        "checksums": checksums(out),
+        "checksums": dict(sorted(sums.items())),
         "build_seconds": round(time.perf_counter() - t0, 2),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
+
+
+def _ids_of(records_dir: Path, results: list[dict[str, Any]]) -> list[int]:
+    """ECG ids in the record files named by ``results`` (their ``ecg_id`` column only)."""
+    return [e for r in results
+            for e in pq.read_table(records_dir / r["file"], columns=["ecg_id"])
+            .column("ecg_id").to_pylist()]

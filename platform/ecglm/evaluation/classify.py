@@ -190,27 +190,73 @@ def text_classification_eval(texts: Sequence[str], y_true: np.ndarray,
 # on shards
 # --------------------------------------------------------------------------------------------
 
+class ShardSignals:
+    """Signals of chosen rows of a records folder, read on demand: ``len()`` and slicing
+    (``signals[i:j]`` -> float32 ``(j - i, 12, T)`` mV) like an ``(N, 12, T)`` array, without
+    holding the split in memory (one Parquet file's signal column is cached at a time).
+
+    Args:
+        rows: ``(file, row in file)`` of each record, in order.
+        n_samples: samples per lead.
+    """
+
+    def __init__(self, rows: list[tuple[Path, int]], n_samples: int) -> None:
+        self.rows, self.n_samples = rows, n_samples
+        self._cached: tuple[Path | None, Any] = (None, None)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (len(self.rows), 12, self.n_samples)
+
+    def _column(self, file: Path) -> Any:
+        if self._cached[0] != file:
+            table = pq.read_table(file, columns=["signal"], memory_map=True)
+            self._cached = (file, table.column("signal"))
+        return self._cached[1]
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        if not isinstance(index, slice):
+            raise TypeError(f"ShardSignals: index with a slice, got {type(index).__name__}")
+        part = self.rows[index]
+        out = np.empty((len(part), 12, self.n_samples), np.float32)
+        for k, (file, row) in enumerate(part):
+            out[k] = decode_signals(self._column(file)[row].as_py(), 1, self.n_samples)[0]
+        return out
+
+
 @dataclass
 class RecordSet:
-    """Records of one split: ``ecg_ids`` (N,), ``signals`` (N, 12, T) mV, ``reports``,
-    ``scp_codes`` (JSON texts)."""
+    """Records of one split: ``ecg_ids`` (N,), ``signals`` (N, 12, T) mV (an array, or
+    :class:`ShardSignals` read in batches), ``reports``, ``scp_codes`` (JSON texts)."""
 
     ecg_ids: list[int]
-    signals: np.ndarray
+    signals: Any
     reports: list[str]
     scp_codes: list[str]
 
 
 def read_records(records: Path, split: str) -> RecordSet:
-    """Records of ``split`` from a records Parquet folder (shard order)."""
-    t = pq.read_table(str(records), columns=["ecg_id", "split", "n_samples", "signal",
-                                             "report", "scp_codes"]).to_pydict()
-    keep = [i for i, s in enumerate(t["split"]) if s == split]
-    sig = [decode_signals(t["signal"][i], 1, int(t["n_samples"][i]))[0] for i in keep]
-    return RecordSet([int(t["ecg_id"][i]) for i in keep],
-                     np.stack(sig) if sig else np.zeros((0, 12, 0), np.float32),
-                     [str(t["report"][i] or "") for i in keep],
-                     [str(t["scp_codes"][i] or "{}") for i in keep])
+    """Records of ``split`` from a records Parquet folder (shard order); the signals stay on
+    disk until sliced (:class:`ShardSignals`)."""
+    ids: list[int] = []
+    reports: list[str] = []
+    codes: list[str] = []
+    where: list[tuple[Path, int]] = []
+    n_samples = 0
+    for f in sorted(Path(records).glob("*.parquet")):
+        t = pq.read_table(f, columns=["ecg_id", "split", "n_samples", "report",
+                                      "scp_codes"]).to_pydict()
+        for i, s in enumerate(t["split"]):
+            if s == split:
+                ids.append(int(t["ecg_id"][i]))
+                reports.append(str(t["report"][i] or ""))
+                codes.append(str(t["scp_codes"][i] or "{}"))
+                where.append((f, i))
+                n_samples = int(t["n_samples"][i])
+    return RecordSet(ids, ShardSignals(where, n_samples), reports, codes)
 
 
 def embed_signals(encoder: Any, signals: np.ndarray, batch: int = 16) -> np.ndarray:

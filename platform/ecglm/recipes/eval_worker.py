@@ -112,8 +112,10 @@ def evaluate_in_worker(prep: Prepared, checkpoint_dir: str, run_id: Optional[str
         prep.retrieval.neighbours, Path(prep.retrieval.folder),
         lambda: model().encoder.eval()))
     step = read_state(ckpt).step
-    ctx = EvalContext(cfg, split_rows(prep, cfg.evaluation.split),
-                      split_rows(prep, "train") if cfg.evaluation.baselines else [],
+    # rows are read in batches as the task iterates them; the baselines' training rows
+    # without their signals (they fit on answers and labels only)
+    train_rows = split_rows(prep, "train", signals=False) if cfg.evaluation.baselines else []
+    ctx = EvalContext(cfg, split_rows(prep, cfg.evaluation.split), train_rows,
                       prep.retrieval.neighbour_ids, model, sections, str(ckpt), step, run_id)
     outcome = prep.task.evaluate(ctx)
     placement = EvalPlacement(os.getpid(), node_id, device.type,

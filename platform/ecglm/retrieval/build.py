@@ -22,6 +22,7 @@ The artifact folder holds:
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,8 @@ from ecglm.config import ExperimentConfig, config_hash, to_dict
 from ecglm.config.encoders import encoder_sections
 from ecglm.config.loader import build_section
 from ecglm.config.schema import EncoderConfig
-from ecglm.data.shards import ShardSet, decode_signals
+from ecglm.data.loader import decode_signal_column
+from ecglm.data.shards import ShardSet
 from ecglm.models.dims import llm_dims
 from ecglm.models.encoders import (
     ECGEncoder,
@@ -52,6 +54,8 @@ ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_CONFIG = "encoder.json"
 ENCODER_BUILD = "encoder_build.json"
 NEIGHBOURS = "neighbours.json"
+BATCH = 64
+"""Records per embedding batch and per neighbour-search batch."""
 
 
 @dataclass
@@ -67,17 +71,28 @@ class RetrievalArtifact:
 
 
 def _record_batches(records: Path, n_samples: int, batch: int) -> Iterator[dict]:
-    table = pq.read_table(records, columns=["ecg_id", "patient_id", "split", "report", "signal"])
-    rows = table.to_pydict()
-    for i in range(0, len(rows["ecg_id"]), batch):
-        sig = [decode_signals(b, 1, n_samples)[0] for b in rows["signal"][i : i + batch]]
-        yield {
-            "ecg_id": rows["ecg_id"][i : i + batch],
-            "patient_id": rows["patient_id"][i : i + batch],
-            "split": rows["split"][i : i + batch],
-            "report": rows["report"][i : i + batch],
-            "signal": np.stack(sig),
-        }
+    """Batches of at most ``batch`` records, one Parquet file at a time, never the whole
+    folder: ``{"ecg_id", "patient_id", "split", "report": lists, "signal": float32
+    (B, 12, n_samples) mV}``."""
+    for f in sorted(Path(records).glob("*.parquet")):
+        pf = pq.ParquetFile(f, memory_map=True)
+        for rb in pf.iter_batches(batch_size=batch, columns=["ecg_id", "patient_id", "split",
+                                                              "report", "signal"]):
+            if rb.num_rows == 0:
+                continue
+            sig = decode_signal_column(rb.column("signal"), n_samples)
+            yield {
+                "ecg_id": rb.column("ecg_id").to_pylist(),
+                "patient_id": rb.column("patient_id").to_pylist(),
+                "split": rb.column("split").to_pylist(),
+                "report": rb.column("report").to_pylist(),
+                "signal": sig.astype(np.float32) / np.float32(1000.0),  # as decode_signals
+            }
+
+
+def _n_records(records: Path) -> int:
+    """Rows of a records folder, from the Parquet footers only."""
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(records).glob("*.parquet"))
 
 
 @torch.no_grad()
@@ -174,24 +189,10 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
 
     t0 = time.perf_counter()
     encoder = retrieval_encoder(cfg, build_args)
-    ids, pats, splits, reports, embs = [], [], [], [], []
-    for b in _record_batches(shards.records, cfg.data.n_samples, batch=16):
-        embs.append(embed(encoder, b["signal"]))
-        ids += b["ecg_id"]
-        pats += b["patient_id"]
-        splits += b["split"]
-        reports += b["report"]
-    emb = np.concatenate(embs) if embs else np.zeros((0, encoder.out_dim), np.float32)
-    train = [i for i, s in enumerate(splits) if s == "train"]
-    index = ReportIndex(emb.shape[1])
-    index.add(emb[train], [ids[i] for i in train], [reports[i] for i in train],
-              [pats[i] for i in train])
-    hits = index.search(
-        emb, cfg.retrieval.top_k, exclude_ids=ids,
-        exclude_patients=pats if cfg.retrieval.exclude_same_patient else None,
-    )
-    table = {str(i): [{"ecg_id": h.ecg_id, "report": h.report, "score": h.score} for h in hs]
-             for i, hs in zip(ids, hits)}
+    with tempfile.TemporaryDirectory(prefix="ecglm-retrieval-") as scratch:
+        table, n_train, index = _embed_and_search(cfg, encoder, shards.records,
+                                                  Path(scratch) / "emb.npy")
+    n_all = len(table)
 
     def write(tmp: Path) -> dict[str, Any]:
         index.save(tmp)
@@ -204,9 +205,55 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
     # a concurrent build of the same key may win: its (identical) folder is kept
     write_once(folder, write, is_finished=lambda f: (f / NEIGHBOURS).is_file())
     dt = time.perf_counter() - t0
-    print(f"[retrieval] embedded {len(ids)} records ({len(ids) / max(dt, 1e-9):.1f} rec/s), "
-          f"indexed {len(train)} training records -> {folder}")
+    print(f"[retrieval] embedded {n_all} records ({n_all / max(dt, 1e-9):.1f} rec/s), "
+          f"indexed {n_train} training records -> {folder}")
     return _artifact(folder, table, len(index))
+
+
+def _embed_and_search(cfg: ExperimentConfig, encoder: ECGEncoder, records: Path,
+                      scratch: Path) -> tuple[dict[str, list[dict]], int, ReportIndex]:
+    """Two streaming passes over the records: (1) embed batches of :data:`BATCH` records,
+    add the training ones to the index and park every embedding in a memory-mapped
+    ``(N, d)`` float32 file ``scratch``; (2) search the neighbours of every record in batches.
+
+    Returns:
+        ``(neighbour table {str(ecg_id): [{"ecg_id", "report", "score"}]}, training records
+        indexed, index)``.
+    """
+    n = _n_records(records)
+    emb = None
+    index: ReportIndex | None = None
+    ids: list[int] = []
+    pats: list[int] = []
+    pos = 0
+    for b in _record_batches(records, cfg.data.n_samples, batch=BATCH):
+        e = embed(encoder, b["signal"])
+        if emb is None:
+            emb = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32,
+                                            shape=(n, e.shape[1]))
+            index = ReportIndex(e.shape[1])
+        emb[pos:pos + len(e)] = e
+        pos += len(e)
+        train = [i for i, s in enumerate(b["split"]) if s == "train"]
+        if train:
+            index.add(e[train], [b["ecg_id"][i] for i in train],
+                      [b["report"][i] for i in train], [b["patient_id"][i] for i in train])
+        ids += b["ecg_id"]
+        pats += b["patient_id"]
+    if index is None or emb is None:
+        return {}, 0, ReportIndex(encoder.out_dim)
+    table: dict[str, list[dict]] = {}
+    exclude = cfg.retrieval.exclude_same_patient
+    for start in range(0, pos, BATCH):
+        stop = min(start + BATCH, pos)
+        hits = index.search(np.asarray(emb[start:stop]), cfg.retrieval.top_k,
+                            exclude_ids=ids[start:stop],
+                            exclude_patients=pats[start:stop] if exclude else None)
+        for i, hs in zip(ids[start:stop], hits):
+            table[str(i)] = [{"ecg_id": h.ecg_id, "report": h.report, "score": h.score}
+                             for h in hs]
+    del emb
+    return table, len(index), index
 
 
 def _artifact(folder: Path, table: dict[str, list[dict]], size: int) -> RetrievalArtifact:

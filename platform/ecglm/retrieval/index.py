@@ -52,6 +52,8 @@ class ReportIndex:
         self._index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
         self._reports: dict[int, str] = {}
         self._patients: dict[int, int] = {}
+        self._per_patient: dict[int, int] = {}  # records per patient (search over-fetch)
+        self._max_per_patient = 0
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -88,6 +90,7 @@ class ReportIndex:
         for i, r, p in zip(ids.tolist(), reports, patient_ids):
             self._reports[int(i)] = str(r)
             self._patients[int(i)] = int(p)
+            self._count_patient(int(p))
 
     def search(
         self,
@@ -140,10 +143,13 @@ class ReportIndex:
             fetch = len(self)
 
     def _max_records_per_patient(self) -> int:
-        counts: dict[int, int] = {}
-        for p in self._patients.values():
-            counts[p] = counts.get(p, 0) + 1
-        return max(counts.values(), default=0)
+        """Most records of one patient (kept up to date by :meth:`add`/:meth:`load`, so a
+        batched search over a large index does not recount)."""
+        return self._max_per_patient
+
+    def _count_patient(self, patient: int) -> None:
+        self._per_patient[patient] = self._per_patient.get(patient, 0) + 1
+        self._max_per_patient = max(self._max_per_patient, self._per_patient[patient])
 
     def save(self, folder: str | Path) -> Path:
         """Write ``index.faiss`` and the ``reports.json`` sidecar into ``folder``."""
@@ -170,6 +176,7 @@ class ReportIndex:
         for k, v in sidecar["records"].items():
             obj._reports[int(k)] = str(v["report"])
             obj._patients[int(k)] = int(v["patient_id"])
+            obj._count_patient(int(v["patient_id"]))
         if obj._index.ntotal != len(obj._reports):
             raise ValueError(
                 f"{folder}: index holds {obj._index.ntotal} vectors but sidecar "

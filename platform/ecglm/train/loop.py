@@ -24,7 +24,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import ray.train
 import torch
@@ -51,22 +51,39 @@ def _rows(stream: BatchStream, task: Task) -> Iterator[list[ECGRow]]:
         yield task.rows(df.to_dict("records"))
 
 
+def valid_batches(shard: Any, task: Task,
+                  batch_size: int) -> Callable[[], Iterator[list[ECGRow]]]:
+    """A fresh pass over a worker's ``valid`` shard at each call, ``batch_size`` typed rows
+    at a time (only one batch's signals in memory)."""
+    def batches() -> Iterator[list[ECGRow]]:
+        for df in shard.iter_batches(batch_size=batch_size, batch_format="pandas"):
+            rows = task.rows(df.to_dict("records"))
+            if rows:
+                yield rows
+
+    return batches
+
+
 @torch.no_grad()
-def validation_loss(strategy: Any, rows: list[ECGRow], tokenizer: Any, cfg: ExperimentConfig,
-                    fallback: list[ECGRow]) -> float:
-    """Token-weighted mean answer loss over every worker's validation rows.
+def validation_loss(strategy: Any, batches: Iterable[list[ECGRow]], tokenizer: Any,
+                    cfg: ExperimentConfig, fallback: list[ECGRow]) -> float:
+    """Token-weighted mean answer loss over every worker's validation rows, streamed in
+    ``batches`` (lists of rows, each at most ``train.batch_size``).
 
     Every rank runs the same number of forwards (ZeRO-3 gathers parameters collectively):
-    ranks with fewer batches repeat ``fallback`` with weight 0.
+    before each forward the ranks agree (all-reduce max) whether any of them still has a
+    batch; a rank whose batches ran out forwards ``fallback`` with weight 0.
     """
-    bs = cfg.train.batch_size
-    local = [rows[i : i + bs] for i in range(0, len(rows), bs)]
-    (n_max,) = all_reduce([float(len(local))], "max")
+    it = iter(batches)
     total, count = 0.0, 0.0
     strategy.module.eval()
-    for i in range(int(n_max)):
-        part, weight = (local[i], 1.0) if i < len(local) else (fallback, 0.0)
-        batch = strategy.to_device(train_batch(get_task(cfg.task), part, tokenizer, cfg, None))
+    while True:
+        part = next(it, None)
+        (any_left,) = all_reduce([0.0 if part is None else 1.0], "max")
+        if not any_left:
+            break
+        rows, weight = (part, 1.0) if part is not None else (fallback, 0.0)
+        batch = strategy.to_device(train_batch(get_task(cfg.task), rows, tokenizer, cfg, None))
         out = strategy.eval_forward(**batch)
         if weight:  # padding forwards only keep collectives in step (0 * NaN would be NaN)
             n_tok = float((batch["labels"] != -100).sum())
@@ -209,8 +226,7 @@ def _train(worker: WorkerContext, loop_config: Mapping[str, Any]) -> None:
                          cfg.seed + 1000 * rank, "pandas", "train.batch_size",
                          start.stream["pass"], start.stream["consumed"])
     train_rows = _rows(stream, task)
-    valid_rows = [r for df in ray.train.get_dataset_shard("valid").iter_batches(
-        batch_size=64, batch_format="pandas") for r in task.rows(df.to_dict("records"))]
+    valid_pass = valid_batches(ray.train.get_dataset_shard("valid"), task, tc.batch_size)
     eval_points = set(range(tc.eval_every, tc.max_steps + 1, tc.eval_every)
                       if tc.eval_every else [])
     eval_points.add(tc.max_steps)
@@ -247,7 +263,7 @@ def _train(worker: WorkerContext, loop_config: Mapping[str, Any]) -> None:
                       f"{metrics['examples_per_s']:.2f} ex/s ETA {eta:.0f}s", flush=True)
                 worker.log_metrics(metrics, step)
         if step in checkpoint_points:
-            val = (validation_loss(strategy, valid_rows, tokenizer, cfg, first)
+            val = (validation_loss(strategy, valid_pass(), tokenizer, cfg, first)
                    if step in eval_points else math.nan)
             state = strategy.trainable_state_dict()  # collective under ZeRO-3
             reported = {"step": step, "val_loss": val, "train_loss": step_loss,

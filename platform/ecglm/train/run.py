@@ -17,7 +17,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -29,6 +29,7 @@ from ecglm.config import ExperimentConfig, to_dict
 from ecglm.config.paths import resolve_paths
 from ecglm.data.rows import ECGRow
 from ecglm.data.shards import ShardSet, build_shards
+from ecglm.evaluation.stream import ParquetRows, parquet_files
 from ecglm.models.llm import prepare_llm_dir
 from ecglm.retrieval.build import RetrievalArtifact, build_retrieval
 from ecglm.serving.pyfunc import log_model, register_run
@@ -106,14 +107,30 @@ def split_dataset(prep: Prepared, split: str) -> ray.data.Dataset:
     return ds.map_batches(_add_neighbours(prep.retrieval.neighbours), batch_format="pandas")
 
 
-def split_rows(prep: Prepared, split: str) -> list[ECGRow]:
-    """All typed rows of ``split`` (with retrieved reports), in shard order."""
+def split_rows(prep: Prepared, split: str, signals: bool = True) -> Sequence[ECGRow]:
+    """Typed rows of ``split`` (with retrieved reports) in ``sample_id`` order, read in
+    batches as they are iterated (:class:`~ecglm.evaluation.stream.ParquetRows`; slicing and
+    indexing read only those rows). ``signals=False`` leaves the signal column unread (rows
+    carry empty ``signals``: for baselines, which read labels and answers only). Empty when
+    the split has no rows file."""
     path = prep.data.paths.get(split)
     if path is None or not Path(path).exists():
         return []
-    df = pq.read_table(str(path)).to_pandas()
-    df = _add_neighbours(prep.retrieval.neighbours)(df)
-    return prep.task.rows(df.sort_values("sample_id", kind="stable").to_dict("records"))
+    neighbours = prep.retrieval.neighbours
+    task = prep.task
+
+    def to_rows(records: list[dict[str, Any]]) -> list[ECGRow]:
+        for r in records:
+            r["retrieved_reports"] = list(neighbours.get(int(list(r["ecg_ids"])[0]), []))
+            if not signals:
+                r["signals"] = b""
+        return task.rows(records)
+
+    columns = None
+    if not signals:
+        names = pq.read_schema(parquet_files(Path(path))[0]).names
+        columns = [c for c in names if c != "signals"]
+    return ParquetRows(Path(path), to_rows, columns)
 
 
 FAULT_ENV = "ECGLM_TEST_KILL_AT"
