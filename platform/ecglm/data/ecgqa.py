@@ -62,6 +62,9 @@ class QAItem:
     """Shared by the paraphrases of one template question (``-1`` when absent)."""
     attribute: Optional[list[str]] = None
     """Attributes the question is about (``None`` for comparison questions)."""
+    split: Optional[str] = None
+    """Official split of a release-layout item (``train``/``valid``/``test``: the release folder
+    it was read from); ``None`` for curated files, whose items are split by their ECGs."""
 
 
 def qa_dir(root: Path) -> Path:
@@ -77,8 +80,19 @@ def qa_file(root: Path, variant: str) -> Path:
 
 
 def load_template_classes(root: Path) -> dict[int, list[str]]:
-    """``answers_for_each_template.csv`` -> ``{template_id: [class, ...]}`` (file order)."""
-    path = qa_dir(root) / "answers_for_each_template.csv"
+    """``<root>/ecgqa/ptbxl/answers_for_each_template.csv`` -> ``{template_id: [class, ...]}``
+    (file order; :func:`read_template_classes`)."""
+    return read_template_classes(qa_dir(root) / "answers_for_each_template.csv")
+
+
+def read_template_classes(path: Path) -> dict[int, list[str]]:
+    """An ``answers_for_each_template.csv`` -> ``{template_id: [class, ...]}`` (file order).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a malformed row (names the file).
+    """
+    path = Path(path)
     out: dict[int, list[str]] = {}
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -162,8 +176,16 @@ def _field(raw: dict[str, Any], key: str, tp: type, where: str) -> Any:
     return value
 
 
-def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str) -> QAItem:
-    """Validate one ECG-QA JSON object and attach its candidate options."""
+def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str,
+               split: Optional[str] = None) -> QAItem:
+    """Validate one ECG-QA JSON object and attach its candidate options (``split``: the
+    official split of a release-layout item).
+
+    Raises:
+        ValueError: a missing or mistyped field (names ``where``, the sample_id and the field).
+    """
+    if not isinstance(raw, dict):
+        raise CatalogError(where, "<item>", f"expected a JSON object, got {type(raw).__name__}")
     sid = raw.get("sample_id", "?")
     where = f"{where}: sample_id {sid}"
     answer = _field(raw, "answer", list, where)
@@ -196,6 +218,7 @@ def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str) -
         options=candidate_options(qtype, question, answer, classes.get(tid), tid),
         question_id=qid if isinstance(qid, int) and not isinstance(qid, bool) else -1,
         attribute=[str(a) for a in attribute] if isinstance(attribute, list) else None,
+        split=split,
     )
 
 

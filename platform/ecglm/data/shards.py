@@ -48,7 +48,8 @@ from ray.data import DataContext
 from ecglm.config import config_hash, to_dict
 from ecglm.config.schema import ConfigError, ExperimentConfig
 from ecglm.data.canonical import LEADS
-from ecglm.data.ecgqa import load_ecgqa_items
+from ecglm.data.input_reports import write_input_reports
+from ecglm.data.qa_source import load_qa_items, qa_input_files
 from ecglm.data.shard_inputs import input_fingerprint, qa_rows, select_items, shard_catalog
 from ecglm.data.sharding import (RECORD_SCHEMA, ProgressCounter, checksums, decode_signals,
                                  encode_signals, ok_rows, read_records_batch, record_schema,
@@ -92,6 +93,9 @@ class ShardSet:
 
 NON_PTBXL_KEYS: tuple[str, ...] = ("dataset", "mimic_root", "max_records")
 """``data`` keys hashed only when ``data.dataset`` is not ``ptbxl``."""
+UNHASHED_DEFAULTS: dict[str, object] = {"ptbxl_rate": 500, "qa_layout": "auto", "qa_root": None}
+"""``data`` keys hashed only when they differ from these values (folders built before the keys
+existed keep their hash)."""
 
 
 def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
@@ -100,6 +104,9 @@ def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
     For ``data.dataset: ptbxl`` the keys of :data:`NON_PTBXL_KEYS` are left out, so PTB-XL
     folders keep the hash they had before those keys existed."""
     data = to_dict(cfg.data)
+    for key, default in UNHASHED_DEFAULTS.items():
+        if data.get(key) == default:
+            data.pop(key, None)
     if cfg.data.dataset == "ptbxl":
         for key in NON_PTBXL_KEYS:
             data.pop(key, None)
@@ -108,12 +115,14 @@ def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
 
 
 def require_qa_dataset(cfg: ExperimentConfig) -> None:
-    """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl``: QA training and
-    QA evaluation read QA shards, which only PTB-XL (with ECG-QA) has."""
-    if cfg.data.dataset != "ptbxl":
-        raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' (ECG-QA items "
-                          f"exist for PTB-XL only), got {cfg.data.dataset!r}; "
-                          f"'ecglm data shard' writes record shards for it")
+    """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl`` or ``mimic``: QA
+    training and QA evaluation read QA shards, which only PTB-XL and MIMIC-IV-ECG (with ECG-QA)
+    have (:mod:`ecglm.data.qa_source`)."""
+    if cfg.data.dataset not in ("ptbxl", "mimic"):
+        raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' or 'mimic' "
+                          f"(ECG-QA items exist for PTB-XL and MIMIC-IV-ECG only), got "
+                          f"{cfg.data.dataset!r}; 'ecglm data shard' writes record shards "
+                          f"for it")
 
 
 @contextmanager
@@ -173,7 +182,8 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     digest = shard_hash(cfg, source.kind)
     final = Path(dcfg.shard_dir).resolve() / digest
     catalog = shard_catalog(cfg, source)
-    inputs = input_fingerprint(catalog, source.root, dcfg.dataset)
+    inputs = input_fingerprint(catalog, source.root, dcfg.dataset,
+                               qa_input_files(dcfg, source.root))
     existing = _load_existing(final, digest)
     if existing is not None and existing.manifest.get("input_fingerprint") == inputs:
         print(f"[ecglm.data] reusing shards {final} (content hash {digest}, input unchanged)")
@@ -275,9 +285,8 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
                              reused.column("signal").to_pylist()))
         n_flagged += sum(len(f) > 0 for f in reused.column("flags").to_pylist())
     patient_of = dict(zip(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist()))
-    qa_items = select_items(  # ECG-QA exists for PTB-XL only: other datasets get no items
-        load_ecgqa_items(source.root, dcfg.qa_variant, set(catalog["ecg_id"].tolist())),
-        dcfg.max_items, cfg.seed) if dcfg.dataset == "ptbxl" else []
+    qa_source = load_qa_items(dcfg, source.root, set(catalog["ecg_id"].tolist()))
+    qa_items = select_items(qa_source.items, dcfg.max_items, cfg.seed)
     rows = qa_rows(qa_items, splits, bad_ids, signal_of, patient_of, n_samples, quarantine)
     for split in SPLITS:
         part = sorted(rows[split], key=lambda r: r["sample_id"])
@@ -310,6 +319,7 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
         "throughput": {"read_seconds": round(dt, 3),
                        "records_per_s": round(len(status) / dt, 2),
                        "mb_per_s": round(n_read_bytes / dt / 1e6, 3)},
+        "inputs": write_input_reports(dcfg, source.root, qa_source, out, final),
         "records": "records", "qa": {s: f"qa/{s}" for s in SPLITS},
         "quarantine": str(final / "quarantine.jsonl"),
         "checksums": checksums(out),
