@@ -190,9 +190,11 @@ def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str,
     where = f"{where}: sample_id {sid}"
     answer = _field(raw, "answer", list, where)
     ecg_ids = _field(raw, "ecg_id", list, where)
-    if not answer or not all(isinstance(a, str) for a in answer):
+    if not isinstance(answer, list) or not answer or not all(isinstance(a, str)
+                                                            for a in answer):
         raise ValueError(f"{where}: answer: expected a non-empty list of str, got {answer!r}")
-    if not ecg_ids or not all(isinstance(e, int) and not isinstance(e, bool) for e in ecg_ids):
+    if not isinstance(ecg_ids, list) or not ecg_ids or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in ecg_ids):
         raise ValueError(f"{where}: ecg_id: expected a non-empty list of int, got {ecg_ids!r}")
     tid = _field(raw, "template_id", int, where)
     qtype = _field(raw, "question_type", str, where)
