@@ -88,10 +88,11 @@ class DataConfig:
     """Where ECGs and questions come from and how they are sharded."""
 
     dataset: Literal["ptbxl", "ludb", "cinc2021", "mimic"] = "ptbxl"
-    """Catalog to shard: ``ptbxl`` (+ ECG-QA; the only one with QA shards, so the only one
-    training can use), ``ludb`` / ``cinc2021`` (``<shared_root>/<dataset>``) or ``mimic``
-    (``mimic_root``): record shards only, seeded patient-level split, needs ``source``
-    auto/shared and ``qa_split: seeded`` (see :mod:`ecglm.data.datasets`)."""
+    """Catalog to shard: ``ptbxl`` (+ ECG-QA), ``mimic`` (``mimic_root``; QA shards from the
+    ECG-QA MIMIC-IV-ECG release when found, see ``qa_layout``), ``ludb`` / ``cinc2021``
+    (``<shared_root>/<dataset>``; record shards only). Datasets other than ``ptbxl`` get a
+    seeded patient-level record split (a release ECG-QA layout's official splits win) and need
+    ``source`` auto/shared and ``qa_split: seeded`` (see :mod:`ecglm.data.datasets`)."""
     mimic_root: Optional[str] = None
     """MIMIC-IV-ECG folder (``record_list.csv``, ``files/``...); required for ``mimic``."""
     max_records: Optional[int] = None

@@ -18,7 +18,10 @@ sibling, atomic rename; concurrent builders of the same key end up sharing the w
 ``data.dataset`` picks the catalog: ``ptbxl`` (PTB-XL records + ECG-QA items) or ``ludb``,
 ``cinc2021``, ``mimic`` (:mod:`ecglm.data.datasets`): record shards in
 :data:`~ecglm.data.sharding.NAMED_RECORD_SCHEMA` (``record`` = original name), the same
-manifest and quarantine file, and empty QA splits (those datasets have no QA items).
+manifest and quarantine file; QA items come from :mod:`ecglm.data.qa_source` (ECG-QA for
+PTB-XL and MIMIC-IV-ECG; empty QA splits otherwise). ``records_missing.jsonl`` and
+``qa_unavailable.jsonl`` list what the inputs name but the build could not use
+(:mod:`ecglm.data.input_reports`, counts under ``manifest["inputs"]``).
 
 The folder name hashes the ``data`` config (normalisation policies included; ``dataset``,
 ``mimic_root`` and ``max_records`` only when ``dataset`` is not ``ptbxl``, so PTB-XL hashes are
