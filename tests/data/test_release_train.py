@@ -14,9 +14,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from ecglm.data import build_shards
 from ecglm.recipes import train
-from ecglm.train.run import prepare, split_rows
+from ecglm.train.run import Prepared, prepare, split_rows
 from tests.data.mimic_qa_fixture import write_mimic_qa_fixture
 from tests.helpers import tiny_config
 
@@ -27,14 +26,14 @@ def _lines(path: str) -> list[dict]:
     return [json.loads(ln) for ln in Path(path).read_text().splitlines()]
 
 
-def _check_run(out: dict, cfg, expected_test_ids: set[int]) -> dict:
-    """The run evaluated exactly the test split's items; returns the shard manifest."""
+def _check_run(out: dict, cfg, expected_test_ids: set[int]) -> Prepared:
+    """The run evaluated exactly the test split's items; returns the run's prepared data."""
     metrics = out["eval"]["metrics"]
     assert metrics["n/overall"] == len(expected_test_ids)
     assert 0.0 <= metrics["em/overall"] <= 1.0
     preds = json.loads((Path(out["eval"]["summary"]).parent / "predictions.json").read_text())
     assert {p["sample_id"] for p in preds} == expected_test_ids
-    return build_shards(cfg).manifest  # same config: the folder is reused
+    return prepare(cfg)  # same config: shards and retrieval are reused
 
 
 @pytest.mark.timeout(300)
@@ -49,7 +48,8 @@ def test_shared_release_root_trains_and_evaluates(shared_data: Path, ray_session
     usable = {s: {r["sample_id"] for r in rows if max(r["ecg_id"]) <= 150}
               for s, rows in official.items()}
     out = train.run(cfg)
-    manifest = _check_run(out, cfg, usable["test"])
+    prep = _check_run(out, cfg, usable["test"])
+    manifest = prep.shards.manifest
     qa = manifest["inputs"]["qa"]
     assert qa["layout"] == "release" and qa["folder"] == str(release.parent)
     for split, rows in official.items():
@@ -61,7 +61,6 @@ def test_shared_release_root_trains_and_evaluates(shared_data: Path, ray_session
         len(rows) - len(usable[s]) for s, rows in official.items())
     assert manifest["inputs"]["records_missing"] == 0  # ecg_id 1-150 are all on disk
     assert manifest["counts"]["qa_quarantined"] == 0  # official splits never cross
-    prep = prepare(cfg)
     for split in ("train", "valid", "test"):  # items keep their official split
         assert {r.sample_id for r in split_rows(prep, split)} == usable[split]
 
@@ -77,7 +76,8 @@ def test_mimic_release_fixture_trains_and_evaluates(ray_session, tmp_path: Path)
              for s in ("train", "valid", "test")}
     test_ids = {r["sample_id"] for r in items["test"]}
     out = train.run(cfg)
-    manifest = _check_run(out, cfg, test_ids)
+    prep = _check_run(out, cfg, test_ids)
+    manifest = prep.shards.manifest
     c, qa = manifest["counts"], manifest["inputs"]["qa"]
     assert manifest["dataset"] == "mimic" and qa["dataset"] == "mimic-iv-ecg"
     assert {s: v["in"] for s, v in qa["per_split"].items()} == fx.items_per_split
@@ -89,7 +89,6 @@ def test_mimic_release_fixture_trains_and_evaluates(ray_session, tmp_path: Path)
         fx.conflict_train_items
     assert c["qa_in"] == c["qa_ok"] + c["qa_quarantined"] == sum(fx.items_per_split.values()) - 1
     assert c["per_split"]["train"]["qa"] == fx.items_per_split["train"] - 2
-    prep = prepare(cfg)
     rows = {s: split_rows(prep, s) for s in ("train", "valid", "test")}
     assert {r.sample_id for r in rows["test"]} == test_ids
     records = pq.read_table(Path(manifest["quarantine"]).parent / "records",

@@ -4,7 +4,9 @@ All seven question types (single-verify/-choose/-query, comparison_consecutive-v
 comparison_irrelevant-verify/-query; comparisons hold two ECGs), template and paraphrased
 wordings, candidate options per template (``answers_for_each_template.csv``) and the Q-HEART
 option rules. Files: the ``*_ecgid_le300.json`` subsets of ../shared/data, any ECG-QA JSON list
-(:func:`load_ecgqa_json`), or the official release layout (:func:`load_ecgqa_split`).
+(:func:`load_ecgqa_json`), or one split of a release layout (:func:`load_ecgqa_split`). Shard
+builds choose and read their items through :mod:`ecglm.data.qa_source` (curated or release
+layout, PTB-XL or MIMIC-IV-ECG, official splits, counted unavailable items).
 """
 
 from __future__ import annotations
