@@ -88,10 +88,11 @@ class DataConfig:
     """Where ECGs and questions come from and how they are sharded."""
 
     dataset: Literal["ptbxl", "ludb", "cinc2021", "mimic"] = "ptbxl"
-    """Catalog to shard: ``ptbxl`` (+ ECG-QA; the only one with QA shards, so the only one
-    training can use), ``ludb`` / ``cinc2021`` (``<shared_root>/<dataset>``) or ``mimic``
-    (``mimic_root``): record shards only, seeded patient-level split, needs ``source``
-    auto/shared and ``qa_split: seeded`` (see :mod:`ecglm.data.datasets`)."""
+    """Catalog to shard: ``ptbxl`` (+ ECG-QA), ``mimic`` (``mimic_root``; QA shards from the
+    ECG-QA MIMIC-IV-ECG release when found, see ``qa_layout``), ``ludb`` / ``cinc2021``
+    (``<shared_root>/<dataset>``; record shards only). Datasets other than ``ptbxl`` get a
+    seeded patient-level record split (a release ECG-QA layout's official splits win) and need
+    ``source`` auto/shared and ``qa_split: seeded`` (see :mod:`ecglm.data.datasets`)."""
     mimic_root: Optional[str] = None
     """MIMIC-IV-ECG folder (``record_list.csv``, ``files/``...); required for ``mimic``."""
     max_records: Optional[int] = None
@@ -100,10 +101,25 @@ class DataConfig:
     """``auto``: use ``shared_root`` when it holds PTB-XL, else the synthetic set."""
     shared_root: str = "../shared/data"
     """Folder with ``ptbxl/`` and ``ecgqa/`` (see ../shared/data/README.md)."""
-    max_ecg_id: int = 300
-    """Use PTB-XL records with ``ecg_id <= max_ecg_id`` (and QA items whose ECGs are all there)."""
+    max_ecg_id: Optional[int] = 300
+    """Use PTB-XL records with ``ecg_id <= max_ecg_id`` (and QA items whose ECGs are all there);
+    ``null``: every record of ``ptbxl_database.csv`` whose files exist. Rows whose files are
+    missing are counted in the shard manifest and listed in ``records_missing.jsonl``."""
+    ptbxl_rate: Literal[100, 500] = 500
+    """PTB-XL files to read: ``500`` (``records500/``, ``filename_hr``) or ``100``
+    (``records100/``, ``filename_lr``); records are resampled to ``fs`` either way."""
     qa_variant: Literal["template", "paraphrased"] = "template"
     """Which ECG-QA question wording to use."""
+    qa_layout: Literal["auto", "curated", "release"] = "auto"
+    """Where ECG-QA items come from (:mod:`ecglm.data.qa_source`): ``curated``: the subset file
+    ``<qa_root>/ptbxl/{qa_variant}_ecgid_le300.json`` (split by ``qa_split``); ``release``: the
+    official release layout ``<qa_root>/<dataset>/{qa_variant}/{train,valid,test}/*.json`` (or
+    ``<qa_root>/release/<dataset>/...``), every shard file of every split, items keep their
+    official split; ``auto``: curated when its file exists, else the release layout when found,
+    else no QA items (``dataset`` other than ``ptbxl``) or an error (``ptbxl``)."""
+    qa_root: Optional[str] = None
+    """Folder holding the ECG-QA datasets (``ptbxl/``, ``mimic-iv-ecg/``); ``null``:
+    ``<data root>/ecgqa`` (the PTB-XL data root; ``<shared_root>/ecgqa`` for ``mimic``)."""
     qa_split: Literal["official", "seeded", "strat_fold"] = "seeded"
     """``official``: ECG-QA's split lists; ``seeded``: patient-level split with the fractions
     below; ``strat_fold``: PTB-XL's folds (1-8 train, 9 valid, 10 test; patient-level)."""
@@ -136,7 +152,11 @@ class DataConfig:
     """Reader normalisation policies (see :class:`NormalizeConfig`)."""
 
     def __post_init__(self) -> None:
-        _require(self.max_ecg_id > 0, "data.max_ecg_id", "must be > 0")
+        _require(self.max_ecg_id is None or self.max_ecg_id > 0, "data.max_ecg_id",
+                 "must be null (all records) or > 0")
+        _require(self.qa_layout != "curated" or self.dataset == "ptbxl", "data.qa_layout",
+                 "'curated' files exist for PTB-XL only; use 'release' or 'auto' for "
+                 f"data.dataset {self.dataset!r}")
         _require(0.0 <= self.valid_fraction < 1.0, "data.valid_fraction", "must be in [0, 1)")
         _require(0.0 < self.test_fraction < 1.0, "data.test_fraction", "must be in (0, 1)")
         _require(

@@ -25,13 +25,15 @@ _EXPORTS: dict[str, str] = {
     "ExpertQAItem": "expertqa", "load_expert_qa": "expertqa",
     "iter_record_batches": "loader",
     "add_scp_labels": "ptbxl", "load_ptbxl_catalog": "ptbxl", "scp_labels": "ptbxl",
+    "missing_ptbxl_records": "ptbxl",
+    "QASelection": "qa_source", "load_qa_items": "qa_source", "resolve_qa_layout": "qa_source",
     "find_records": "readers", "read_raw": "readers", "read_record": "readers",
     "read_wfdb": "records",
     "ShardSet": "shards", "build_shards": "shards", "decode_signals": "sharding",
     "encode_signals": "sharding",
     "DataSource": "source", "DataSourceError": "source", "dataset_root": "source",
     "resolve_source": "source",
-    "assign_splits": "splits", "load_official_splits": "splits",
+    "assign_splits": "splits", "load_official_splits": "splits", "load_split_lists": "splits",
     "write_synthetic_dataset": "synthetic",
 }
 """Public name -> submodule of :mod:`ecglm.data` that defines it (``normalize`` is not listed:

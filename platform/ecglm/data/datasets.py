@@ -18,8 +18,9 @@ Every row keeps the original record name in ``record`` (LUDB ID, CinC name, MIMI
 ``files/pNNNN/pNNNNNNNN/sNNNNNNNN/NNNNNNNN``); ``labels`` is JSON (LUDB ``rhythm`` and
 ``diagnoses``, CinC ``dx`` codes and ``dx_names``, MIMIC ``{}``); ``scp_codes`` is ``"{}"``
 (PTB-XL only). Splits are seeded and patient-level (:func:`ecglm.data.splits.assign_splits`
-with ``data.valid_fraction``/``test_fraction`` and the experiment seed). These datasets have
-no QA items, so their shard folders hold empty QA splits.
+with ``data.valid_fraction``/``test_fraction`` and the experiment seed). MIMIC-IV-ECG has
+ECG-QA items (study ids; :mod:`ecglm.data.qa_source`), whose official splits then override
+the seeded split of the records they use; LUDB and CinC 2021 have none (empty QA splits).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ All seven question types (single-verify/-choose/-query, comparison_consecutive-v
 comparison_irrelevant-verify/-query; comparisons hold two ECGs), template and paraphrased
 wordings, candidate options per template (``answers_for_each_template.csv``) and the Q-HEART
 option rules. Files: the ``*_ecgid_le300.json`` subsets of ../shared/data, any ECG-QA JSON list
-(:func:`load_ecgqa_json`), or the official release layout (:func:`load_ecgqa_split`).
+(:func:`load_ecgqa_json`), or one split of a release layout (:func:`load_ecgqa_split`). Shard
+builds choose and read their items through :mod:`ecglm.data.qa_source` (curated or release
+layout, PTB-XL or MIMIC-IV-ECG, official splits, counted unavailable items).
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class QAItem:
     """Shared by the paraphrases of one template question (``-1`` when absent)."""
     attribute: Optional[list[str]] = None
     """Attributes the question is about (``None`` for comparison questions)."""
+    split: Optional[str] = None
+    """Official split of a release-layout item (``train``/``valid``/``test``: the release folder
+    it was read from); ``None`` for curated files, whose items are split by their ECGs."""
 
 
 def qa_dir(root: Path) -> Path:
@@ -77,8 +82,19 @@ def qa_file(root: Path, variant: str) -> Path:
 
 
 def load_template_classes(root: Path) -> dict[int, list[str]]:
-    """``answers_for_each_template.csv`` -> ``{template_id: [class, ...]}`` (file order)."""
-    path = qa_dir(root) / "answers_for_each_template.csv"
+    """``<root>/ecgqa/ptbxl/answers_for_each_template.csv`` -> ``{template_id: [class, ...]}``
+    (file order; :func:`read_template_classes`)."""
+    return read_template_classes(qa_dir(root) / "answers_for_each_template.csv")
+
+
+def read_template_classes(path: Path) -> dict[int, list[str]]:
+    """An ``answers_for_each_template.csv`` -> ``{template_id: [class, ...]}`` (file order).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        ValueError: a malformed row (names the file).
+    """
+    path = Path(path)
     out: dict[int, list[str]] = {}
     with path.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -162,15 +178,25 @@ def _field(raw: dict[str, Any], key: str, tp: type, where: str) -> Any:
     return value
 
 
-def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str) -> QAItem:
-    """Validate one ECG-QA JSON object and attach its candidate options."""
+def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str,
+               split: Optional[str] = None) -> QAItem:
+    """Validate one ECG-QA JSON object and attach its candidate options (``split``: the
+    official split of a release-layout item).
+
+    Raises:
+        ValueError: a missing or mistyped field (names ``where``, the sample_id and the field).
+    """
+    if not isinstance(raw, dict):
+        raise CatalogError(where, "<item>", f"expected a JSON object, got {type(raw).__name__}")
     sid = raw.get("sample_id", "?")
     where = f"{where}: sample_id {sid}"
     answer = _field(raw, "answer", list, where)
     ecg_ids = _field(raw, "ecg_id", list, where)
-    if not answer or not all(isinstance(a, str) for a in answer):
+    if not isinstance(answer, list) or not answer or not all(isinstance(a, str)
+                                                            for a in answer):
         raise ValueError(f"{where}: answer: expected a non-empty list of str, got {answer!r}")
-    if not ecg_ids or not all(isinstance(e, int) and not isinstance(e, bool) for e in ecg_ids):
+    if not isinstance(ecg_ids, list) or not ecg_ids or not all(
+            isinstance(e, int) and not isinstance(e, bool) for e in ecg_ids):
         raise ValueError(f"{where}: ecg_id: expected a non-empty list of int, got {ecg_ids!r}")
     tid = _field(raw, "template_id", int, where)
     qtype = _field(raw, "question_type", str, where)
@@ -196,6 +222,7 @@ def parse_item(raw: dict[str, Any], classes: dict[int, list[str]], where: str) -
         options=candidate_options(qtype, question, answer, classes.get(tid), tid),
         question_id=qid if isinstance(qid, int) and not isinstance(qid, bool) else -1,
         attribute=[str(a) for a in attribute] if isinstance(attribute, list) else None,
+        split=split,
     )
 
 

@@ -19,8 +19,9 @@ CATALOG_COLUMNS: tuple[str, ...] = ("ecg_id", "patient_id", "report", "scp_codes
                                     "strat_fold", "path")
 """Columns of :func:`load_ptbxl_catalog`."""
 
-_REQUIRED_CSV_COLUMNS = ("ecg_id", "patient_id", "report", "scp_codes", "strat_fold",
-                         "filename_hr")
+RATE_COLUMNS: dict[int, str] = {500: "filename_hr", 100: "filename_lr"}
+"""``data.ptbxl_rate`` -> the ``ptbxl_database.csv`` column naming the record files."""
+_BASE_CSV_COLUMNS = ("ecg_id", "patient_id", "report", "scp_codes", "strat_fold")
 
 
 def ptbxl_dir(root: Path) -> Path:
@@ -44,37 +45,70 @@ def scp_codes_to_json(text: str, ecg_id: int) -> str:
     return json.dumps({str(k): float(v) for k, v in value.items()}, sort_keys=True)
 
 
-def load_ptbxl_catalog(root: Path, max_ecg_id: int) -> pd.DataFrame:
+def _listed_records(root: Path, max_ecg_id: int | None, rate: int) -> pd.DataFrame:
+    """Rows of ``ptbxl_database.csv`` with ``ecg_id <= max_ecg_id`` (``None``: all), with
+    ``path`` (absolute, no extension) of the ``rate`` Hz files and ``exists`` (both the
+    ``.hea`` and the ``.dat`` file are there)."""
+    if rate not in RATE_COLUMNS:
+        raise ValueError(f"data.ptbxl_rate: expected one of {sorted(RATE_COLUMNS)}, got {rate!r}")
+    file_col = RATE_COLUMNS[rate]
+    required = (*_BASE_CSV_COLUMNS, file_col)
+    base = ptbxl_dir(root).resolve()
+    csv_path = base / "ptbxl_database.csv"
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"{csv_path}: PTB-XL catalog not found")
+    df = pd.read_csv(csv_path, usecols=lambda c: c in required,
+                     dtype={"report": str, "scp_codes": str, file_col: str})
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)} "
+                         f"(data.ptbxl_rate is {rate})")
+    if max_ecg_id is not None:
+        df = df[df["ecg_id"] <= max_ecg_id]
+    df = df.copy()
+    df["path"] = [str(base / f) if isinstance(f, str) and f else "" for f in df[file_col]]
+    df["exists"] = [bool(p) and Path(p + ".hea").is_file() and Path(p + ".dat").is_file()
+                    for p in df["path"]]
+    return df
+
+
+def missing_ptbxl_records(root: Path, max_ecg_id: int | None, rate: int = 500
+                          ) -> pd.DataFrame:
+    """Records listed in ``ptbxl_database.csv`` (``ecg_id <= max_ecg_id``; ``None``: all)
+    whose ``rate`` Hz ``.hea``/``.dat`` files are not on disk.
+
+    Returns:
+        DataFrame sorted by ``ecg_id`` with ``ecg_id`` (int64) and ``path`` (the expected
+        record path, no extension; ``""`` when the CSV names no file).
+    """
+    df = _listed_records(root, max_ecg_id, rate)
+    out = df.loc[~df["exists"], ["ecg_id", "path"]].astype({"ecg_id": "int64"})
+    return out.sort_values("ecg_id").reset_index(drop=True)
+
+
+def load_ptbxl_catalog(root: Path, max_ecg_id: int | None, rate: int = 500) -> pd.DataFrame:
     """Load the PTB-XL catalog of records with ``ecg_id <= max_ecg_id`` whose files exist.
 
     Args:
         root: data root holding ``ptbxl/ptbxl_database.csv`` (the ``ptbxl`` folder itself is
             accepted too).
-        max_ecg_id: keep rows with ``ecg_id <= max_ecg_id``.
+        max_ecg_id: keep rows with ``ecg_id <= max_ecg_id``; ``None``: every row.
+        rate: ``500`` reads ``filename_hr`` (``records500/``), ``100`` ``filename_lr``.
 
     Returns:
         DataFrame sorted by ``ecg_id`` with columns ``ecg_id`` (int64), ``patient_id`` (int64),
         ``report`` (str), ``scp_codes`` (JSON text of a dict code -> likelihood),
-        ``strat_fold`` (int64, 1-10), ``path`` (absolute 500 Hz record path, no extension).
-        Only rows whose ``.hea`` and ``.dat`` files both exist are kept.
+        ``strat_fold`` (int64, 1-10), ``path`` (absolute record path at ``rate`` Hz, no
+        extension). Only rows whose ``.hea`` and ``.dat`` files both exist are kept; the others
+        are listed by :func:`missing_ptbxl_records` (the shard build reports them).
 
     Raises:
         FileNotFoundError: no ``ptbxl_database.csv`` under ``root``.
         ValueError: a required column is missing or a value cannot be parsed (names it).
     """
-    base = ptbxl_dir(root).resolve()
-    csv_path = base / "ptbxl_database.csv"
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"{csv_path}: PTB-XL catalog not found")
-    df = pd.read_csv(csv_path, usecols=lambda c: c in _REQUIRED_CSV_COLUMNS,
-                     dtype={"report": str, "scp_codes": str, "filename_hr": str})
-    missing = [c for c in _REQUIRED_CSV_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{csv_path}: missing column(s) {', '.join(missing)}")
-    df = df[df["ecg_id"] <= max_ecg_id].copy()
-    df["path"] = [str(base / f) for f in df["filename_hr"]]
-    exists = [Path(p + ".hea").is_file() and Path(p + ".dat").is_file() for p in df["path"]]
-    df = df[exists]
+    csv_path = ptbxl_dir(root).resolve() / "ptbxl_database.csv"
+    df = _listed_records(root, max_ecg_id, rate)
+    df = df[df["exists"]]
     if df["patient_id"].isna().any():
         bad = df.loc[df["patient_id"].isna(), "ecg_id"].tolist()[:5]
         raise ValueError(f"{csv_path}: patient_id missing for ecg_id {bad}")

@@ -20,7 +20,10 @@ sibling, atomic rename; concurrent builders of the same key end up sharing the w
 ``data.dataset`` picks the catalog: ``ptbxl`` (PTB-XL records + ECG-QA items) or ``ludb``,
 ``cinc2021``, ``mimic`` (:mod:`ecglm.data.datasets`): record shards in
 :data:`~ecglm.data.sharding.NAMED_RECORD_SCHEMA` (``record`` = original name), the same
-manifest and quarantine file, and empty QA splits (those datasets have no QA items).
+manifest and quarantine file; QA items come from :mod:`ecglm.data.qa_source` (ECG-QA for
+PTB-XL and MIMIC-IV-ECG; empty QA splits otherwise). ``records_missing.jsonl`` and
+``qa_unavailable.jsonl`` list what the inputs name but the build could not use
+(:mod:`ecglm.data.input_reports`, counts under ``manifest["inputs"]``).
 
 The folder name hashes the ``data`` config (normalisation policies included; ``dataset``,
 ``mimic_root`` and ``max_records`` only when ``dataset`` is not ``ptbxl``, so PTB-XL hashes are
@@ -54,7 +57,8 @@ from ray.data import DataContext
 from ecglm.config import config_hash, to_dict
 from ecglm.config.schema import ConfigError, ExperimentConfig
 from ecglm.data.canonical import LEADS
-from ecglm.data.ecgqa import load_ecgqa_items
+from ecglm.data.input_reports import write_input_reports
+from ecglm.data.qa_source import load_qa_items, qa_input_files
 from ecglm.data.shard_inputs import input_fingerprint, qa_rows, select_items, shard_catalog
 from ecglm.data.shard_writer import (merge_block_results, reuse_previous, sha256_file,
                                      write_qa_chunk, write_record_block)
@@ -99,6 +103,9 @@ class ShardSet:
 
 NON_PTBXL_KEYS: tuple[str, ...] = ("dataset", "mimic_root", "max_records")
 """``data`` keys hashed only when ``data.dataset`` is not ``ptbxl``."""
+UNHASHED_DEFAULTS: dict[str, object] = {"ptbxl_rate": 500, "qa_layout": "auto", "qa_root": None}
+"""``data`` keys hashed only when they differ from these values (folders built before the keys
+existed keep their hash)."""
 
 
 def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
@@ -107,6 +114,9 @@ def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
     For ``data.dataset: ptbxl`` the keys of :data:`NON_PTBXL_KEYS` are left out, so PTB-XL
     folders keep the hash they had before those keys existed."""
     data = to_dict(cfg.data)
+    for key, default in UNHASHED_DEFAULTS.items():
+        if data.get(key) == default:
+            data.pop(key, None)
     if cfg.data.dataset == "ptbxl":
         for key in NON_PTBXL_KEYS:
             data.pop(key, None)
@@ -115,12 +125,14 @@ def shard_hash(cfg: ExperimentConfig, kind: str) -> str:
 
 
 def require_qa_dataset(cfg: ExperimentConfig) -> None:
-    """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl``: QA training and
-    QA evaluation read QA shards, which only PTB-XL (with ECG-QA) has."""
-    if cfg.data.dataset != "ptbxl":
-        raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' (ECG-QA items "
-                          f"exist for PTB-XL only), got {cfg.data.dataset!r}; "
-                          f"'ecglm data shard' writes record shards for it")
+    """Raise ``ConfigError`` naming ``data.dataset`` unless it is ``ptbxl`` or ``mimic``: QA
+    training and QA evaluation read QA shards, which only PTB-XL and MIMIC-IV-ECG (with ECG-QA)
+    have (:mod:`ecglm.data.qa_source`)."""
+    if cfg.data.dataset not in ("ptbxl", "mimic"):
+        raise ConfigError(f"data.dataset: QA training/evaluation needs 'ptbxl' or 'mimic' "
+                          f"(ECG-QA items exist for PTB-XL and MIMIC-IV-ECG only), got "
+                          f"{cfg.data.dataset!r}; 'ecglm data shard' writes record shards "
+                          f"for it")
 
 
 @contextmanager
@@ -175,7 +187,8 @@ def build_shards(cfg: ExperimentConfig) -> ShardSet:
     digest = shard_hash(cfg, source.kind)
     final = Path(dcfg.shard_dir).resolve() / digest
     catalog = shard_catalog(cfg, source)
-    inputs = input_fingerprint(catalog, source.root, dcfg.dataset)
+    inputs = input_fingerprint(catalog, source.root, dcfg.dataset,
+                               qa_input_files(dcfg, source.root))
     existing = _load_existing(final, digest)
     if existing is not None and existing.manifest.get("input_fingerprint") == inputs:
         print(f"[ecglm.data] reusing shards {final} (content hash {digest}, input unchanged)")
@@ -333,9 +346,8 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
     bad_ids = {int(q["id"][4:]) for q in quarantine}
     n_flagged = read.n_flagged + kept.n_flagged
     patient_of = dict(zip(catalog["ecg_id"].tolist(), catalog["patient_id"].tolist()))
-    qa_items = select_items(  # ECG-QA exists for PTB-XL only: other datasets get no items
-        load_ecgqa_items(source.root, dcfg.qa_variant, set(catalog["ecg_id"].tolist())),
-        dcfg.max_items, cfg.seed) if dcfg.dataset == "ptbxl" else []
+    qa_source = load_qa_items(dcfg, source.root, set(catalog["ecg_id"].tolist()))
+    qa_items = select_items(qa_source.items, dcfg.max_items, cfg.seed)
     rows = qa_rows(qa_items, splits, bad_ids, None, patient_of, n_samples, quarantine)
     qa_sums = _qa_stage(cfg, rows, out, files)
 
@@ -367,6 +379,7 @@ def _build_into(cfg: ExperimentConfig, source: DataSource, digest: str, catalog:
         "throughput": {"read_seconds": round(dt, 3),
                        "records_per_s": round(read.n_in / dt, 2),
                        "mb_per_s": round(n_read_bytes / dt / 1e6, 3)},
+        "inputs": write_input_reports(dcfg, source.root, qa_source, out, final),
         "records": "records", "qa": {s: f"qa/{s}" for s in SPLITS},
         "quarantine": str(final / "quarantine.jsonl"),
         "checksums": dict(sorted(sums.items())),

@@ -50,21 +50,23 @@ def assign_splits(patient_ids: Iterable[Hashable], valid_fraction: float,
     return out
 
 
-def load_official_splits(root: Path) -> dict[int, str]:
-    """ECG-QA's PTB-XL split lists ``ecgqa/ptbxl/{train,valid,test}_ecgs.tsv``.
+def load_split_lists(folder: Path) -> dict[int, str]:
+    """ECG-QA's split lists ``<folder>/{train,valid,test}_ecgs.tsv`` (``folder`` is
+    ``ecgqa/ptbxl`` or a release dataset folder); a missing list contributes nothing.
 
     Each file has no header and two tab-separated integer columns: row index, ecg_id.
 
     Returns:
-        ``{ecg_id: split}``.
+        ``{ecg_id: split}`` (empty when no list exists).
 
     Raises:
-        FileNotFoundError: a list is missing.
         ValueError: a malformed line, or an ecg_id listed in two splits (names file and line).
     """
     out: dict[int, str] = {}
     for split in SPLITS:
-        path = Path(root) / "ecgqa" / "ptbxl" / f"{split}_ecgs.tsv"
+        path = Path(folder) / f"{split}_ecgs.tsv"
+        if not path.is_file():
+            continue
         for lineno, line in enumerate(path.read_text().splitlines(), start=1):
             if not line.strip():
                 continue
@@ -81,6 +83,22 @@ def load_official_splits(root: Path) -> dict[int, str]:
                                  f"{out[ecg_id]!r}")
             out[ecg_id] = split
     return out
+
+
+def load_official_splits(root: Path) -> dict[int, str]:
+    """ECG-QA's PTB-XL split lists ``<root>/ecgqa/ptbxl/{train,valid,test}_ecgs.tsv``
+    (:func:`load_split_lists`).
+
+    Raises:
+        FileNotFoundError: a list is missing.
+        ValueError: a malformed line, or an ecg_id listed in two splits (names file and line).
+    """
+    folder = Path(root) / "ecgqa" / "ptbxl"
+    for split in SPLITS:
+        if not (folder / f"{split}_ecgs.tsv").is_file():
+            raise FileNotFoundError(f"{folder / f'{split}_ecgs.tsv'}: ECG-QA split list not "
+                                    f"found (data.qa_split is 'official')")
+    return load_split_lists(folder)
 
 
 def record_splits(ecg_ids: list[int], patient_ids: list[int], strat_folds: list[int],
