@@ -70,11 +70,18 @@ class RetrievalArtifact:
     index_size: int
 
 
+def parquet_files(records: Path) -> list[Path]:
+    """The Parquet files of a records table: the folder's ``*.parquet`` in name order, or the
+    path itself when it is one file (what ``ray.data.read_parquet`` accepts too)."""
+    path = Path(records)
+    return [path] if path.is_file() else sorted(path.glob("*.parquet"))
+
+
 def _record_batches(records: Path, n_samples: int, batch: int) -> Iterator[dict]:
     """Batches of at most ``batch`` records, one Parquet file at a time, never the whole
     folder: ``{"ecg_id", "patient_id", "split", "report": lists, "signal": float32
     (B, 12, n_samples) mV}``."""
-    for f in sorted(Path(records).glob("*.parquet")):
+    for f in parquet_files(records):
         pf = pq.ParquetFile(f, memory_map=True)
         for rb in pf.iter_batches(batch_size=batch, columns=["ecg_id", "patient_id", "split",
                                                               "report", "signal"]):
@@ -92,7 +99,7 @@ def _record_batches(records: Path, n_samples: int, batch: int) -> Iterator[dict]
 
 def _n_records(records: Path) -> int:
     """Rows of a records folder, from the Parquet footers only."""
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in Path(records).glob("*.parquet"))
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(records))
 
 
 @torch.no_grad()
