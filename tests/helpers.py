@@ -9,13 +9,16 @@ OpenAI-compatible chat server.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import random
 import shutil
 import socket
+import sys
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -391,3 +394,15 @@ class ChatReplies:
                 pass
 
         return Handler
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import the script at ``path`` (e.g. a ``jobs/bench`` benchmark) as module ``name``
+    without running its ``main``; registered in ``sys.modules`` so its dataclasses resolve
+    their module."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

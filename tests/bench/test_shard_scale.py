@@ -3,7 +3,6 @@ sampler, and (slow) a tiny end-to-end run at two sizes."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, load_script
 
 SCRIPT = REPO / "jobs" / "bench" / "shard_scale.py"
 
@@ -21,12 +20,7 @@ SCRIPT = REPO / "jobs" / "bench" / "shard_scale.py"
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script imported as a module (its ``main`` does not run)."""
-    spec = importlib.util.spec_from_file_location("shard_scale", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["shard_scale"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "shard_scale")
 
 
 def _build(n: int, rate: float, rss: float) -> dict:

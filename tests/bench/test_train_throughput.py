@@ -5,7 +5,6 @@ table, the headline keys, and (slow) a tiny end-to-end run."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -16,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO, load_script, tiny_config
 
 SCRIPT = REPO / "jobs" / "bench" / "train_throughput.py"
 
@@ -24,12 +23,7 @@ SCRIPT = REPO / "jobs" / "bench" / "train_throughput.py"
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     """The benchmark script imported as a module (its ``main`` does not run)."""
-    spec = importlib.util.spec_from_file_location("train_throughput", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_throughput"] = module  # dataclasses resolve their module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "train_throughput")
 
 
 def test_flop_formula_on_known_numbers(bench: ModuleType) -> None:
