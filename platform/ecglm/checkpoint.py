@@ -248,6 +248,22 @@ def read_pretrain_checkpoint(folder: Path) -> tuple[dict[str, torch.Tensor], dic
 # resolver
 # ------------------------------------------------------------------------------------------------
 
+def _download_checkpoint(tracking_uri: str, run_id: str, path: str, dst: Path,
+                         where: str) -> Path:
+    """Download artifact ``path`` of run ``run_id`` into ``dst`` and check it is a checkpoint.
+
+    Raises:
+        CheckpointFileError: it is not (the message starts with ``where``).
+    """
+    local = mlflow_run.download_artifacts(tracking_uri, run_id, path, dst)
+    try:
+        check_checkpoint(local)
+    except CheckpointFileError as exc:
+        raise CheckpointFileError(f"{where}: artifact '{path}' is not a checkpoint: "
+                                  f"{exc}") from exc
+    return local
+
+
 def _from_registry(cfg: ExperimentConfig, ref: str) -> tuple[Path, Optional[str]]:
     """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> (folder, run id): the version's
     run, then the checkpoint inside its logged model (``<model>/artifacts/checkpoint``), else
@@ -270,13 +286,9 @@ def _from_registry(cfg: ExperimentConfig, ref: str) -> tuple[Path, Optional[str]
     path = f"{inner}/artifacts/{ARTIFACT_PATH}" if inner else ARTIFACT_PATH
     if not registry.has_artifact(uri, version.run_id, path):
         path = ARTIFACT_PATH  # registered from elsewhere: the run's own checkpoint
-    local = mlflow_run.download_artifacts(uri, version.run_id, path, dst)
-    try:
-        check_checkpoint(local)
-    except CheckpointFileError as exc:
-        raise CheckpointFileError(f"{ref} (version {version.version}, MLflow run "
-                                  f"{version.run_id}): artifact '{path}' is not a checkpoint: "
-                                  f"{exc}") from exc
+    local = _download_checkpoint(uri, version.run_id, path, dst,
+                                 f"{ref} (version {version.version}, MLflow run "
+                                 f"{version.run_id})")
     return local, version.run_id
 
 
@@ -284,12 +296,8 @@ def _from_run(cfg: ExperimentConfig, run_id: str) -> tuple[Path, Optional[str]]:
     """Download the ``checkpoint`` artifact of MLflow run ``run_id`` under
     ``<output_dir>/downloads/<run_id>``."""
     dst = Path(cfg.output_dir) / "downloads" / run_id
-    local = mlflow_run.download_artifacts(cfg.tracking.tracking_uri, run_id, ARTIFACT_PATH, dst)
-    try:
-        check_checkpoint(local)
-    except CheckpointFileError as exc:
-        raise CheckpointFileError(f"MLflow run {run_id}: artifact '{ARTIFACT_PATH}' is not a "
-                                  f"checkpoint: {exc}") from exc
+    local = _download_checkpoint(cfg.tracking.tracking_uri, run_id, ARTIFACT_PATH, dst,
+                                 f"MLflow run {run_id}")
     return local, run_id
 
 
