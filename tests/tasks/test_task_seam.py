@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ecglm.config import ExperimentConfig, apply_overrides
@@ -71,8 +72,9 @@ def _label_rows(labels: list[tuple[str, ...]], start: int = 0) -> list[LabelRow]
 
 
 def test_classify_evaluation_scores_parsed_answers(monkeypatch) -> None:
-    """Metrics come from the generated texts: a perfect answer sheet scores macro F1 1, the
-    label prior scores AUC 0.5, the nearest neighbour copies its neighbour's labels."""
+    """F1 and accuracy come from the generated texts (a perfect answer sheet scores macro F1
+    1), AUC from the answer scores' label probabilities; the label prior scores AUC 0.5, the
+    nearest neighbour copies its neighbour's labels."""
     import ecglm.tasks.classify as classify
 
     cfg = apply_overrides(ExperimentConfig(), {
@@ -81,12 +83,23 @@ def test_classify_evaluation_scores_parsed_answers(monkeypatch) -> None:
     train = _label_rows([("NORM",), ("MI",), ()], start=100)
     answers = ["norm", "I see MI here", "NORM, MI", "none"]
     monkeypatch.setattr(classify, "generate_texts", lambda task, model, rows, cfg: answers)
+    # candidates: none, NORM, MI, NORM+MI. P(NORM) per row: 0.9, 0.8, 0.7, 0.1 and P(MI):
+    # 0.3, 0.2, 0.7, 0.1 -> 3 of 4 (positive, negative) pairs ordered for each: AUC 0.75
+    probs = np.array([[0.05, 0.65, 0.05, 0.25], [0.1, 0.7, 0.1, 0.1], [0.2, 0.1, 0.1, 0.6],
+                      [0.85, 0.05, 0.05, 0.05]])
+    seen: list[list[str]] = []
+    monkeypatch.setattr(classify, "score_answers",
+                        lambda task, model, rows, cfg, texts, enc: seen.append(texts)
+                        or np.log(probs))
     ctx = EvalContext(cfg, test, train, {0: [100], 1: [101], 2: [102], 3: [100]},
                       lambda: object())
     out = get_task("classify").evaluate(ctx)
     m = out.metrics
     assert m["model/macro_f1"] == 1.0 and m["model/subset_accuracy"] == 1.0
-    assert m["model/hamming_loss"] == 0.0 and m["model/macro_auc"] == 1.0
+    assert seen == [["none", "NORM", "MI", "NORM, MI"]]  # every label set, as trained
+    assert m["model/hamming_loss"] == 0.0 and m["model/macro_auc"] == pytest.approx(0.75)
+    assert [t["probabilities"]["NORM"] for t in out.tables["predictions.json"]] == \
+        pytest.approx([0.9, 0.8, 0.7, 0.1], abs=1e-6)
     assert m["baseline/prior/macro_auc"] == 0.5
     assert m["baseline/nearest_neighbour/subset_accuracy"] == 0.5  # rows 0 and 1 match
     table = out.tables["predictions.json"]

@@ -167,6 +167,19 @@ class ECGLanguageModel(PrefixLMMethods, nn.Module):
         return self.decode(self.generate_ids(signals, ecg_mask, input_ids, attention_mask,
                                              max_new_tokens, prefix_at=prefix_at))
 
+    @torch.no_grad()
+    def score(self, signals: Tensor, ecg_mask: Tensor | None, input_ids: Tensor,
+              attention_mask: Tensor, continuations: Tensor, cont_mask: Tensor, *,
+              prefix_at: Tensor | None = None) -> Tensor:
+        """Summed log-probability ``(N,)`` of each candidate answer ``continuations (N, L)``
+        after one prompt: ``signals (1, E, 12, T)`` mV and ``input_ids (1, S)`` (see
+        :meth:`score_from_prefix`)."""
+        self._check_text(input_ids, attention_mask, signals.shape[0], "signals")
+        with self._eval_mode():
+            prefix, prefix_mask = self.ecg_prefix(signals, ecg_mask)
+            return self.score_from_prefix(prefix, prefix_mask, input_ids, attention_mask,
+                                          continuations, cont_mask, prefix_at=prefix_at)
+
     # ----------------------------------------------------------------------------------------
     # trainable state (checkpoints)
     # ----------------------------------------------------------------------------------------

@@ -153,6 +153,24 @@ class PrefixLMMethods:
                                         pad_id, eos)
         return [row[: row.index(eos)] if eos in row else row for row in rows]
 
+    @torch.no_grad()
+    def score_from_prefix(self, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
+                          attention_mask: Tensor, continuations: Tensor, cont_mask: Tensor, *,
+                          prefix_at: Tensor | None = None) -> Tensor:
+        """Summed log-probability ``(N,)`` of ``N`` candidate answers ``continuations (N, L)``
+        (right-padded, ``cont_mask (N, L)``) after ONE prompt (``input_ids (1, S)``) and its
+        ECG prefix ``(1, P, d_llm)``; eval mode for the call (see
+        :meth:`~ecglm.models.fusion.base.Fusion.score_continuations`)."""
+        self._check_text(input_ids, attention_mask, prefix.shape[0], "prefix")
+        self._check_prefix(prefix, prefix_mask)
+        at = self.fusion.check_prefix_at(prefix_at, input_ids)
+        device = input_ids.device
+        with self._eval_mode():
+            return self.fusion.score_continuations(
+                self.llm, prefix.to(device=device, dtype=self.embed_dtype),
+                prefix_mask.to(device), input_ids, attention_mask, at,
+                continuations.to(device), cont_mask.to(device))
+
     def decode(self, rows: list[list[int]]) -> list[str]:
         """Token id rows -> text (special tokens skipped, stripped)."""
         return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]

@@ -8,8 +8,10 @@ vocabulary order, comma separated, or ``none``. The prompt lists the vocabulary;
 parses the generated text back into a label set and scores macro AUC, macro F1, Hamming loss
 and subset accuracy (:func:`ecglm.evaluation.metrics.classification_metrics`) for the model,
 the label-prior baseline (training prevalence as the score) and the nearest-neighbour baseline
-(labels of the closest training record of another patient). The model's AUC is computed from
-its 0/1 answers (one operating point per label). A served request carries ``ecg`` and ``fs``;
+(labels of the closest training record of another patient). The model's AUC ranks records by
+label probabilities (:func:`label_probabilities`: every possible answer is scored by the model
+and a class's probability is the mass of the answers that name it); F1, Hamming loss and subset
+accuracy use the greedy generated answer. A served request carries ``ecg`` and ``fs``;
 the response lists the ``labels``.
 """
 
@@ -38,7 +40,7 @@ from ecglm.tasks.base import (
     evaluation_rows,
     system_headline,
 )
-from ecglm.tasks.encode import generate_texts
+from ecglm.tasks.encode import generate_texts, score_answers
 from ecglm.tasks.records import Target, build_record_rows
 
 NONE_ANSWER = "none"
@@ -89,6 +91,34 @@ def label_matrix(label_sets: Sequence[Sequence[str]], classes: Sequence[str]) ->
     return y
 
 
+MAX_ENUMERATED_CLASSES = 6
+"""Up to this many classes every label set is a candidate answer (2^6 = 64 per record)."""
+
+
+def candidate_answers(classes: Sequence[str], train_label_sets: Sequence[Sequence[str]]
+                      ) -> list[tuple[str, ...]]:
+    """The label sets scored per record: every subset of ``classes`` (vocabulary order, the
+    empty set = ``none``) when there are at most :data:`MAX_ENUMERATED_CLASSES`; otherwise the
+    sets seen in training plus every single class and ``none`` (an approximation)."""
+    if len(classes) <= MAX_ENUMERATED_CLASSES:
+        return [tuple(c for i, c in enumerate(classes) if m >> i & 1)
+                for m in range(2 ** len(classes))]
+    seen = {tuple(c for c in classes if c in set(s)) for s in train_label_sets}
+    seen |= {(c,) for c in classes} | {()}
+    return sorted(seen, key=lambda s: (len(s), [classes.index(c) for c in s]))
+
+
+def label_probabilities(logp: np.ndarray, answers: Sequence[Sequence[str]],
+                        classes: Sequence[str]) -> np.ndarray:
+    """Per-class probabilities ``(N, C)`` from answer log-probabilities ``logp (N, K)``: the
+    answers are renormalised over the ``K`` candidates and a class gets the mass of those that
+    name it (``P(c) = sum_{S contains c} P(S)``)."""
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    has = label_matrix(answers, classes).astype(np.float64)  # (K, C)
+    return p @ has
+
+
 class ClassifyTask(Task[LabelRow]):
     """Multi-label classification as text (see the module docstring)."""
 
@@ -130,16 +160,21 @@ class ClassifyTask(Task[LabelRow]):
         cfg = ctx.cfg
         classes = list(cfg.targets.classes)
         rows = evaluation_rows(ctx, self.items)
-        texts = generate_texts(self, ctx.load_model(), rows, cfg)
+        model = ctx.load_model()
+        texts = generate_texts(self, model, rows, cfg)
         parsed = [parse_labels(t, classes) for t in texts]
         y_true = label_matrix([r.labels for r in rows], classes)
         y_model = label_matrix(parsed, classes)
-        systems = {"model": classification_metrics(y_true, y_model.astype(float), y_model,
-                                                   label_names=classes)}
+        answers = candidate_answers(classes, [r.labels for r in ctx.train_rows])
+        probs = label_probabilities(
+            score_answers(self, model, rows, cfg, [answer_text(a) for a in answers],
+                          encode_text_example), answers, classes)
+        systems = {"model": classification_metrics(y_true, probs, y_model, label_names=classes)}
         base_labels: list[tuple[str, ...]] = [()] * len(rows)
+        prior_scores = np.full((len(rows), len(classes)), np.nan)
         if cfg.evaluation.baselines and ctx.train_rows:
             y_train = label_matrix([r.labels for r in ctx.train_rows], classes)
-            prior = np.tile(y_train.mean(axis=0), (len(rows), 1))
+            prior = prior_scores = np.tile(y_train.mean(axis=0), (len(rows), 1))
             systems["prior"] = classification_metrics(y_true, prior, label_names=classes)
             by_id = {r.sample_id: r.labels for r in ctx.train_rows}
             base_labels = [next((by_id[int(i)] for i in ctx.neighbour_ids.get(r.sample_id, [])
@@ -156,8 +191,11 @@ class ClassifyTask(Task[LabelRow]):
                           f"{cfg.name}: classify on {cfg.evaluation.split} ({len(rows)} records)",
                           size=(6, 3))
         table = [{"sample_id": r.sample_id, "labels": list(r.labels), "generated": t,
-                  "parsed": list(p), "nearest_neighbour": list(b)}
-                 for r, t, p, b in zip(rows, texts, parsed, base_labels)]
+                  "parsed": list(p), "nearest_neighbour": list(b),
+                  "probabilities": {c: round(float(v), 5) for c, v in zip(classes, pr)},
+                  "prior": {c: round(float(v), 5) for c, v in zip(classes, pp)}}
+                 for r, t, p, b, pr, pp in zip(rows, texts, parsed, base_labels, probs,
+                                               prior_scores)]
         html_text = None
         if cfg.evaluation.report:
             html_text = self._html(cfg, systems, table, fig_to_data_uri(fig, close=False), ctx)

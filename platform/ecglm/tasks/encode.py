@@ -162,3 +162,55 @@ def generate_texts(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experime
         print(f"[eval] {len(out)}/{len(rows)} generated ({rate:.2f}/s, ETA "
               f"{(len(rows) - len(out)) / max(rate, 1e-9):.0f}s)", flush=True)
     return out
+
+
+def answer_ids(tokenizer: Any, prompt: str, encode: Any, max_length: int) -> list[int]:
+    """The target tokens (those with a label) of ``encode(tokenizer, prompt, max_length)``:
+    exactly what training puts the loss on for that answer (eos included)."""
+    ex = encode(tokenizer, prompt, max_length)
+    return [int(t) for t, lab in zip(ex["input_ids"], ex["labels"]) if lab != -100]
+
+
+@torch.no_grad()
+def score_answers(task: Task, model: Any, rows: Sequence[ECGRow], cfg: ExperimentConfig,
+                  answers: Sequence[Any], encode: Any) -> np.ndarray:
+    """Log-probability of each candidate answer for every row (teacher forced, greedy-free).
+
+    Args:
+        model: an :class:`~ecglm.models.ecg_lm.ECGLanguageModel` (put in eval mode here).
+        answers: ``K`` candidate answers, each turned into target tokens by
+            ``encode(tokenizer, prompt, answer, max_length)`` (the task's own target encoding,
+            so a candidate is tokenised as in training).
+
+    Returns:
+        ``(N, K)`` float64 summed log-probabilities (eos included), rows in order. One prompt
+        forward per row plus ``K`` short continuations on its cache; a progress line per
+        ``evaluation.batch_size`` rows.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    tok = model.tokenizer
+    out = np.zeros((len(rows), len(answers)), dtype=np.float64)
+    t0 = time.perf_counter()
+    for n, row in enumerate(rows):
+        prompt = row_prompt(task, row, tok, cfg, None)
+        if uses_placeholder(cfg):
+            _, prompt = _split(prompt, tok, cfg)
+        ids = [answer_ids(tok, prompt, lambda t, p, m, a=a: encode(t, p, a, m),
+                          cfg.llm.max_length) for a in answers]
+        width = max(len(i) for i in ids)
+        cont = torch.full((len(ids), width), int(tok.pad_token_id), dtype=torch.long)
+        cmask = torch.zeros((len(ids), width), dtype=torch.long)
+        for k, i in enumerate(ids):
+            cont[k, : len(i)] = torch.tensor(i)
+            cmask[k, : len(i)] = 1
+        batch = {k: v.to(device) for k, v in prompt_batch(task, [row], tok, cfg).items()}
+        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
+        out[n] = model.score(signals, ecg_mask, continuations=cont, cont_mask=cmask,
+                             **batch).double().cpu().numpy()
+        if (n + 1) % cfg.evaluation.batch_size == 0 or n + 1 == len(rows):
+            rate = (n + 1) / max(time.perf_counter() - t0, 1e-9)
+            print(f"[eval] {n + 1}/{len(rows)} scored over {len(answers)} answers "
+                  f"({rate:.2f}/s, ETA {(len(rows) - n - 1) / max(rate, 1e-9):.0f}s)",
+                  flush=True)
+    return out

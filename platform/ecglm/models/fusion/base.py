@@ -13,7 +13,9 @@ agree whatever the padding layout and however many ECG slots are masked.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
+import torch
 from torch import Tensor, nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -85,3 +87,49 @@ class Fusion(ABC):
         """Greedy decoding of at most ``steps`` new tokens from left-padded prompts
         ``ids``/``mask (B, S)`` (``prefix_at`` already moved to the left-padded layout);
         ``B`` lists of new token ids, not cut at eos."""
+
+    @abstractmethod
+    def prefill(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
+                mask: Tensor, prefix_at: Tensor | None) -> tuple[Any, Tensor, Tensor]:
+        """Run the LM once over left-padded prompts and keep its cache (for scoring).
+
+        Returns:
+            ``(cache, full_mask (B, C), last_logits (B, vocab))``: the HF cache over all ``C``
+            positions seen so far, the attention mask over them and the logits that predict
+            the first new token.
+        """
+
+    @torch.no_grad()
+    def score_continuations(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor,
+                            ids: Tensor, mask: Tensor, prefix_at: Tensor | None,
+                            continuations: Tensor, cont_mask: Tensor) -> Tensor:
+        """Log-probabilities of ``N`` candidate continuations of ONE prompt (teacher forced).
+
+        The prompt is run once (:meth:`prefill`); its cache is repeated ``N`` times and the
+        candidates run on it, so scoring ``N`` short answers costs one prompt forward plus
+        ``N x L`` tokens.
+
+        Args:
+            prefix: ``(1, P, d_llm)``; prefix_mask: ``(1, P)``; ids/mask: ``(1, S)`` prompt.
+            continuations: ``(N, L)`` token ids, right-padded; cont_mask: ``(N, L)`` 0/1.
+
+        Returns:
+            ``(N,)`` float32: the summed log-probability of each candidate's tokens.
+        """
+        if ids.shape[0] != 1 or continuations.ndim != 2 or cont_mask.shape != continuations.shape:
+            raise ValueError(f"score_continuations: expected one prompt (1, S) and (N, L) "
+                             f"candidates, got {tuple(ids.shape)} and "
+                             f"{tuple(continuations.shape)}/{tuple(cont_mask.shape)}")
+        n = continuations.shape[0]
+        cache, full_mask, last = self.prefill(llm, prefix, prefix_mask, ids, mask, prefix_at)
+        cache.batch_repeat_interleave(n)
+        cont_mask = cont_mask.to(full_mask.dtype)
+        joint = torch.cat([full_mask.expand(n, -1), cont_mask], dim=1)
+        positions = position_ids_from_mask(joint)[:, full_mask.shape[1]:]
+        out = llm(input_ids=continuations, attention_mask=joint, position_ids=positions,
+                  past_key_values=cache, use_cache=True)
+        logits = torch.cat([last.expand(n, -1)[:, None], out.logits[:, :-1]], dim=1)
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        picked = logp.gather(-1, continuations[..., None]).squeeze(-1)
+        return (picked * cont_mask.float()).sum(-1)
+

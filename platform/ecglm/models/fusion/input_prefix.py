@@ -8,6 +8,8 @@ The prefix ``(B, P, d_llm)`` goes before the text (``position: prepend``) or at 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
@@ -74,6 +76,14 @@ class InputPrefixFusion(Fusion):
         embeds, mask = self.fuse(llm, prefix, prefix_mask, input_ids, attention_mask, prefix_at)
         return llm(inputs_embeds=embeds, attention_mask=mask,
                    position_ids=position_ids_from_mask(mask), labels=labels, use_cache=False)
+
+    def prefill(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
+                mask: Tensor, prefix_at: Tensor | None) -> tuple[Any, Tensor, Tensor]:
+        """The LM over the fused ``(B, P + S)`` prompt with ``use_cache=True``."""
+        embeds, full_mask = self.fuse(llm, prefix, prefix_mask, ids, mask, prefix_at)
+        out = llm(inputs_embeds=embeds, attention_mask=full_mask,
+                  position_ids=position_ids_from_mask(full_mask), use_cache=True)
+        return out.past_key_values, full_mask, out.logits[:, -1]
 
     def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
                  mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,

@@ -7,6 +7,8 @@ the text.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
@@ -83,6 +85,16 @@ class KVPrefixFusion(Fusion):
         positions = position_ids_from_mask(mask)[:, prefix.shape[1]:]
         return llm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                    past_key_values=cache, labels=labels, use_cache=False)
+
+    def prefill(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
+                mask: Tensor, prefix_at: Tensor | None) -> tuple[Any, Tensor, Tensor]:
+        """The ECG key/value cache, then the LM over the prompt continuing it."""
+        cache = self.cache(llm, prefix, prefix_mask, training=False)
+        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
+        positions = position_ids_from_mask(full_mask)[:, prefix.shape[1]:]
+        out = llm(input_ids=ids, attention_mask=full_mask, position_ids=positions,
+                  past_key_values=cache, use_cache=True)
+        return out.past_key_values, full_mask, out.logits[:, -1]
 
     def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
                  mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
