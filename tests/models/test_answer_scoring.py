@@ -76,3 +76,39 @@ def test_candidate_answers_and_label_probabilities() -> None:
     many = [f"C{i}" for i in range(8)]  # 2^8 would be too many: training sets + singles + none
     seen = candidate_answers(many, [("C1", "C3"), ("C3", "C1"), ()])
     assert ("C1", "C3") in seen and () in seen and ("C7",) in seen and len(seen) == 10
+
+
+def test_score_answers_equals_the_training_loss_of_each_answer(
+        make_cfg: CfgFactory, make_signals: Callable[..., torch.Tensor]) -> None:
+    """A QA row's candidate answers scored by ``score_answers`` (evaluation prompt, cache)
+    equal minus the summed training cross-entropy of the same row with that answer as target
+    (``train_batch``: the prompt and target tokens training uses)."""
+    from dataclasses import replace as dc_replace
+
+    from ecglm.data.rows import QARow
+    from ecglm.data.sharding import encode_signals
+    from ecglm.tasks import get_task
+    from ecglm.tasks.encode import score_answers, train_batch
+    from ecglm.models.prompting import encode_train_example
+
+    base = make_cfg()
+    cfg = dc_replace(base, llm=dc_replace(base.llm, max_length=256))  # nothing cut
+    torch.manual_seed(0)
+    model = build_ecg_lm(cfg).eval()
+    randomize_lora(model)
+    task = get_task("qa")
+    signals = make_signals(1, 1)[0].numpy()  # (1, 12, T) mV
+    row = QARow(sample_id=7, ecg_ids=(7,), n_ecg=1, n_samples=signals.shape[-1],
+                signals=encode_signals(signals), question="Does this ECG show noise in lead II?",
+                options=("yes", "no", "not sure"), question_type="single-verify")
+    answers = [["yes"], ["no"], ["not sure"]]
+    got = score_answers(task, model, [row, row], cfg, answers,
+                        lambda tok, p, a, n: encode_train_example(tok, p, list(a), n))
+    assert got.shape == (2, 3) and np.allclose(got[0], got[1])
+    for k, answer in enumerate(answers):
+        batch = train_batch(task, [dc_replace(row, answer=tuple(answer))], model.tokenizer, cfg,
+                            None)
+        n_target = int((batch["labels"] != -100).sum())
+        with torch.no_grad():
+            out = model(batch.pop("signals"), batch.pop("ecg_mask"), **batch)
+        assert got[0, k] == pytest.approx(-float(out.loss) * n_target, rel=1e-4, abs=1e-4)

@@ -106,3 +106,34 @@ def test_classify_evaluation_scores_parsed_answers(monkeypatch) -> None:
     assert [t["parsed"] for t in table] == [["NORM"], ["MI"], ["NORM", "MI"], []]
     head = get_task("classify").headline(m)
     assert head["model"]["macro_f1"] == 1.0 and "prior" in head
+
+
+def test_qa_verify_probabilities_and_auc(monkeypatch) -> None:
+    """Verify questions get P(yes) from scoring "yes" against "no"; ``verify/auc`` ranks them
+    against the gold answers; other question types are not scored."""
+    import ecglm.tasks.qa as qa
+    from ecglm.evaluation.qa import Prediction
+
+    def row(i: int, qtype: str, options: tuple[str, ...]) -> QARow:
+        return QARow(sample_id=i, ecg_ids=(i,), n_ecg=1, n_samples=0, signals=b"",
+                     question="q", options=options, question_type=qtype)
+
+    rows = [row(0, "single-verify", ("yes", "no")), row(1, "single-query", ("a", "b")),
+            row(2, "comparison_consecutive-verify", ("yes", "no", "not sure")),
+            row(3, "single-verify", ("yes", "no"))]
+    calls: list[tuple[list[int], list]] = []
+
+    def fake(task, model, chosen, cfg, answers, enc):
+        calls.append(([r.sample_id for r in chosen], answers))
+        return np.log(np.array([[0.2, 0.8], [0.9, 0.1], [0.6, 0.4]]))
+
+    monkeypatch.setattr(qa, "score_answers", fake)
+    p_yes = qa.verify_probabilities(qa.QATask(), object(), rows, ExperimentConfig())
+    assert calls == [([0, 2, 3], [["yes"], ["no"]])]
+    assert p_yes == pytest.approx({0: 0.2, 2: 0.9, 3: 0.6})
+    preds = [Prediction(i, "single-verify", "noise", "q", gold, "no", ["no"], gold == ["no"],
+                        p_yes.get(i)) for i, gold in ((0, ["no"]), (2, ["yes"]), (3, ["no"]))]
+    m = qa.verify_metrics(preds + [Prediction(1, "single-query", "x", "q", ["a"], "a", ["a"],
+                                              True)])
+    assert m == {"verify/n": 3.0, "verify/auc": 1.0}  # the one "yes" has the highest P(yes)
+    assert "verify/auc" not in qa.verify_metrics(preds[:1])  # one class only: undefined

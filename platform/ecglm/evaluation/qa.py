@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 
 def normalise_answer(answer: Iterable[str]) -> frozenset[str]:
@@ -35,6 +35,9 @@ class Prediction:
     generated: str
     parsed: list[str]
     correct: bool
+    p_yes: Optional[float] = None
+    """Verify questions: the model's probability of "yes" against "no" (both answers scored),
+    None elsewhere and for baselines."""
 
 
 def score(predictions: Sequence[Prediction]) -> dict[str, float]:

@@ -41,10 +41,11 @@ def stratified_subset(rows: Sequence[Row], fraction: float, seed: int,
     return [r for i, r in enumerate(rows) if i in keep]
 
 
-def select_regime(rows: Sequence[Row], regime: str, seed: int) -> list[Row]:
-    """The rows evaluated under ``regime`` (``full`` | ``ten_percent``)."""
+def select_regime(rows: Sequence[Row], regime: str, seed: int) -> Sequence[Row]:
+    """The rows evaluated under ``regime`` (``full``: ``rows`` themselves, not copied, so a
+    split read on demand stays on disk | ``ten_percent``: a list)."""
     if regime == "full":
-        return list(rows)
+        return rows
     if regime == "ten_percent":
         return stratified_subset(rows, 0.1, seed)
     raise ValueError(f"evaluation.regime: expected one of {list(REGIMES)}, got {regime!r}")

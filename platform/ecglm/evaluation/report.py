@@ -244,7 +244,6 @@ def pick_examples(rows: Sequence[Any], preds: Sequence[Prediction], fs: float, n
     if n <= 0:
         return []
     decode = decode or decode_signals
-    by_id = {int(r.sample_id): r for r in rows}
     good = [p for p in preds if p.correct]
     bad = [p for p in preds if not p.correct]
     chosen: list[Prediction] = []
@@ -252,6 +251,8 @@ def pick_examples(rows: Sequence[Any], preds: Sequence[Prediction], fs: float, n
         for pool in (bad, good):
             if pool and len(chosen) < n:
                 chosen.append(pool.pop(0))
+    wanted = {int(p.sample_id) for p in chosen}
+    by_id = {int(r.sample_id): r for r in rows if int(r.sample_id) in wanted}  # one pass
     out = []
     for p in chosen:
         r = by_id[p.sample_id]

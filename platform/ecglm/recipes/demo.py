@@ -12,6 +12,7 @@ from typing import Any
 import requests
 
 from ecglm.config import ExperimentConfig
+from ecglm.evaluation.learning import learning_lines
 from ecglm.recipes.common import evaluate_prepared, ray_lifecycle
 from ecglm.recipes.eval_worker import eval_resources
 from ecglm.recipes.serve import start_prepared
@@ -97,6 +98,8 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
         print(f"  {name + ' baseline':20s}: {json.dumps(base)}")
     if ev.get("report"):
         print(f"evaluation report     : {ev['report']}")
+    for line in learning_lines(cfg.output_dir):
+        print(line)
     print(f"MLflow training run   : {res.run_id}")
     print(f"MLflow sweep run      : {sweep.parent_run_id} (best trial {sweep.best_mlflow_run_id})")
     print(f"registered model      : {ref} = version {version.version} (run {winner}); "

@@ -129,8 +129,9 @@ class EvalContext(Generic[Row]):
     loaded (only called once there is something to evaluate)."""
 
     cfg: ExperimentConfig
-    rows: list[Row]
-    """Rows of ``evaluation.split`` (shard order, with retrieved reports)."""
+    rows: Sequence[Row]
+    """Rows of ``evaluation.split`` (shard order, with retrieved reports); a list or a split
+    read on demand (iterate it rather than copying it)."""
     train_rows: list[Row]
     """Rows of the train split (baselines); empty when ``evaluation.baselines`` is off."""
     neighbour_ids: Mapping[int, Sequence[int]]
@@ -220,17 +221,19 @@ class Task(ABC, Generic[Row]):
         from an evaluation's flat metrics."""
 
 
-def evaluation_rows(ctx: EvalContext[Row], items: str) -> list[Row]:
-    """``ctx.rows`` cut to ``evaluation.max_items``.
+def evaluation_rows(ctx: EvalContext[Row], items: str) -> Sequence[Row]:
+    """``ctx.rows`` cut to ``evaluation.max_items``, as a sequence: a split read on demand
+    (:class:`~ecglm.evaluation.stream.ParquetRows`) stays on disk and is read batch by batch
+    by whoever iterates it.
 
     Raises:
         ValueError: nothing to evaluate (names the split and what a row is).
     """
     cfg = ctx.cfg
-    rows = list(ctx.rows)
+    rows: Sequence[Row] = ctx.rows
     if cfg.evaluation.max_items is not None:
         rows = rows[: cfg.evaluation.max_items]
-    if not rows:
+    if len(rows) == 0:
         raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no {items}")
     return rows
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 import time
-from typing import Any, Optional, Sequence
+from dataclasses import replace
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -137,6 +138,19 @@ def prompt_batch(task: Task, rows: Sequence[ECGRow], tokenizer: Any, cfg: Experi
     return batch
 
 
+def batched(rows: Iterable[ECGRow], size: int) -> Iterator[list[ECGRow]]:
+    """Consecutive lists of ``size`` rows (the last may be shorter) from one pass over
+    ``rows``."""
+    chunk: list[ECGRow] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 @torch.no_grad()
 def generate_texts(task: Task, model: Any, rows: Sequence[ECGRow], cfg: ExperimentConfig
                    ) -> list[str]:
@@ -152,9 +166,9 @@ def generate_texts(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experime
     out: list[str] = []
     bs = cfg.evaluation.batch_size
     t0 = time.perf_counter()
-    for i in range(0, len(rows), bs):
+    for chunk in batched(rows, bs):  # one iteration: a split read on demand streams
         batch = {k: v.to(device) for k, v in
-                 prompt_batch(task, list(rows[i : i + bs]), model.tokenizer, cfg).items()}
+                 prompt_batch(task, chunk, model.tokenizer, cfg).items()}
         signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
         # input_ids, attention_mask and, with fusion.position=placeholder, prefix_at
         out += model.generate(signals, ecg_mask, max_new_tokens=cfg.llm.max_new_tokens, **batch)
@@ -185,7 +199,10 @@ def score_answers(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experimen
     Returns:
         ``(N, K)`` float64 summed log-probabilities (eos included), rows in order. One prompt
         forward per row plus ``K`` short continuations on its cache; a progress line per
-        ``evaluation.batch_size`` rows.
+        ``evaluation.batch_size`` rows. The prompt is cut from the left to ``llm.max_length``
+        minus the longest candidate, so every candidate sees the same prompt; where nothing is
+        cut (the usual case) each score is exactly minus the summed training loss of that
+        answer.
     """
     model.eval()
     device = next(model.parameters()).device
@@ -199,12 +216,15 @@ def score_answers(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experimen
         ids = [answer_ids(tok, prompt, lambda t, p, m, a=a: encode(t, p, a, m),
                           cfg.llm.max_length) for a in answers]
         width = max(len(i) for i in ids)
+        # the prompt keeps max_length - the longest answer tokens (cut from the left, as
+        # training cuts it before its target), the same window for every candidate
+        short = replace(cfg, llm=replace(cfg.llm, max_length=max(cfg.llm.max_length - width, 1)))
         cont = torch.full((len(ids), width), int(tok.pad_token_id), dtype=torch.long)
         cmask = torch.zeros((len(ids), width), dtype=torch.long)
         for k, i in enumerate(ids):
             cont[k, : len(i)] = torch.tensor(i)
             cmask[k, : len(i)] = 1
-        batch = {k: v.to(device) for k, v in prompt_batch(task, [row], tok, cfg).items()}
+        batch = {k: v.to(device) for k, v in prompt_batch(task, [row], tok, short).items()}
         signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
         out[n] = model.score(signals, ecg_mask, continuations=cont, cont_mask=cmask,
                              **batch).double().cpu().numpy()

@@ -10,12 +10,16 @@ baselines, an optional EM-vs-noise curve and an optional LLM judge. A served req
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from ecglm.config import ExperimentConfig
 from ecglm.config.schema import ServeConfig
 from ecglm.data.shards import require_qa_dataset
 from ecglm.evaluation.baselines import fit_qa_baselines, predict_baseline
+from ecglm.evaluation.metrics import binary_auc
 from ecglm.evaluation.judging import judge_section
 from ecglm.evaluation.qa import Prediction, exact_match, predictions_table, score
 from ecglm.evaluation.regimes import select_regime
@@ -33,7 +37,7 @@ from ecglm.tasks.base import (
     TaskManifest,
     serving_row,
 )
-from ecglm.tasks.encode import generate_texts
+from ecglm.tasks.encode import generate_texts, score_answers
 
 MAX_OPTIONS = 64
 """Most candidate answers a request may list."""
@@ -96,6 +100,34 @@ def validate_options(value: Any, question: str, serve: ServeConfig) -> tuple[lis
     return options, False
 
 
+def verify_probabilities(task: "QATask", model: Any, rows: Sequence[QARow],
+                         cfg: ExperimentConfig) -> dict[int, float]:
+    """``{sample_id: P(yes)}`` for the verify questions (yes/no among their options): both
+    answers are scored as training encodes them and renormalised against each other. Greedy
+    decoding answers "no" whenever ``P(yes) < 0.5``; this probability shows whether the model
+    ranks the "yes" items higher even when it never says yes."""
+    chosen = [r for r in rows if r.question_type.endswith("verify")
+              and "yes" in r.options and "no" in r.options]
+    if not chosen:
+        return {}
+    logp = score_answers(task, model, chosen, cfg, [["yes"], ["no"]],
+                         lambda tok, prompt, answer, n: encode_train_example(tok, prompt,
+                                                                             list(answer), n))
+    p_yes = 1.0 / (1.0 + np.exp(logp[:, 1] - logp[:, 0]))
+    return {int(r.sample_id): float(p) for r, p in zip(chosen, p_yes)}
+
+
+def verify_metrics(preds: Sequence[Prediction]) -> dict[str, float]:
+    """``verify/auc``: ROC AUC of ``P(yes)`` against the gold yes/no of the verify items (0.5:
+    no better than the prior), when both answers occur; ``verify/n`` items."""
+    scored = [p for p in preds if p.p_yes is not None and p.gold in (["yes"], ["no"])]
+    y = np.array([p.gold == ["yes"] for p in scored])
+    out = {"verify/n": float(len(scored))}
+    if scored and 0 < y.sum() < len(y):
+        out["verify/auc"] = binary_auc(y, np.array([p.p_yes for p in scored]))
+    return out
+
+
 def predict(task: "QATask", model: Any, rows: Sequence[QARow], cfg: ExperimentConfig
             ) -> list[Prediction]:
     """Generate an answer for every row and parse it into the row's option set."""
@@ -154,7 +186,9 @@ class QATask(Task[QARow]):
             raise ValueError(f"evaluation.split: split '{cfg.evaluation.split}' has no QA items")
         model = ctx.load_model()
         preds = predict(self, model, rows, cfg)
-        metrics = score(preds)
+        p_yes = verify_probabilities(self, model, rows, cfg)
+        preds = [replace(p, p_yes=p_yes.get(int(p.sample_id))) for p in preds]
+        metrics = {**score(preds), **verify_metrics(preds)}
         systems: dict[str, list[Prediction]] = {"model": preds}
         if cfg.evaluation.baselines and ctx.train_rows:
             for name, base in fit_qa_baselines(ctx.train_rows).items():
@@ -207,7 +241,8 @@ class QATask(Task[QARow]):
         return ", ".join(row.answer)
 
     def headline(self, metrics: Mapping[str, float]) -> dict[str, dict[str, float]]:
-        out = {"model": {k: round(v, 3) for k, v in metrics.items() if k.startswith("em/")}}
+        out = {"model": {k: round(v, 3) for k, v in metrics.items()
+                         if k.startswith("em/") or k == "verify/auc"}}
         for name in ("majority", "blind"):
             base = {k.split("/", 2)[2]: round(v, 3) for k, v in metrics.items()
                     if k.startswith(f"baseline/{name}/em/") and k.count("/") == 3}

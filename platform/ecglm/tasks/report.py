@@ -23,6 +23,7 @@ claim in a text against the record's own measured features. A served request car
 from __future__ import annotations
 
 import html
+import itertools
 import random
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
@@ -124,7 +125,7 @@ def render_text_report(cfg: ExperimentConfig, info: Mapping[str, Any],
                                  f"</td></tr>" for k, v in info.items()) + "</table>",
              f"<h2>Text metrics</h2><table><tr>{head}</tr>{body}</table>",
              f"<img alt='metrics' src='{figure_uri}'>", "<h2>Examples</h2>"]
-    for r, text, b in list(zip(rows, texts, base))[: cfg.evaluation.report_examples]:
+    for r, text, b in itertools.islice(zip(rows, texts, base), cfg.evaluation.report_examples):
         sig = decode_signals(r.signals, 1, r.n_samples)[0]
         parts.append(f"<div class='ex'><img alt='ecg' src='"
                      f"{ecg_plot(sig, cfg.data.fs, 'record ' + str(r.sample_id))}'>"
