@@ -85,7 +85,8 @@ def phase_shard(work: Path, n_records: int) -> dict[str, Any]:
         if folder == "shards":
             first = shards
     c = first.manifest["counts"]
-    catalog = load_ptbxl_catalog(Path(first.manifest["source"]), cfg.data.max_ecg_id)
+    catalog = load_ptbxl_catalog(Path(first.manifest["source"]), cfg.data.max_ecg_id,
+                                 cfg.data.ptbxl_rate)
     src_bytes = sum(os.path.getsize(p + ext) for p in catalog["path"] for ext in (".hea", ".dat"))
     shard_bytes = sum(f.stat().st_size for f in first.records.glob("*.parquet"))
 
