@@ -85,7 +85,7 @@ def test_headline_goals_and_demo_lines(bench: ModuleType, tmp_path: Path) -> Non
     assert not head["goals"]["qa_single_verify_above_majority"]  # equal is not above
     assert head["qa_em"]["single-verify"] == pytest.approx(0.6667, abs=1e-4)
     assert head["total_seconds"] == 6.0 and head["overrides"] == {"classify": ["train.lr=1e-3"]}
-    assert learning_lines(tmp_path)[0].startswith("learned model (bench)  : not run yet")
+    assert learning_lines(tmp_path)[0].startswith("learned model (bench) : not run yet")
     (tmp_path / LEARNING_JSON).parent.mkdir(parents=True)
     (tmp_path / LEARNING_JSON).write_text(json.dumps(head))
     lines = learning_lines(tmp_path)

@@ -29,10 +29,10 @@ def learning_lines(output_dir: str | Path) -> list[str]:
     """Lines for a summary: the benchmark's figures beside their baselines, or a hint."""
     path = Path(output_dir) / LEARNING_JSON
     if not path.is_file():
-        return [f"learned model (bench)  : not run yet: python jobs/bench/learning.py "
+        return [f"learned model (bench) : not run yet: python jobs/bench/learning.py "
                 f"(about 25 min; writes {path})"]
     head = json.loads(path.read_text())
-    lines = [f"learned model (bench)  : {path} ({head.get('total_seconds', 0):.0f} s"
+    lines = [f"learned model (bench) : {path} ({head.get('total_seconds', 0):.0f} s"
              f"{', quick smoke run' if head.get('quick') else ''}), 95% bootstrap intervals",
              f"  classify macro AUC   : {_ci(head, 'classify_macro_auc')} vs label prior "
              f"{_ci(head, 'classify_prior_auc')}"]
