@@ -210,9 +210,8 @@ def score_answers(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experimen
     out = np.zeros((len(rows), len(answers)), dtype=np.float64)
     t0 = time.perf_counter()
     for n, row in enumerate(rows):
-        prompt = row_prompt(task, row, tok, cfg, None)
-        if uses_placeholder(cfg):
-            _, prompt = _split(prompt, tok, cfg)
+        full = row_prompt(task, row, tok, cfg, None)
+        prompt = _split(full, tok, cfg)[1] if uses_placeholder(cfg) else full  # as encode_row
         ids = [answer_ids(tok, prompt, lambda t, p, m, a=a: encode(t, p, a, m),
                           cfg.llm.max_length) for a in answers]
         width = max(len(i) for i in ids)
@@ -224,8 +223,8 @@ def score_answers(task: Task, model: Any, rows: Sequence[ECGRow], cfg: Experimen
         for k, i in enumerate(ids):
             cont[k, : len(i)] = torch.tensor(i)
             cmask[k, : len(i)] = 1
-        batch = {k: v.to(device) for k, v in prompt_batch(task, [row], tok, short).items()}
-        signals, ecg_mask = batch.pop("signals"), batch.pop("ecg_mask")
+        batch = {k: v.to(device) for k, v in prompt_ids_batch([full], tok, short).items()}
+        signals, ecg_mask = (t.to(device) for t in stack_signals([row]))
         out[n] = model.score(signals, ecg_mask, continuations=cont, cont_mask=cmask,
                              **batch).double().cpu().numpy()
         if (n + 1) % cfg.evaluation.batch_size == 0 or n + 1 == len(rows):
