@@ -28,7 +28,7 @@ plus ``qa_verify_auc`` (ROC AUC of the model's P(yes) on verify questions: does 
 ``classify_auc_minus_prior_ci95``,
 ``qa_em_minus_majority_ci95``, ``goals`` and ``stage_seconds``.
 
-Usage (about 25 minutes here on 2 cores; ``--quick`` about 6, for a smoke run only)::
+Usage (about 25 minutes here on 2 cores; ``--quick`` about 10, for a smoke run only)::
 
     python jobs/bench/learning.py [--quick] [--out runs/bench-learning]
         [--pretrain-epochs N] [--classify-steps N] [--qa-steps N] [--reuse]
