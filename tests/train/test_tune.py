@@ -65,7 +65,12 @@ def test_search_space_keys_are_checked(tiny_root: Path) -> None:
     with pytest.raises(ConfigError, match=r"^tune\.search_space\.lora\.rank"):
         run_sweep(cfg)
     cfg = tiny_config(tiny_root, "tune.search_space={lora.r: [0]}")
-    with pytest.raises(ConfigError, match=r"^lora\.r"):
+    with pytest.raises(ConfigError, match=r"^tune\.search_space\.lora\.r: value 0 \(choice\) "
+                                          r"gives an invalid config: lora\.r"):
+        run_sweep(cfg)
+    cfg = tiny_config(tiny_root, "tune.search=random",
+                      "tune.search_space={lora.r: {uniform: [2, 8]}}")  # floats for an int key
+    with pytest.raises(ConfigError, match=r"^tune\.search_space\.lora\.r: value 2\.0 \(uniform\)"):
         run_sweep(cfg)
 
 

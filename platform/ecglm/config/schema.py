@@ -16,6 +16,7 @@ from typing import Any, Literal, Optional
 from ecglm.config.checks import ConfigError
 from ecglm.config.checks import require as _require
 from ecglm.config.data_schema import DataConfig, NormalizeConfig
+from ecglm.config.search_space import parse_search_space
 from ecglm.config.encoders import (
     EncoderConfig,
     EncoderName,
@@ -449,9 +450,10 @@ class EvalConfig:
 
 @dataclass
 class TuneConfig:
-    """Ray Tune sweep: ``search_space`` maps dotted config keys to lists of choices."""
+    """Ray Tune sweep: ``search_space`` maps dotted config keys to lists of choices or to
+    distributions (``{loguniform: [1e-5, 1e-3]}``...; see :mod:`ecglm.config.search_space`)."""
 
-    search_space: dict[str, list[Any]] = field(
+    search_space: dict[str, Any] = field(
         default_factory=lambda: {"lora.r": [4, 8]}
     )
     trial_overrides: dict[str, Any] = field(default_factory=dict)
@@ -469,9 +471,7 @@ class TuneConfig:
     def __post_init__(self) -> None:
         _require(self.num_samples > 0, "tune.num_samples", "must be > 0")
         _require(self.max_concurrent_trials > 0, "tune.max_concurrent_trials", "must be > 0")
-        for key, values in self.search_space.items():
-            _require(isinstance(values, list) and len(values) > 0,
-                     f"tune.search_space.{key}", "must be a non-empty list of choices")
+        parse_search_space(self.search_space, self.search)
 
 
 @dataclass

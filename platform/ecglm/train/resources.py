@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from typing import Mapping, Optional, Sequence
 
 from ecglm.config import ExperimentConfig, apply_overrides
+from ecglm.config.search_space import parse_search_space
 from ecglm.config.schema import ConfigError
 
 TRIAL_CPUS = 0.1
@@ -373,11 +374,12 @@ def sweep_variants(cfg: ExperimentConfig) -> list[tuple[str, ExperimentConfig]]:
     """``cfg`` with ``tune.trial_overrides`` applied, once per combination of the
     :data:`RESOURCE_KEYS` values in ``tune.search_space`` (one entry when it sweeps none)."""
     base = apply_overrides(cfg, cfg.tune.trial_overrides) if cfg.tune.trial_overrides else cfg
-    keys = [k for k in cfg.tune.search_space if k in RESOURCE_KEYS]
+    dims = parse_search_space(cfg.tune.search_space, cfg.tune.search)
+    keys = [k for k in dims if k in RESOURCE_KEYS]
     if not keys:
         return [("", base)]
-    out = []
-    for values in itertools.product(*(cfg.tune.search_space[k] for k in keys)):
+    out = []  # a sampled resource key is checked at both ends of its range
+    for values in itertools.product(*(dims[k].probe_values() for k in keys)):
         over = dict(zip(keys, values))
         out.append((" ".join(f"{k}={v}" for k, v in over.items()), apply_overrides(base, over)))
     return out

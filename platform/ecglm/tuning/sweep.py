@@ -24,6 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ecglm.checkpoint import (ARTIFACT_PATH, RAY_RUN_DIR_TAG, CheckpointFileError,
                               latest_resumable)
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, flatten
+from ecglm.config.search_space import parse_search_space
 from ecglm.serving.pyfunc import (REGISTERED_NAME_TAG, REGISTERED_VERSION_TAG,
                                   RETRIEVAL_RUN_ARTIFACT, ensure_model, register_run)
 from ecglm.tracking import mlflow_run
@@ -31,6 +32,7 @@ from ecglm.tracking.registry import ResolvedVersion, has_artifact
 from ecglm.tracking.tracked import close_stopped_trial, tracked_run
 from ecglm.train.resources import TRIAL_CPUS
 from ecglm.train.run import Prepared, prepare, run_training
+from ecglm.tuning.space import tune_space
 
 #: Overrides in these sections change shards or the retrieval index: the trial re-prepares.
 _PREPARE_SECTIONS = ("data.", "encoder.", "retrieval.", "targets.", "task", "seed")
@@ -56,11 +58,15 @@ def _check_keys(cfg: ExperimentConfig) -> None:
     for key in cfg.tune.trial_overrides:
         if key not in known or key.startswith("tune."):
             raise ConfigError(f"tune.trial_overrides.{key}: unknown or not allowed config key")
-    for key, values in cfg.tune.search_space.items():
-        if key not in known:
-            raise ConfigError(f"tune.search_space.{key}: unknown config key")
-        for v in values:  # every choice must yield a valid config
-            apply_overrides(cfg, {key: v})
+    for key, dim in parse_search_space(cfg.tune.search_space, cfg.tune.search).items():
+        if key not in known or key.startswith("tune."):
+            raise ConfigError(f"tune.search_space.{key}: unknown or not allowed config key")
+        for v in dim.probe_values():  # every choice (both ends of a range) must be valid
+            try:
+                apply_overrides(cfg, {key: v})
+            except ConfigError as exc:
+                raise ConfigError(f"tune.search_space.{key}: value {v!r} ({dim.kind}) gives an "
+                                  f"invalid config: {exc}") from exc
 
 
 def _trial(trial_config: dict[str, Any], prep: Prepared, keys: list[str],
@@ -112,10 +118,8 @@ def run_sweep(cfg: ExperimentConfig) -> SweepResult:
     prep = prepare(cfg)
     cfg = prep.cfg
     keys = list(cfg.tune.search_space)
-    space = {
-        k: (tune.grid_search(v) if cfg.tune.search == "grid" else tune.choice(v))
-        for k, v in cfg.tune.search_space.items()
-    }
+    space = tune_space(parse_search_space(cfg.tune.search_space, cfg.tune.search),
+                       cfg.tune.search)
     uri = cfg.tracking.tracking_uri
     with tracked_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"}) as parent_run:
         parent = parent_run.run_id
