@@ -61,3 +61,17 @@ def test_grid_search_refuses_distributions_and_configs_validate_on_load(tmp_path
     path.write_text("tune:\n  search_space:\n    train.lr: {loguniform: [0, 1.0e-3]}\n")
     with pytest.raises(ConfigError, match=r"tune\.search_space\.train\.lr: loguniform: low"):
         load_config(path)
+
+
+def test_exponent_floats_without_a_dot_in_files_and_overrides(tmp_path: Path) -> None:
+    from ecglm.config.yaml_text import load_yaml
+
+    assert load_yaml("[1e-5, -2E3, 1.0e-5, .5e1, 3, e5, 1e, 1e-5x, '1e-3']") == \
+        [1e-5, -2000.0, 1e-5, 5.0, 3, "e5", "1e", "1e-5x", "1e-3"]  # quoted stays a string
+    cfg = load_config(Path(__file__).parents[2] / "jobs" / "configs" / "quickstart.yaml", [
+        "tune.search=random",
+        "tune.search_space={train.lr: {loguniform: [1e-5, 1e-3]}, lora.r: {choice: [8, 16]}}"])
+    assert cfg.tune.search_space["train.lr"] == {"loguniform": [1e-5, 1e-3]}
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 2e-4\n")
+    assert load_config(path).train.lr == 2e-4

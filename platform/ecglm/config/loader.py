@@ -24,6 +24,7 @@ from ecglm.config.overrides import (
 )
 from ecglm.config.schema import ConfigError, ExperimentConfig
 from ecglm.config.tiny import shrink
+from ecglm.config.yaml_text import load_yaml
 
 __all__ = ["apply_overrides", "build_section", "config_hash", "dump_yaml", "flatten",
            "from_dict", "load_config", "parse_cli_overrides", "set_dotted", "to_dict"]
@@ -39,7 +40,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), tiny: bool = Fa
         FileNotFoundError: ``path`` does not exist.
     """
     text = Path(path).read_text()
-    raw = yaml.safe_load(text) or {}
+    raw = load_yaml(text) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"<root>: {path} must hold a mapping, got {type(raw).__name__}")
     cfg = from_dict(raw)

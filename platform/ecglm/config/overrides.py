@@ -17,6 +17,7 @@ from typing import Any, Iterable, Literal, Mapping, Union
 import yaml
 
 from ecglm.config.schema import ConfigError, ExperimentConfig
+from ecglm.config.yaml_text import load_yaml
 
 _NONE_TYPE = type(None)
 
@@ -135,7 +136,7 @@ def _is_leaf_mapping(key: str) -> bool:
 def _parse_value(text: str) -> Any:
     """YAML scalar/list/dict parsing, plus ``1e-3`` as a float (YAML 1.1 reads it as a string)."""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     if isinstance(value, str):
