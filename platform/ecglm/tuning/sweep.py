@@ -24,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ecglm.checkpoint import (ARTIFACT_PATH, RAY_RUN_DIR_TAG, CheckpointFileError,
                               latest_resumable)
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides, flatten
-from ecglm.config.search_space import parse_search_space
+from ecglm.config.search_space import Dimension, parse_search_space
 from ecglm.serving.pyfunc import (REGISTERED_NAME_TAG, REGISTERED_VERSION_TAG,
                                   RETRIEVAL_RUN_ARTIFACT, ensure_model, register_run)
 from ecglm.tracking import mlflow_run
@@ -53,12 +53,13 @@ class SweepResult:
     """The winner's registered version (``tracking.register_as``), else None."""
 
 
-def _check_keys(cfg: ExperimentConfig) -> None:
+def _check_keys(cfg: ExperimentConfig) -> dict[str, Dimension]:
     known = flatten(cfg)
     for key in cfg.tune.trial_overrides:
         if key not in known or key.startswith("tune."):
             raise ConfigError(f"tune.trial_overrides.{key}: unknown or not allowed config key")
-    for key, dim in parse_search_space(cfg.tune.search_space, cfg.tune.search).items():
+    dims = parse_search_space(cfg.tune.search_space, cfg.tune.search)
+    for key, dim in dims.items():
         if key not in known or key.startswith("tune."):
             raise ConfigError(f"tune.search_space.{key}: unknown or not allowed config key")
         for v in dim.probe_values():  # every choice (both ends of a range) must be valid
@@ -67,6 +68,7 @@ def _check_keys(cfg: ExperimentConfig) -> None:
             except ConfigError as exc:
                 raise ConfigError(f"tune.search_space.{key}: value {v!r} ({dim.kind}) gives an "
                                   f"invalid config: {exc}") from exc
+    return dims
 
 
 def _trial(trial_config: dict[str, Any], prep: Prepared, keys: list[str],
@@ -112,14 +114,13 @@ def _close_stopped_trials(tracking_uri: str, table: list[dict[str, Any]]) -> Non
 
 def run_sweep(cfg: ExperimentConfig) -> SweepResult:
     """Run the sweep described by ``cfg.tune``; log the best trial to a parent MLflow run."""
-    _check_keys(cfg)
+    dims = _check_keys(cfg)  # trial_overrides never touch tune.*: the space stays the same
     if cfg.tune.trial_overrides:
         cfg = apply_overrides(cfg, cfg.tune.trial_overrides)
     prep = prepare(cfg)
     cfg = prep.cfg
     keys = list(cfg.tune.search_space)
-    space = tune_space(parse_search_space(cfg.tune.search_space, cfg.tune.search),
-                       cfg.tune.search)
+    space = tune_space(dims, cfg.tune.search)
     uri = cfg.tracking.tracking_uri
     with tracked_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"}) as parent_run:
         parent = parent_run.run_id

@@ -86,12 +86,18 @@ class KVPrefixFusion(Fusion):
         return llm(input_ids=input_ids, attention_mask=mask, position_ids=positions,
                    past_key_values=cache, labels=labels, use_cache=False)
 
+    def _prompt_on_cache(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor,
+                         mask: Tensor) -> tuple[DynamicCache, Tensor, Tensor]:
+        """The prefix cache (inference), the mask over cache + prompt ``(B, P + S)`` and the
+        prompt's positions ``(B, S)``: what generation and scoring both start from."""
+        cache = self.cache(llm, prefix, prefix_mask, training=False)
+        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
+        return cache, full_mask, position_ids_from_mask(full_mask)[:, prefix.shape[1]:]
+
     def prefill(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
                 mask: Tensor, prefix_at: Tensor | None) -> tuple[Any, Tensor, Tensor]:
         """The ECG key/value cache, then the LM over the prompt continuing it."""
-        cache = self.cache(llm, prefix, prefix_mask, training=False)
-        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
-        positions = position_ids_from_mask(full_mask)[:, prefix.shape[1]:]
+        cache, full_mask, positions = self._prompt_on_cache(llm, prefix, prefix_mask, mask)
         out = llm(input_ids=ids, attention_mask=full_mask, position_ids=positions,
                   past_key_values=cache, use_cache=True)
         return out.past_key_values, full_mask, out.logits[:, -1]
@@ -100,7 +106,5 @@ class KVPrefixFusion(Fusion):
                  mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
                  eos_id: int) -> list[list[int]]:
         """Greedy decoding over the LM, continuing the ECG key/value cache."""
-        cache = self.cache(llm, prefix, prefix_mask, training=False)
-        full_mask = torch.cat([prefix_mask.to(mask.dtype), mask], dim=1)
-        positions = position_ids_from_mask(full_mask)[:, prefix.shape[1]:]
+        cache, full_mask, positions = self._prompt_on_cache(llm, prefix, prefix_mask, mask)
         return greedy_with_cache(llm, cache, ids, full_mask, positions, steps, eos_id)
