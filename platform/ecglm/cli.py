@@ -30,6 +30,7 @@ from ecglm.config import (
     parse_cli_overrides,
 )
 from ecglm.utils.logs import log_file, quiet_output
+from ecglm.tracking.tracked import Interrupted
 
 
 def _recipe(name: str) -> ModuleType:
@@ -80,7 +81,7 @@ def _cmd_eval_expertqa(args: argparse.Namespace) -> int:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    return _print(_recipe("tune").run(_load(args)))
+    return _print(_recipe("tune").run(_load(args), resume=args.resume))
 
 
 def _cmd_shard(args: argparse.Namespace) -> int:
@@ -321,7 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     xqa.add_argument("--predictions", type=Path, required=True,
                      help="JSON/JSONL [{item_id: '<task>:<index>', turn, prediction}] or "
                           "{item_id: answer | [answer per turn]}")
-    add("tune", _cmd_tune, "Ray Tune sweep over tune.search_space")
+    tn = add("tune", _cmd_tune, "Ray Tune sweep over tune.search_space")
+    tn.add_argument("--resume", metavar="SWEEP_RUN_ID_OR_FOLDER",
+                    help="continue an interrupted sweep: its parent MLflow run id or its Tune "
+                         "folder (finished trials are kept, the others continue from their "
+                         "latest checkpoint in their own MLflow runs)")
     add("serve", _cmd_serve, "serve a checkpoint (folder, MLflow run id or "
         "models:/NAME@ALIAS) with Ray Serve until Ctrl-C").add_argument(
         "--checkpoint", required=True)
@@ -386,6 +391,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

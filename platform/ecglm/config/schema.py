@@ -458,20 +458,65 @@ class TuneConfig:
     )
     trial_overrides: dict[str, Any] = field(default_factory=dict)
     """Dotted overrides applied to every trial (e.g. fewer ``train.max_steps`` than a full run)."""
-    search: Literal["grid", "random"] = "grid"
-    """``grid``: every combination, ``num_samples`` times; ``random``: ``num_samples`` draws."""
+    search: Literal["grid", "random", "optuna"] = "grid"
+    """``grid``: every combination, ``num_samples`` times; ``random``: ``num_samples`` draws;
+    ``optuna``: ``num_samples`` trials proposed by Optuna's TPE sampler (seeded by ``seed``)
+    from the results of the trials before them."""
     num_samples: int = 1
-    metric: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
-    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: str = "task"
+    """What trials are compared on. ``task``: the task's own metric on the validation split
+    (QA exact match ``em/overall``, classify ``model/macro_auc``, reports ``model/rouge_l``),
+    evaluated on every evaluation step's checkpoint exactly as ``ecglm eval`` does and
+    reported as ``val/<key>``; another evaluation metric key of the task (``em/verify``...)
+    the same way; or ``val_loss``."""
+    mode: Optional[Literal["min", "max"]] = None
+    """None: ``max`` for the task metric, ``min`` for ``val_loss``; required for another key."""
+    eval_max_items: Optional[int] = 64
+    """Validation items each trial evaluation generates for (None: the whole split)."""
+    scheduler: Literal["asha", "fifo", "pbt"] = "asha"
+    """``asha``: stop weak trials at rungs of ``grace_period`` x 2^k evaluations; ``fifo``: run
+    every trial to the end; ``pbt``: population based training (``pbt_mutations``)."""
     grace_period: int = 1
     """ASHA: minimum reports (steps between evaluations) before a trial can stop."""
     max_concurrent_trials: int = 1
+    seed: Optional[int] = None
+    """Seed of the random and Optuna samplers (None: the experiment's ``seed``)."""
+    perturbation_interval: Optional[int] = None
+    """PBT: optimizer steps between exploit/explore decisions (None: ``train.eval_every``)."""
+    pbt_mutations: list[str] = field(default_factory=lambda: ["train.lr"])
+    """PBT: keys perturbed when a trial copies a better one (search-space keys that can change
+    while training continues from a checkpoint)."""
 
     def __post_init__(self) -> None:
         _require(self.num_samples > 0, "tune.num_samples", "must be > 0")
         _require(self.max_concurrent_trials > 0, "tune.max_concurrent_trials", "must be > 0")
-        parse_search_space(self.search_space, self.search)
+        _require(self.eval_max_items is None or self.eval_max_items > 0, "tune.eval_max_items",
+                 "must be > 0 or null")
+        _require(self.perturbation_interval is None or self.perturbation_interval > 0,
+                 "tune.perturbation_interval", "must be > 0 or null")
+        _require(self.mode is not None or self.metric in ("task", "val_loss", "train_loss"),
+                 "tune.mode", f"required (min or max) for tune.metric {self.metric!r}")
+        dims = parse_search_space(self.search_space, self.search)
+        if self.scheduler == "pbt":
+            for key in self.pbt_mutations:
+                _require(key in PBT_MUTABLE, f"tune.pbt_mutations.{key}",
+                         f"must be one of {list(PBT_MUTABLE)} (keys a running trial can change)")
+                _require(key in dims, f"tune.pbt_mutations.{key}",
+                         "must also be a tune.search_space key (PBT perturbs within it)")
+            _require(bool(self.pbt_mutations), "tune.pbt_mutations", "must not be empty")
+            _require(self.search != "optuna", "tune.search",
+                     "optuna cannot drive tune.scheduler=pbt (PBT changes configs itself)")
+
+    @property
+    def resolved_mode(self) -> str:
+        """``mode`` or its default for ``metric`` (see ``mode``)."""
+        if self.mode is not None:
+            return self.mode
+        return "max" if self.metric == "task" else "min"
+
+
+PBT_MUTABLE = ("train.lr", "train.weight_decay", "train.grad_clip")
+"""Keys PBT may change mid-training (optimizer settings; shapes stay those of the checkpoint)."""
 
 
 @dataclass

@@ -114,14 +114,20 @@ def parse_search_space(space: Mapping[str, Any], search: str = "random"
 
     Args:
         search: ``tune.search``; ``grid`` refuses continuous and integer distributions (a
-            grid has no way to enumerate them).
+            grid has no way to enumerate them), ``optuna`` refuses ``grid`` entries.
 
     Raises:
-        ConfigError: a malformed entry, or a distribution under ``search: grid``.
+        ConfigError: a malformed entry, a distribution under ``search: grid`` or a grid under
+            ``search: optuna``.
     """
     if not isinstance(space, Mapping):
         raise ConfigError(f"tune.search_space: expected a mapping of dotted keys, got {space!r}")
     dims = {str(k): parse_dimension(str(k), v) for k, v in space.items()}
+    if search == "optuna":
+        grids = [d.key for d in dims.values() if d.kind == "grid"]
+        if grids:
+            raise ConfigError(f"tune.search_space.{grids[0]}: tune.search=optuna samples every "
+                              f"key; a grid cannot be enumerated by it (use choice)")
     if search == "grid":
         sampled = [d.key for d in dims.values() if not d.discrete]
         if sampled:

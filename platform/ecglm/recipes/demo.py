@@ -54,13 +54,16 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
     sweep = run_sweep(cfg)
     for row in sweep.table:
         print(f"[demo] trial {row}")
-    print(f"[demo] best trial {sweep.best_overrides}: {cfg.tune.metric}={sweep.best_metric:.4f} "
-          f"(MLflow run {sweep.best_mlflow_run_id})")
+    print(f"[demo] best trial {sweep.best_overrides}: {sweep.metric}={sweep.best_metric:.4f} "
+          f"(MLflow run {sweep.best_mlflow_run_id}); report: {sweep.report}")
 
     _banner("4/5 register the winner + serve it (Model Registry -> Ray Serve graph)")
+    # the main run and the sweep's winner are compared on what both measured: val_loss
     winner = res.run_id
-    if (sweep.best_mlflow_run_id and res.metrics.get("val_loss") is not None
-            and sweep.best_metric < float(res.metrics["val_loss"])):
+    best_row = next((r for r in sweep.table if r["mlflow_run_id"] == sweep.best_mlflow_run_id),
+                    {})
+    if (best_row.get("val_loss") is not None and res.metrics.get("val_loss") is not None
+            and float(best_row["val_loss"]) < float(res.metrics["val_loss"])):
         winner = sweep.best_mlflow_run_id
     name = cfg.tracking.register_as or cfg.name
     alias = cfg.tracking.register_alias or "champion"

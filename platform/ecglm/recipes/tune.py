@@ -3,7 +3,7 @@ trial under a parent run)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from ecglm.config import ExperimentConfig
 from ecglm.plan.preflight import check_memory
@@ -12,12 +12,14 @@ from ecglm.train.resources import check_resources
 from ecglm.tuning.sweep import run_sweep
 
 
-def run(cfg: ExperimentConfig) -> dict[str, Any]:
-    """Run the sweep; the best trial's overrides, metric and MLflow runs."""
+def run(cfg: ExperimentConfig, resume: Optional[str] = None) -> dict[str, Any]:
+    """Run the sweep (or continue the interrupted one ``resume`` names: its parent MLflow
+    run id or Tune folder); the best trial's overrides, metric and MLflow runs."""
     with ray_lifecycle(cfg):
         check_memory(cfg)  # train.memory_check: refuse before any worker starts
         check_resources(cfg, sweep=True)  # tune.max_concurrent_trials x (workers + ingest)
-        res = run_sweep(cfg)
-    return {"best": res.best_overrides, "best_metric": res.best_metric,
+        res = run_sweep(cfg, resume=resume)
+    return {"best": res.best_overrides, "metric": res.metric, "best_metric": res.best_metric,
             "best_mlflow_run_id": res.best_mlflow_run_id,
-            "sweep_mlflow_run_id": res.parent_run_id, "trials": res.table}
+            "sweep_mlflow_run_id": res.parent_run_id, "report": res.report,
+            "trials": res.table}

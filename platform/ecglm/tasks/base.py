@@ -156,6 +156,9 @@ class Task(ABC, Generic[Row]):
     """What a row is, for messages (``"QA items"``, ``"report records"``)."""
     request_fields: ClassVar[frozenset[str]] = frozenset()
     """JSON fields a serving request may carry besides ``ecg`` and ``fs``."""
+    tune_metric: ClassVar[str]
+    """Key of :meth:`evaluate`'s metrics a sweep ranks trials on (``tune.metric: task``;
+    higher is better)."""
 
     # rows -----------------------------------------------------------------------------------
     def check_config(self, cfg: ExperimentConfig) -> None:

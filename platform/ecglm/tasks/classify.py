@@ -123,6 +123,7 @@ class ClassifyTask(Task[LabelRow]):
     """Multi-label classification as text (see the module docstring)."""
 
     name = "classify"
+    tune_metric = "model/macro_auc"
     row_type = LabelRow
     items = "classify records"
 

@@ -144,6 +144,7 @@ class QATask(Task[QARow]):
     """ECG question answering (see the module docstring)."""
 
     name = "qa"
+    tune_metric = "em/overall"
     row_type = QARow
     items = "QA items"
     request_fields = frozenset({"question", "options"})

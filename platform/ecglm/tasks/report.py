@@ -141,6 +141,7 @@ class ReportTask(Task[RecordRow]):
     """Report generation (see the module docstring)."""
 
     name = "report"
+    tune_metric = "model/rouge_l"
     row_type = RecordRow
     items = "report records"
 

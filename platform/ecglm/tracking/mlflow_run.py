@@ -58,14 +58,26 @@ def artifact_location(cfg: ExperimentConfig) -> Optional[str]:
     return folder.resolve().as_uri()
 
 
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+"""Experiment tag the MLflow UI reads to pick the page it opens on."""
+MODEL_TRAINING_KIND = "custom_model_development"
+"""That tag's value for model-training experiments: the UI opens on the runs table (without it
+MLflow 3 may infer a GenAI experiment and open on traces)."""
+
+
 def ensure_experiment(cfg: ExperimentConfig) -> str:
-    """Id of experiment ``tracking.experiment``, created at :func:`artifact_location`."""
+    """Id of experiment ``tracking.experiment``, created at :func:`artifact_location`; the
+    experiment is marked as a model-training experiment (:data:`EXPERIMENT_KIND_TAG`) when it
+    is created, and when an existing one has no kind yet."""
     client = _client(cfg.tracking.tracking_uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in exp.tags:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return exp.experiment_id
     return client.create_experiment(cfg.tracking.experiment,
-                                    artifact_location=artifact_location(cfg))
+                                    artifact_location=artifact_location(cfg),
+                                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 def param_dict(cfg: ExperimentConfig) -> dict[str, str]:
@@ -127,6 +139,11 @@ def log_dict(tracking_uri: str, run_id: str, data: Any, name: str) -> None:
     _client(tracking_uri).log_dict(run_id, data, name)
 
 
+def log_text(tracking_uri: str, run_id: str, text: str, name: str) -> None:
+    """Store ``text`` as the artifact file ``name``."""
+    _client(tracking_uri).log_text(run_id, text, name)
+
+
 def set_tags(tracking_uri: str, run_id: str, tags: Mapping[str, str]) -> None:
     client = _client(tracking_uri)
     for k, v in tags.items():
@@ -168,3 +185,26 @@ def download_artifacts(tracking_uri: str, run_id: str, path: str, dst: str | Pat
     Path(dst).mkdir(parents=True, exist_ok=True)
     local = _client(tracking_uri).download_artifacts(run_id, path, str(dst))
     return Path(local)
+
+
+def search_child_runs(tracking_uri: str, parent_run_id: str,
+                      tags: Optional[Mapping[str, str]] = None) -> list[str]:
+    """Ids of the runs whose parent is ``parent_run_id`` (in its experiment) and whose tags
+    include ``tags``, oldest first."""
+    client = _client(tracking_uri)
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    clauses = [f"tags.`mlflow.parentRunId` = '{parent_run_id}'"]
+    clauses += [f"tags.`{k}` = '{v}'" for k, v in (tags or {}).items()]
+    runs = client.search_runs([exp_id], " and ".join(clauses), max_results=10000,
+                              order_by=["attributes.start_time ASC"])
+    return [r.info.run_id for r in runs]
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every logged value of metric ``key``, step-ordered (the last
+    value logged at a step wins)."""
+    points: dict[int, tuple[int, float]] = {}
+    for m in _client(tracking_uri).get_metric_history(run_id, key):
+        if m.step not in points or m.timestamp >= points[m.step][0]:
+            points[m.step] = (m.timestamp, float(m.value))
+    return sorted((step, value) for step, (_, value) in points.items())

@@ -54,7 +54,12 @@ FAILURE_TAGS = (ERROR_TYPE_TAG, ERROR_TAG, PARTIAL_CHECKPOINT_TAG, PARTIAL_STEP_
 MAX_ERROR_CHARS = 5000
 """The error message kept in the ``ecglm.error`` tag (MLflow caps tag values)."""
 
-KILLING_EXCEPTIONS: tuple[type[BaseException], ...] = (KeyboardInterrupt,)
+class Interrupted(Exception):
+    """Work stopped on purpose and resumable (e.g. a sweep interrupted with Ctrl-C): the run
+    ends ``KILLED``; the message says how to continue."""
+
+
+KILLING_EXCEPTIONS: tuple[type[BaseException], ...] = (KeyboardInterrupt, Interrupted)
 """Exceptions that mean "stopped on purpose" (``KILLED``) rather than ``FAILED``."""
 
 

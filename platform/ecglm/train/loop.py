@@ -38,7 +38,7 @@ from ecglm.tasks.encode import train_batch
 from ecglm.tracking.system_metrics import train_worker_metrics
 from ecglm.train.strategies import backward_micro_batches, build_strategy
 from ecglm.train.worker import (BatchStream, WorkerContext, all_reduce, report, rng_state,
-                                set_rng_state, start_worker)
+                                set_base_lr, set_rng_state, start_worker)
 
 def _rows(stream: BatchStream, task: Task) -> Iterator[list[ECGRow]]:
     """Endless stream of full row batches; a new seeded local shuffle every epoch.
@@ -134,6 +134,9 @@ def restore(strategy: Any, folder: Path, worker: WorkerContext, rng: random.Rand
     step = int(state.step or 0)
     same_world = int(resume.get("world_size", -1)) == worker.world_size
     restored: dict[str, Any] = dict(strategy.restore(folder, resume, same_world))
+    # a trial PBT restarted from a better one's checkpoint with a perturbed train.lr
+    restored["lr_rescaled"] = set_base_lr(strategy.scheduler, strategy.optimizer,
+                                          worker.cfg.train.lr)
     saved = read_trainable(folder)
     now = strategy.trainable_state_dict()
     diff = max((float((now[k].detach().float().cpu() - v.float()).abs().max())
@@ -238,7 +241,7 @@ def _train(worker: WorkerContext, loop_config: Mapping[str, Any]) -> None:
     fault = loop_config.get("fault")
 
     t_start = time.perf_counter()
-    seen = 0
+    seen, tokens = 0, 0
     window_loss, window_n = 0.0, 0
     first = None
     for step in range(start.step + 1, min(stop_at, tc.max_steps) + 1):
@@ -249,13 +252,15 @@ def _train(worker: WorkerContext, loop_config: Mapping[str, Any]) -> None:
         strategy.optimizer_step()
         _maybe_fail(fault, rank, step)
         seen += sum(len(rows) for rows in micro_rows)
+        tokens += sum(int(b["attention_mask"].sum()) for b in batches)
         window_loss += step_loss
         window_n += 1
         if step % tc.log_every == 0 or step in eval_points:
-            loss_sum, n_sum, seen_all = all_reduce([window_loss, float(window_n), float(seen)])
+            loss_sum, n_sum, seen_all, tokens_all = all_reduce(
+                [window_loss, float(window_n), float(seen), float(tokens)])
             elapsed = time.perf_counter() - t_start
             metrics = {"train_loss": loss_sum / max(n_sum, 1.0), "lr": strategy.lr(),
-                       "examples_per_s": seen_all / elapsed}
+                       "examples_per_s": seen_all / elapsed, "tokens_per_s": tokens_all / elapsed}
             window_loss, window_n = 0.0, 0
             if rank == 0:
                 eta = elapsed / (step - start.step) * (tc.max_steps - step)

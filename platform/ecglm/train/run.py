@@ -65,6 +65,8 @@ class TrainResult:
     """Local copy of the best checkpoint (lowest ``val_loss``)."""
     metrics: dict[str, Any]
     prepared: Prepared
+    ray_run_dir: str = ""
+    """The Ray Train run folder (``storage_path/<name>``) holding this run's checkpoints."""
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
@@ -176,6 +178,9 @@ def run_training(
     tune_report: bool = False,
     prepared: Optional[Prepared] = None,
     stop_at_step: Optional[int] = None,
+    run_id: Optional[str] = None,
+    report_callback: Optional[Any] = None,
+    publish: Optional[bool] = None,
 ) -> TrainResult:
     """Train with Ray Train (``train.strategy``) and track the run in MLflow.
 
@@ -188,6 +193,11 @@ def run_training(
     Args:
         stop_at_step: end after this optimizer step (a resumable checkpoint is written there;
             the schedule still spans ``train.max_steps``): continue with ``resume_from``.
+        run_id: log into this existing MLflow run (reopened) rather than a new one or the
+            run that wrote ``train.resume_from`` (a sweep trial that continues).
+        report_callback: the Train run's Tune report callback (implies ``tune_report``).
+        publish: log/register the model at the end (``tracking.log_model``/``register_as``);
+            None: unless ``tune_report`` or ``report_callback`` (sweep trials skip it).
 
     Raises:
         CheckpointFileError: ``train.resume_from`` names no resumable checkpoint.
@@ -199,7 +209,10 @@ def run_training(
     datasets = {"train": split_dataset(prep, "train"), "valid": split_dataset(prep, "valid")}
     run_tags = {"ecglm.data_source": str(prep.shards.manifest.get("kind")),
                 "ecglm.task": cfg.task, "ecglm.strategy": cfg.train.strategy, **(tags or {})}
-    resumed_run = _existing_run(cfg, resume.run_id) if resume else None
+    resumed_run = run_id or (_existing_run(cfg, resume.run_id) if resume else None)
+    tune_report = tune_report or report_callback is not None
+    if publish is None:
+        publish = not tune_report
     with tracked_run(cfg, run_name or cfg.name, tags=run_tags,
                      parent_run_id=parent_run_id, run_id=resumed_run) as run:
         run_id = run.run_id
@@ -216,7 +229,7 @@ def run_training(
         spec = RunnerSpec.from_train(
             cfg.train, name,
             CheckpointScore("val_loss", "min", num_to_keep=cfg.train.keep_checkpoints),
-            tune_report=tune_report)
+            tune_report=tune_report, report_callback=report_callback)
         local = Path(cfg.output_dir) / cfg.name / run_id / "checkpoint"
         loop_config = {"config": to_dict(cfg), "mlflow_run_id": run_id,
                        "resume_from": resume.checkpoint if resume else None,
@@ -228,10 +241,10 @@ def run_training(
         # the retrieval artifact travels with the checkpoint: serving needs both
         shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
         run.log_artifacts(prep.retrieval.folder, "retrieval")
-        if not tune_report:  # sweep trials skip it: the sweep logs and registers its winner
+        if publish:  # sweep trials skip it: the sweep logs and registers its winner
             publish_model(cfg, run_id, local, prep.retrieval.folder)
         run.set_tags({"ecglm.stage": "trained", "ecglm.checkpoint": str(local)})
-    return TrainResult(run_id, local, fitted.metrics, prep)
+    return TrainResult(run_id, local, fitted.metrics, prep, ray_run_dir)
 
 
 def publish_model(cfg: ExperimentConfig, run_id: str, checkpoint_dir: Path,

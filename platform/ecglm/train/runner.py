@@ -49,6 +49,9 @@ class RunnerSpec:
     score: CheckpointScore = CheckpointScore()
     tune_report: bool = False
     """Feed reported metrics to the enclosing Ray Tune trial (``TuneReportCallback``)."""
+    report_callback: Optional[Any] = None
+    """A ``TuneReportCallback`` (subclass) to use instead of the plain one (a sweep's
+    validation metric, :mod:`ecglm.tuning.trial_metric`); implies ``tune_report``."""
     datasets_to_split: Union[Literal["all"], Sequence[str]] = "all"
     """Datasets split across workers; the others go whole to every worker."""
     placement_strategy: str = "PACK"
@@ -62,12 +65,12 @@ class RunnerSpec:
 
     @classmethod
     def from_train(cls, train: TrainConfig, name: str, score: CheckpointScore, *,
-                   tune_report: bool = False,
+                   tune_report: bool = False, report_callback: Optional[Any] = None,
                    datasets_to_split: Union[Literal["all"], Sequence[str]] = "all"
                    ) -> "RunnerSpec":
         """Scaling, storage and ``train.max_failures`` from the ``train`` section."""
         return cls(name, train.num_workers, train.use_gpu, train.cpus_per_worker,
-                   train.storage_path, score, tune_report, datasets_to_split,
+                   train.storage_path, score, tune_report, report_callback, datasets_to_split,
                    train.placement_strategy, train.max_failures, train.data_cpus)
 
 
@@ -99,7 +102,7 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=score.num_to_keep, checkpoint_score_attribute=score.attribute,
                 checkpoint_score_order=score.order),
-            callbacks=[TuneReportCallback()] if spec.tune_report else [],
+            callbacks=_callbacks(spec),
             # fail (not hang) when workers cannot be placed: 3 x 60 s start-up timeouts
             failure_config=ray.train.FailureConfig(max_failures=spec.max_failures,
                                                    controller_failure_limit=3)),
@@ -109,6 +112,14 @@ def build_trainer(loop: Callable[[dict], None], loop_config: Mapping[str, Any],
                                else list(spec.datasets_to_split)),
             execution_options=ingest_options(spec.data_cpus)),
     )
+
+
+def _callbacks(spec: RunnerSpec) -> list[Any]:
+    """The Train run's callbacks: the spec's report callback, else a plain
+    ``TuneReportCallback`` inside a Tune trial, else none."""
+    if spec.report_callback is not None:
+        return [spec.report_callback]
+    return [TuneReportCallback()] if spec.tune_report else []
 
 
 def ingest_options(data_cpus: Optional[float] = None) -> Any:

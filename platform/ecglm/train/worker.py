@@ -9,6 +9,8 @@ checkpoint it wrote; a barrier keeps ranks in step). The loops keep their own mo
 
 from __future__ import annotations
 
+import math
+
 import random
 import tempfile
 from dataclasses import dataclass
@@ -200,6 +202,24 @@ def warmup_schedule(opt: torch.optim.Optimizer, kind: ScheduleKind, warmup_steps
     at ``total_steps``."""
     make = get_linear_schedule_with_warmup if kind == "linear" else get_cosine_schedule_with_warmup
     return make(opt, warmup_steps, total_steps)
+
+
+def set_base_lr(scheduler: Any, optimizer: Any, lr: float) -> bool:
+    """Make ``lr`` the peak learning rate of a restored schedule (PBT's perturbation, or a
+    resume with another ``train.lr``): the schedule's base rates and every parameter group's
+    current rate are scaled by ``lr / base``, so the warmup/decay position is kept. Returns
+    False when the base rate already is ``lr`` (nothing changed)."""
+    base = float(scheduler.base_lrs[0])
+    if base <= 0 or math.isclose(base, lr, rel_tol=1e-9):
+        return False
+    factor = lr / base
+    scheduler.base_lrs = [b * factor for b in scheduler.base_lrs]
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * factor
+        if "initial_lr" in group:
+            group["initial_lr"] = group["initial_lr"] * factor
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    return True
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -1,25 +1,40 @@
 """``ecglm tune``: a Ray Tune sweep whose trials are Ray Train runs, each with its own MLflow run.
 
-Search-space keys are the config's dotted keys (``lora.r``, ``train.lr``). Each trial applies its
-values as overrides, runs :func:`ecglm.train.run.run_training` with a ``TuneReportCallback`` (Ray
-Train V2's way to feed Tune) and is stopped early by ASHA on ``tune.metric``.
+Search-space keys are the config's dotted keys (``lora.r``, ``train.lr``); values are lists or
+distributions (:mod:`ecglm.config.search_space`). ``tune.search`` (grid, random, Optuna TPE)
+proposes trials and ``tune.scheduler`` (ASHA, FIFO, PBT; :mod:`ecglm.tuning.algorithms`) stops
+or perturbs them; every trial is a multi-worker Ray Train run (:mod:`ecglm.tuning.trial`)
+ranked on ``tune.metric`` measured on the validation split (:mod:`ecglm.tuning.trial_metric`).
+
+MLflow: the sweep is a parent run (its config as params, ``search_space.json``, the best
+config, ``sweep.json`` and the report :mod:`ecglm.tuning.dashboard` writes); each trial is a
+nested child run with the same dotted param names and step metrics, tagged with its Tune trial
+id. A trial that used its whole budget ends FINISHED, one the scheduler stopped early KILLED
+(``ecglm.early_stopped``); the best child is tagged ``ecglm.best_trial``.
 
 Trials log no pyfunc model (it would cost every trial); after the sweep the best trial's run
 gets one (``tracking.log_model``; a winner the scheduler stopped before it logged its
-checkpoint first gets the latest checkpoint of its Ray Train folder) and, with ``tracking.register_as``, becomes a new registered
-version with alias ``tracking.register_alias``; the parent run is tagged with the registered
-name and version.
+checkpoint first gets the latest checkpoint of its Ray Train folder) and, with
+``tracking.register_as``, becomes a new registered version with alias
+``tracking.register_alias``; the parent run is tagged with the registered name and version.
+
+Interrupting a sweep (Ctrl-C, SIGUSR1) saves Tune's state, closes the running trials' runs
+KILLED (``ecglm.interrupted``) and raises :class:`SweepInterrupted`; ``ecglm tune CONFIG
+--resume <parent run id | Tune folder>`` continues it (:func:`run_sweep` ``resume``) in the
+same parent run: finished trials are not rerun and unfinished ones continue in their own runs.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import ray.train
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from ecglm.checkpoint import (ARTIFACT_PATH, RAY_RUN_DIR_TAG, CheckpointFileError,
                               latest_resumable)
@@ -29,13 +44,30 @@ from ecglm.serving.pyfunc import (REGISTERED_NAME_TAG, REGISTERED_VERSION_TAG,
                                   RETRIEVAL_RUN_ARTIFACT, ensure_model, register_run)
 from ecglm.tracking import mlflow_run
 from ecglm.tracking.registry import ResolvedVersion, has_artifact
-from ecglm.tracking.tracked import close_stopped_trial, tracked_run
+from ecglm.tracking.tracked import (FINISHED, Interrupted, close_run, close_stopped_trial,
+                                    tracked_run)
 from ecglm.train.resources import TRIAL_CPUS
-from ecglm.train.run import Prepared, prepare, run_training
+from ecglm.train.run import Prepared, prepare
+from ecglm.tuning.algorithms import make_scheduler, make_search, pbt_interval
+from ecglm.tuning.choices import trial_overrides
+from ecglm.tuning.dashboard import publish_dashboard
 from ecglm.tuning.space import tune_space
+from ecglm.tuning.trial import PREPARE_SECTIONS, TrialSettings, run_trial
+from ecglm.tuning.trial_metric import sweep_metric
 
-#: Overrides in these sections change shards or the retrieval index: the trial re-prepares.
-_PREPARE_SECTIONS = ("data.", "encoder.", "retrieval.", "targets.", "task", "seed")
+SWEEP_PATH_TAG = "ecglm.tune_path"
+"""Parent run tag: the Tune experiment folder (what ``--resume`` restores)."""
+SWEEP_INFO_FILE = "ecglm_sweep.json"
+"""In the Tune experiment folder: ``{"parent_run_id", "search_space"}`` (``--resume FOLDER``)."""
+BEST_TRIAL_TAG = "ecglm.best_trial"
+INTERRUPTED_TAG = "ecglm.interrupted"
+INTERRUPT_ENV = "ECGLM_TEST_INTERRUPT_SWEEP_AFTER"
+"""Test hook: after this many trials completed, the sweep interrupts itself (SIGUSR1, the
+signal Tune handles like Ctrl-C)."""
+
+
+class SweepInterrupted(Interrupted):
+    """The sweep stopped before every trial finished; the message names the resume command."""
 
 
 @dataclass
@@ -48,9 +80,26 @@ class SweepResult:
     parent_run_id: str
     n_trials: int
     table: list[dict[str, Any]]
-    """One row per trial: its overrides, metric and MLflow run id."""
+    """One row per trial: its overrides, metric, MLflow run id, step, status."""
     registered: Optional[ResolvedVersion] = None
     """The winner's registered version (``tracking.register_as``), else None."""
+    metric: str = ""
+    """The Tune result key trials were ranked on (``val/em/overall``, ``val_loss``)."""
+    report: str = ""
+    """Local path of ``sweep_report.html`` (also an artifact of the parent run)."""
+
+
+class InterruptAfter(tune.Callback):
+    """Test hook (:data:`INTERRUPT_ENV`): interrupt the sweep after N completed trials."""
+
+    def __init__(self) -> None:
+        self.completed = 0
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.completed += 1
+        limit = os.environ.get(INTERRUPT_ENV)
+        if limit and self.completed >= int(limit):
+            os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def _check_keys(cfg: ExperimentConfig) -> dict[str, Dimension]:
@@ -71,98 +120,181 @@ def _check_keys(cfg: ExperimentConfig) -> dict[str, Dimension]:
     return dims
 
 
-def _trial(trial_config: dict[str, Any], prep: Prepared, keys: list[str],
-           parent_run_id: str) -> None:
-    overrides = {k: trial_config[k] for k in keys}
-    cfg = apply_overrides(prep.cfg, overrides)
-    if any(k.startswith(_PREPARE_SECTIONS) for k in keys):
-        prep_t = prepare(cfg)
-    else:
-        prep_t = Prepared(cfg, prep.shards, prep.retrieval, prep.data)
-    name = "trial-" + "-".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())
-    run_training(cfg, run_name=name, parent_run_id=parent_run_id, tune_report=True,
-                 prepared=prep_t, tags={"ecglm.trial": name})
-
-
-def _trial_rows(grid: Any, keys: list[str], metric: str) -> list[dict[str, Any]]:
-    """One row per trial: its overrides, ``metric``, MLflow run id, step and iterations."""
+def _trial_rows(grid: Any, keys: tuple[str, ...], metric: str) -> list[dict[str, Any]]:
+    """One row per trial: its overrides, ``metric``, MLflow run id, step, iterations and
+    seconds (Tune's ``time_total_s``)."""
     table = []
     for res in grid:
         m = res.metrics or {}
-        table.append({**{k: res.config.get(k) for k in keys}, metric: m.get(metric),
+        table.append({**trial_overrides(res.config, keys), "val_loss": m.get("val_loss"),
+                      metric: m.get(metric),
                       "mlflow_run_id": m.get("mlflow_run_id"), "step": m.get("step"),
-                      "iterations": m.get("training_iteration"), "early_stopped": False})
+                      "iterations": m.get("training_iteration"),
+                      "time_total_s": m.get("time_total_s"), "early_stopped": False,
+                      "status": ""})
     return table
 
 
-def _close_stopped_trials(tracking_uri: str, table: list[dict[str, Any]]) -> None:
-    """Close the MLflow runs of trials the scheduler interrupted as KILLED.
+def _close_trials(tracking_uri: str, table: list[dict[str, Any]], max_steps: int) -> None:
+    """Give every trial's run its final status: FINISHED when it trained all ``max_steps``
+    steps (ASHA also "stops" a trial at its last report, and a trial stopped at a rung may
+    finish before the stop reaches it), else KILLED with ``ecglm.early_stopped`` (the
+    scheduler stopped it at a rung).
 
-    Trials that raised are in ``grid.errors`` (the sweep fails before this), so a run that is
-    not FINISHED here was interrupted by the scheduler: ASHA stops losers at a rung and every
-    trial at max_t, possibly while run_training is still finishing up. Its actor is stopped
-    inside the ``tracked_run`` block, so the run is still RUNNING or, when the stop surfaced as
-    an error inside ``trainer.fit()``, FAILED; both become KILLED with ``ecglm.early_stopped``.
+    A trial stopped by the scheduler dies with its actor inside the ``tracked_run`` block, so
+    its run is still RUNNING or, when the stop surfaced as an error inside ``trainer.fit()``,
+    FAILED. Trials that raised are in ``grid.errors`` (the sweep fails before this).
     """
     for row in table:
-        if not row["mlflow_run_id"]:
+        run_id = row["mlflow_run_id"]
+        if not run_id:
             continue
-        if mlflow_run.run_status(tracking_uri, row["mlflow_run_id"]) in ("RUNNING", "FAILED"):
-            close_stopped_trial(tracking_uri, row["mlflow_run_id"])
+        status = mlflow_run.run_status(tracking_uri, run_id)
+        logged = [step for step, _ in mlflow_run.metric_history(tracking_uri, run_id,
+                                                                 "val_loss")]
+        if max([int(row["step"] or 0), *logged]) >= max_steps:  # its whole budget
+            if status != FINISHED:
+                close_run(tracking_uri, run_id, FINISHED)
+        elif status in ("RUNNING", "FAILED"):
+            close_stopped_trial(tracking_uri, run_id)
             row["early_stopped"] = True
+        else:
+            row["early_stopped"] = status == "KILLED"
+        row["status"] = mlflow_run.run_status(tracking_uri, run_id)
 
 
-def run_sweep(cfg: ExperimentConfig) -> SweepResult:
-    """Run the sweep described by ``cfg.tune``; log the best trial to a parent MLflow run."""
+def _close_interrupted(tracking_uri: str, parent_run_id: str) -> int:
+    """Close the still-running child runs of an interrupted sweep KILLED (``ecglm.interrupted``;
+    a resumed sweep reopens them). Returns how many."""
+    n = 0
+    for run_id in mlflow_run.search_child_runs(tracking_uri, parent_run_id):
+        if mlflow_run.run_status(tracking_uri, run_id) == "RUNNING":
+            close_run(tracking_uri, run_id, "KILLED", {INTERRUPTED_TAG: "true"})
+            n += 1
+    return n
+
+
+def resolve_sweep(cfg: ExperimentConfig, ref: str) -> tuple[str, str]:
+    """``(parent run id, Tune folder)`` of the sweep ``ref`` names: a parent run id (tag
+    :data:`SWEEP_PATH_TAG`) or the Tune folder (:data:`SWEEP_INFO_FILE`).
+
+    Raises:
+        ConfigError: ``ref`` names no resumable sweep, or the config's search space differs
+            from the one the sweep started with.
+    """
+    folder = Path(ref)
+    if folder.is_dir():
+        info_path = folder / SWEEP_INFO_FILE
+        if not info_path.exists():
+            raise ConfigError(f"--resume {ref}: no {SWEEP_INFO_FILE} in that folder (not an "
+                              "ecglm sweep)")
+        info = json.loads(info_path.read_text())
+        parent, path = str(info["parent_run_id"]), str(folder.resolve())
+    else:
+        from mlflow.exceptions import MlflowException  # deferred on purpose (see mlflow_run)
+
+        try:
+            path = mlflow_run.run_tags(cfg.tracking.tracking_uri, ref).get(SWEEP_PATH_TAG, "")
+        except MlflowException as exc:
+            raise ConfigError(f"--resume {ref}: neither a folder nor a run of "
+                              f"{cfg.tracking.tracking_uri} ({exc})") from exc
+        if not path:
+            raise ConfigError(f"--resume {ref}: that run is not a sweep (no {SWEEP_PATH_TAG})")
+        parent = ref
+        info = json.loads((Path(path) / SWEEP_INFO_FILE).read_text())
+    if not tune.Tuner.can_restore(path):
+        raise ConfigError(f"--resume {ref}: {path} holds no Tune experiment state")
+    if info.get("search_space") != cfg.tune.search_space:
+        raise ConfigError(f"tune.search_space: differs from the one sweep {parent} started with "
+                          f"({info.get('search_space')}); resume with the same config")
+    return parent, path
+
+
+def run_sweep(cfg: ExperimentConfig, resume: Optional[str] = None) -> SweepResult:
+    """Run the sweep described by ``cfg.tune`` (or continue the interrupted sweep ``resume``
+    names); log the trials and the best one to a parent MLflow run.
+
+    Raises:
+        SweepInterrupted: stopped (Ctrl-C) before every trial finished.
+    """
     dims = _check_keys(cfg)  # trial_overrides never touch tune.*: the space stays the same
     if cfg.tune.trial_overrides:
         cfg = apply_overrides(cfg, cfg.tune.trial_overrides)
+    resumed = resolve_sweep(cfg, resume) if resume else None
     prep = prepare(cfg)
     cfg = prep.cfg
-    keys = list(cfg.tune.search_space)
+    metric = sweep_metric(cfg)
+    keys = tuple(cfg.tune.search_space)
     space = tune_space(dims, cfg.tune.search)
     uri = cfg.tracking.tracking_uri
-    with tracked_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"}) as parent_run:
+    with tracked_run(cfg, f"{cfg.name}-sweep", tags={"ecglm.kind": "sweep"},
+                     run_id=resumed[0] if resumed else None) as parent_run:
         parent = parent_run.run_id
-        n_reports = (max(1, cfg.train.max_steps // cfg.train.eval_every)
-                     if cfg.train.eval_every else 1)
-        scheduler = (
-            ASHAScheduler(time_attr="training_iteration", max_t=n_reports,
-                          grace_period=min(cfg.tune.grace_period, n_reports), reduction_factor=2)
-            if cfg.tune.scheduler == "asha" else FIFOScheduler()
-        )
-        tuner = tune.Tuner(
-            tune.with_resources(
-                tune.with_parameters(_trial, prep=prep, keys=keys, parent_run_id=parent),
-                {"CPU": TRIAL_CPUS},
-            ),
-            param_space=space,
-            tune_config=tune.TuneConfig(metric=cfg.tune.metric, mode=cfg.tune.mode,
-                                        scheduler=scheduler, num_samples=cfg.tune.num_samples,
-                                        max_concurrent_trials=cfg.tune.max_concurrent_trials),
-            run_config=tune.RunConfig(name=f"{cfg.name}-sweep-{parent[:8]}",
-                                      storage_path=cfg.train.storage_path),
-        )
+        settings = TrialSettings(keys, parent, metric,
+                                 pbt_interval(cfg) if cfg.tune.scheduler == "pbt" else None)
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, prep=prep, settings=settings), {"CPU": TRIAL_CPUS})
+        if resumed:
+            tuner = tune.Tuner.restore(resumed[1], trainable, resume_unfinished=True,
+                                       resume_errored=True, param_space=space)
+        else:
+            tuner = _new_tuner(cfg, dims, trainable, space, parent_run, metric.name,
+                               metric.mode)
         grid = tuner.fit()
+        if grid.num_terminated + grid.num_errors < len(grid):
+            killed = _close_interrupted(uri, parent)
+            raise SweepInterrupted(
+                f"sweep {parent}: {grid.num_terminated} of {len(grid)} trials finished, "
+                f"{killed} interrupted; continue with: ecglm tune <config> --resume {parent}")
         if grid.errors:
             raise RuntimeError(f"{len(grid.errors)} trial(s) failed: {grid.errors[0]}")
-        best = grid.get_best_result(metric=cfg.tune.metric, mode=cfg.tune.mode)
-        table = _trial_rows(grid, keys, cfg.tune.metric)
-        _close_stopped_trials(uri, table)
-        best_over = {k: best.config[k] for k in keys}
-        best_metric = float(best.metrics[cfg.tune.metric])
+        best = grid.get_best_result(metric=metric.name, mode=metric.mode)
+        table = _trial_rows(grid, keys, metric.name)
+        _close_trials(uri, table, cfg.train.max_steps)
+        best_over = trial_overrides(best.config, keys)
+        best_metric = float(best.metrics[metric.name])
         best_run = str(best.metrics.get("mlflow_run_id", ""))
-        parent_run.log_metrics({f"best_{cfg.tune.metric}": best_metric})
-        parent_run.log_dict({"best": best_over, "best_run_id": best_run, "trials": table},
-                            "sweep.json")
+        parent_run.log_metrics({f"best_{metric.name}": best_metric})
+        parent_run.log_dict({"metric": metric.name, "mode": metric.mode, "best": best_over,
+                             "best_run_id": best_run, "trials": table}, "sweep.json")
         parent_run.set_tags({"ecglm.best_run_id": best_run})
+        if best_run:
+            mlflow_run.set_tags(uri, best_run, {BEST_TRIAL_TAG: "true"})
+        report = publish_dashboard(cfg, parent_run, table, metric, best_run, best_over)
         if best_run and (cfg.tracking.log_model or cfg.tracking.register_as):
             _complete_winner(prep, best_run, best_over)
         registered = _publish_winner(cfg, best_run)
         if registered is not None:
             parent_run.set_tags({REGISTERED_NAME_TAG: registered.name,
                                  REGISTERED_VERSION_TAG: registered.version})
-    return SweepResult(best_over, best_metric, best_run, parent, len(table), table, registered)
+    return SweepResult(best_over, best_metric, best_run, parent, len(table), table, registered,
+                       metric.name, str(report))
+
+
+def _new_tuner(cfg: ExperimentConfig, dims: dict[str, Dimension], trainable: Any,
+               space: dict[str, Any], parent_run: Any, metric: str, mode: str) -> tune.Tuner:
+    """A fresh ``Tuner``; its folder gets :data:`SWEEP_INFO_FILE` and the parent run the
+    search space and :data:`SWEEP_PATH_TAG`."""
+    parent = parent_run.run_id
+    name = f"{cfg.name}-sweep-{parent[:8]}"
+    path = f"{str(cfg.train.storage_path).rstrip('/')}/{name}"
+    Path(path).mkdir(parents=True, exist_ok=True)
+    (Path(path) / SWEEP_INFO_FILE).write_text(json.dumps(
+        {"parent_run_id": parent, "search_space": cfg.tune.search_space}))
+    parent_run.set_tags({SWEEP_PATH_TAG: path})
+    parent_run.log_dict({"search_space": cfg.tune.search_space, "search": cfg.tune.search,
+                         "scheduler": cfg.tune.scheduler, "metric": metric, "mode": mode,
+                         "num_samples": cfg.tune.num_samples,
+                         "trial_overrides": cfg.tune.trial_overrides}, "search_space.json")
+    return tune.Tuner(
+        trainable, param_space=space,
+        tune_config=tune.TuneConfig(metric=metric, mode=mode,
+                                    search_alg=make_search(cfg, metric, mode),
+                                    scheduler=make_scheduler(cfg, dims),
+                                    num_samples=cfg.tune.num_samples,
+                                    max_concurrent_trials=cfg.tune.max_concurrent_trials),
+        run_config=tune.RunConfig(name=name, storage_path=cfg.train.storage_path,
+                                  callbacks=[InterruptAfter()]))
 
 
 def _complete_winner(prep: Prepared, run_id: str, overrides: dict[str, Any]) -> None:
@@ -189,7 +321,7 @@ def _complete_winner(prep: Prepared, run_id: str, overrides: dict[str, Any]) -> 
     if not has_artifact(uri, run_id, RETRIEVAL_RUN_ARTIFACT):
         keys = list(overrides)
         prep_w = (prepare(apply_overrides(cfg, overrides))
-                  if any(k.startswith(_PREPARE_SECTIONS) for k in keys) else prep)
+                  if any(k.startswith(PREPARE_SECTIONS) for k in keys) else prep)
         mlflow_run.log_artifacts(uri, run_id, prep_w.retrieval.folder, RETRIEVAL_RUN_ARTIFACT)
 
 
