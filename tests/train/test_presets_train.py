@@ -41,3 +41,7 @@ def test_preset_trains_and_evaluates_tiny(ray_session, tiny_root: Path, capsys,
     run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["ecglm.task"]
     assert any(k.startswith("eval/") for k in run.data.metrics)
+    # the training run's report carries its throughput and cost
+    assert run.data.metrics["cost/worker_hours"] > 0 and run.data.metrics["tokens_per_s"] > 0
+    report = Path(result["eval"]["report"]).read_text()
+    assert "Throughput and cost" in report and "worker-hours" in report

@@ -89,7 +89,7 @@ def test_schedulers_count_optimizer_steps() -> None:
     dims = parse_search_space(cfg.tune.search_space, cfg.tune.search)
     asha = make_scheduler(cfg, dims)
     assert isinstance(asha, ASHAScheduler)
-    assert asha._time_attr == "step" and asha._max_t == 40
+    assert asha._time_attr == "step" and asha._max_t == 41  # the last step ends on its own
     assert min(m for m, _ in asha._brackets[0]._rungs) == 20  # grace: 2 evaluations
     space = {"train.lr": {"loguniform": [1e-4, 1e-2]}}
     pbt_cfg = apply_overrides(cfg, {"tune.scheduler": "pbt", "tune.search": "random",
@@ -138,3 +138,15 @@ def test_experiments_open_on_runs(tmp_path: Path) -> None:
     assert mlflow_run.ensure_experiment(cfg) == exp_id
     assert client.get_experiment(exp_id).tags[mlflow_run.EXPERIMENT_KIND_TAG] == \
         "custom_model_development"
+
+
+def test_expected_trials_counts_grid_combinations() -> None:
+    from ecglm.tuning.sweep import expected_trials
+
+    space = {"lora.r": [2, 4, 8], "lora.alpha": {"grid": [8, 16]},
+             "train.lr": {"loguniform": [1e-4, 1e-2]}}
+    cfg = _cfg(**{"tune.search": "random", "tune.num_samples": 5, "tune.search_space": space})
+    assert expected_trials(cfg, parse_search_space(space, "random")) == 10  # 5 x alpha grid
+    grid = {"lora.r": [2, 4, 8], "lora.alpha": {"grid": [8, 16]}}
+    cfg = _cfg(**{"tune.search": "grid", "tune.num_samples": 2, "tune.search_space": grid})
+    assert expected_trials(cfg, parse_search_space(grid, "grid")) == 12

@@ -14,11 +14,12 @@ and tags the run ``ecglm.stage=evaluated``.
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import matplotlib
 
@@ -94,10 +95,23 @@ def render_figures(outcome: EvalOutcome) -> EvalOutcome:
     return replace(outcome, figures=png)
 
 
+def add_sections(html_text: str, sections: Sequence[tuple[str, str]]) -> str:
+    """``html_text`` with ``(heading, html fragment)`` sections added at the end of its body."""
+    if not sections:
+        return html_text
+    extra = "".join(f"<h2>{html.escape(heading)}</h2>\n{fragment}\n"
+                    for heading, fragment in sections)
+    at = html_text.rfind("</body>")
+    return html_text + extra if at < 0 else html_text[:at] + extra + html_text[at:]
+
+
 def write_evaluation(outcome: EvalOutcome, out_dir: Path, *, split: str, checkpoint: str,
                      checkpoint_step: Optional[int], run_id: Optional[str],
-                     tracking_uri: str) -> EvalResult:
-    """Write ``outcome`` to ``out_dir`` and log it to ``run_id`` (see the module docstring)."""
+                     tracking_uri: str,
+                     extra_sections: Sequence[tuple[str, str]] = ()) -> EvalResult:
+    """Write ``outcome`` to ``out_dir`` and log it to ``run_id`` (see the module docstring);
+    ``extra_sections`` (``(heading, html)``, e.g. the training run's throughput and cost) are
+    added to ``report.html``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {"split": split, "metrics": outcome.metrics, "checkpoint": checkpoint,
                "checkpoint_step": checkpoint_step, "mlflow_run_id": run_id, **outcome.summary}
@@ -112,7 +126,8 @@ def write_evaluation(outcome: EvalOutcome, out_dir: Path, *, split: str, checkpo
         fig.savefig(out_dir / name, dpi=FIGURE_DPI)
         plt.close(fig)
     if outcome.report_html is not None:
-        (out_dir / "report.html").write_text(outcome.report_html, encoding="utf-8")
+        (out_dir / "report.html").write_text(add_sections(outcome.report_html, extra_sections),
+                                             encoding="utf-8")
     if run_id:
         mlflow_run.log_metrics(tracking_uri, run_id,
                                {f"eval/{k}": v for k, v in outcome.metrics.items()})

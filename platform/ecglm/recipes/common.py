@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import ray
 
@@ -30,7 +30,8 @@ def ray_lifecycle(cfg: ExperimentConfig) -> Iterator[None]:
 
 
 def evaluate_prepared(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str],
-                      out_dir: Optional[Path] = None) -> dict[str, Any]:
+                      out_dir: Optional[Path] = None,
+                      extra_sections: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
     """Evaluate ``checkpoint_dir`` on ``evaluation.split`` with the run's task, write the
     files next to the checkpoint (``../eval``) and log them to ``run_id``.
 
@@ -50,7 +51,8 @@ def evaluate_prepared(prep: Prepared, checkpoint_dir: Path, run_id: Optional[str
     result = write_evaluation(done.outcome, out_dir or checkpoint_dir.parent / "eval",
                               split=cfg.evaluation.split, checkpoint=str(checkpoint_dir),
                               checkpoint_step=done.checkpoint_step, run_id=run_id,
-                              tracking_uri=cfg.tracking.tracking_uri)
+                              tracking_uri=cfg.tracking.tracking_uri,
+                              extra_sections=extra_sections)
     report = result.report_path
     return {"metrics": result.metrics, "summary": str(result.summary_path),
             **{sec.key: sec.summary for sec in done.sections},

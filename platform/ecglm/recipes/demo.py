@@ -48,7 +48,8 @@ def _run(cfg: ExperimentConfig) -> dict[str, Any]:
 
     _banner("2/5 train (Ray Train, " + cfg.train.strategy + ") + evaluate")
     res = run_training(cfg, prepared=prep, run_name=f"{cfg.name}-demo")
-    ev = evaluate_prepared(prep, res.checkpoint_dir, res.run_id)
+    ev = evaluate_prepared(prep, res.checkpoint_dir, res.run_id,
+                           extra_sections=[res.cost.section()] if res.cost else [])
 
     _banner("3/5 sweep (Ray Tune + ASHA, one MLflow run per trial)")
     sweep = run_sweep(cfg)

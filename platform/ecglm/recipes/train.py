@@ -28,5 +28,7 @@ def run(cfg: ExperimentConfig, evaluate: bool = True) -> dict[str, Any]:
             "tracking_uri": res.prepared.cfg.tracking.tracking_uri,
         }
         if evaluate:
-            out["eval"] = evaluate_prepared(res.prepared, res.checkpoint_dir, res.run_id)
+            out["eval"] = evaluate_prepared(res.prepared, res.checkpoint_dir, res.run_id,
+                                            extra_sections=[res.cost.section()] if res.cost
+                                            else [])
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from ecglm.tracking.tracked import tracked_run
 from ecglm.train.failure import partial_checkpoint_on_failure
 from ecglm.train.loop import train_loop_per_worker
 from ecglm.train.runner import CheckpointScore, RunnerSpec, fit_workers
+from ecglm.tuning.report import cost_section_html
 
 
 @dataclass
@@ -56,6 +58,48 @@ class Prepared:
         return get_task(self.cfg.task)
 
 
+@dataclass(frozen=True)
+class TrainCost:
+    """What a training run cost and how fast it went (the report's "Throughput and cost")."""
+
+    wall_s: float
+    """Seconds the Ray Train run took (workers started to last checkpoint)."""
+    num_workers: int
+    steps: int
+    """Optimizer steps run by this attempt."""
+    examples_per_s: Optional[float]
+    tokens_per_s: Optional[float]
+    """Input tokens (attention mask) per second over all workers, as rank 0 last logged it."""
+    device: str
+
+    @property
+    def worker_hours(self) -> float:
+        return self.num_workers * self.wall_s / 3600.0
+
+    def section(self) -> tuple[str, str]:
+        """``(heading, html)`` of the report section (:func:`ecglm.tuning.report.
+        cost_section_html`)."""
+        return cost_section_html(wall_s=self.wall_s, num_workers=self.num_workers,
+                                 worker_hours=self.worker_hours,
+                                 examples_per_s=self.examples_per_s,
+                                 tokens_per_s=self.tokens_per_s, steps=self.steps,
+                                 device=self.device)
+
+
+def _cost(cfg: ExperimentConfig, run_id: str, wall_s: float, metrics: Mapping[str, Any],
+          start_step: int) -> TrainCost:
+    """The run's :class:`TrainCost` from its last reported step and logged throughput."""
+    uri = cfg.tracking.tracking_uri
+
+    def last(key: str) -> Optional[float]:
+        points = mlflow_run.metric_history(uri, run_id, key)
+        return points[-1][1] if points else None
+
+    steps = int(metrics.get("step") or start_step) - start_step
+    return TrainCost(wall_s, cfg.train.num_workers, steps, last("examples_per_s"),
+                     last("tokens_per_s"), "cuda" if cfg.train.use_gpu else "cpu")
+
+
 @dataclass
 class TrainResult:
     """Outcome of :func:`run_training`."""
@@ -67,6 +111,7 @@ class TrainResult:
     prepared: Prepared
     ray_run_dir: str = ""
     """The Ray Train run folder (``storage_path/<name>``) holding this run's checkpoints."""
+    cost: Optional[TrainCost] = None
 
 
 def prepare(cfg: ExperimentConfig) -> Prepared:
@@ -235,16 +280,20 @@ def run_training(
                        "resume_from": resume.checkpoint if resume else None,
                        "stop_at_step": stop_at_step, "fault": fault_from_env()}
         # on failure: tag and print the latest resumable checkpoint (ecglm.train.failure)
+        t0 = time.perf_counter()
         with partial_checkpoint_on_failure(run, ray_run_dir):
             fitted = fit_workers(train_loop_per_worker, loop_config, datasets, spec,
                                  local, run, ARTIFACT_PATH)
+        cost = _cost(cfg, run_id, time.perf_counter() - t0, fitted.metrics,
+                     resume.step if resume else 0)
+        run.log_metrics({"cost/wall_s": cost.wall_s, "cost/worker_hours": cost.worker_hours})
         # the retrieval artifact travels with the checkpoint: serving needs both
         shutil.copytree(prep.retrieval.folder, local.parent / "retrieval", dirs_exist_ok=True)
         run.log_artifacts(prep.retrieval.folder, "retrieval")
         if publish:  # sweep trials skip it: the sweep logs and registers its winner
             publish_model(cfg, run_id, local, prep.retrieval.folder)
         run.set_tags({"ecglm.stage": "trained", "ecglm.checkpoint": str(local)})
-    return TrainResult(run_id, local, fitted.metrics, prep, ray_run_dir)
+    return TrainResult(run_id, local, fitted.metrics, prep, ray_run_dir, cost)
 
 
 def publish_model(cfg: ExperimentConfig, run_id: str, checkpoint_dir: Path,

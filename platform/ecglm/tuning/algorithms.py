@@ -39,7 +39,9 @@ def make_scheduler(cfg: ExperimentConfig, dims: Mapping[str, Dimension]) -> Any:
     tc = cfg.tune
     if tc.scheduler == "asha":
         every = eval_interval(cfg)
-        return ASHAScheduler(time_attr=TIME_ATTR, max_t=cfg.train.max_steps,
+        # max_t one past the last step: a trial that reaches it ends on its own (its run
+        # closes FINISHED with its artifacts) instead of being stopped at its last report
+        return ASHAScheduler(time_attr=TIME_ATTR, max_t=cfg.train.max_steps + 1,
                              grace_period=min(tc.grace_period * every, cfg.train.max_steps),
                              reduction_factor=2)
     if tc.scheduler == "pbt":

@@ -121,8 +121,9 @@ def _check_keys(cfg: ExperimentConfig) -> dict[str, Dimension]:
 
 
 def _trial_rows(grid: Any, keys: tuple[str, ...], metric: str) -> list[dict[str, Any]]:
-    """One row per trial: its overrides, ``metric``, MLflow run id, step, iterations and
-    seconds (Tune's ``time_total_s``)."""
+    """One row per trial: its overrides, ``metric``, MLflow run id, step, iterations, seconds
+    (Tune's ``time_total_s``) and ``done`` (the trial finished or its scheduler stopped it;
+    False: interrupted)."""
     table = []
     for res in grid:
         m = res.metrics or {}
@@ -130,8 +131,8 @@ def _trial_rows(grid: Any, keys: tuple[str, ...], metric: str) -> list[dict[str,
                       metric: m.get(metric),
                       "mlflow_run_id": m.get("mlflow_run_id"), "step": m.get("step"),
                       "iterations": m.get("training_iteration"),
-                      "time_total_s": m.get("time_total_s"), "early_stopped": False,
-                      "status": ""})
+                      "time_total_s": m.get("time_total_s"), "done": bool(m.get("done")),
+                      "early_stopped": False, "status": ""})
     return table
 
 
@@ -163,14 +164,23 @@ def _close_trials(tracking_uri: str, table: list[dict[str, Any]], max_steps: int
         row["status"] = mlflow_run.run_status(tracking_uri, run_id)
 
 
-def _close_interrupted(tracking_uri: str, parent_run_id: str) -> int:
+def _close_interrupted(tracking_uri: str, parent_run_id: str, done: set[str]) -> int:
     """Close the still-running child runs of an interrupted sweep KILLED (``ecglm.interrupted``;
-    a resumed sweep reopens them). Returns how many."""
+    a resumed sweep reopens them), except those of the trials in ``done``. Returns how many."""
     n = 0
     for run_id in mlflow_run.search_child_runs(tracking_uri, parent_run_id):
-        if mlflow_run.run_status(tracking_uri, run_id) == "RUNNING":
+        if run_id not in done and mlflow_run.run_status(tracking_uri, run_id) == "RUNNING":
             close_run(tracking_uri, run_id, "KILLED", {INTERRUPTED_TAG: "true"})
             n += 1
+    return n
+
+
+def expected_trials(cfg: ExperimentConfig, dims: dict[str, Dimension]) -> int:
+    """Trials a complete sweep has: ``num_samples`` times the grid's combinations."""
+    n = cfg.tune.num_samples
+    for dim in dims.values():
+        if dim.kind == "grid" or (dim.kind == "choice" and cfg.tune.search == "grid"):
+            n *= len(dim.values)
     return n
 
 
@@ -241,16 +251,18 @@ def run_sweep(cfg: ExperimentConfig, resume: Optional[str] = None) -> SweepResul
             tuner = _new_tuner(cfg, dims, trainable, space, parent_run, metric.name,
                                metric.mode)
         grid = tuner.fit()
-        if grid.num_terminated + grid.num_errors < len(grid):
-            killed = _close_interrupted(uri, parent)
+        table = _trial_rows(grid, keys, metric.name)
+        done = [row for row in table if row["done"]]
+        _close_trials(uri, done, cfg.train.max_steps)
+        expected = max(len(grid), expected_trials(cfg, dims))
+        if len(done) + grid.num_errors < expected:
+            killed = _close_interrupted(uri, parent, {row["mlflow_run_id"] for row in done})
             raise SweepInterrupted(
-                f"sweep {parent}: {grid.num_terminated} of {len(grid)} trials finished, "
-                f"{killed} interrupted; continue with: ecglm tune <config> --resume {parent}")
+                f"sweep {parent}: {len(done)} of {expected} trials finished, {killed} "
+                f"interrupted; continue with: ecglm tune <config> --resume {parent}")
         if grid.errors:
             raise RuntimeError(f"{len(grid.errors)} trial(s) failed: {grid.errors[0]}")
         best = grid.get_best_result(metric=metric.name, mode=metric.mode)
-        table = _trial_rows(grid, keys, metric.name)
-        _close_trials(uri, table, cfg.train.max_steps)
         best_over = trial_overrides(best.config, keys)
         best_metric = float(best.metrics[metric.name])
         best_run = str(best.metrics.get("mlflow_run_id", ""))
