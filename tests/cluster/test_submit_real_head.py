@@ -73,7 +73,7 @@ def train_job(cluster: Cluster) -> tuple[subprocess.CompletedProcess[str], str]:
     shutil.copy(REPO / "jobs/configs/tiny.yaml", outside)
     t0 = time.monotonic()
     res = ecglm("submit", "train", str(outside), "--follow", *_common(cluster),
-                "train.max_steps=2", "train.eval_every=1")
+                "train.max_steps=2", "train.eval_every=2", "tune.search_space={lora.r: [2]}")
     print(f"\n[train job] {time.monotonic() - t0:.0f} s")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return res, _job_id(res.stdout)
@@ -129,12 +129,12 @@ def test_mlflow_run_read_back_over_http(cluster: Cluster, train_job, tmp_path: P
 def test_tune_job_succeeds(cluster: Cluster, train_job) -> None:
     t0 = time.monotonic()
     res = ecglm("submit", "tune", "jobs/configs/tiny.yaml", "--follow", *_common(cluster),
-                "train.max_steps=2", "train.eval_every=1")
+                "train.max_steps=2", "train.eval_every=2", "tune.search_space={lora.r: [2]}")
     print(f"\n[tune job] {time.monotonic() - t0:.0f} s")
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     job_id = _job_id(res.stdout)
     assert job_id.startswith("ecglm-tune-tiny-") and f"job {job_id} SUCCEEDED" in res.stdout
-    assert '"best"' in res.stdout
+    assert '"best"' in res.stdout and '"metric": "val/em/overall"' in res.stdout
 
 
 def test_failing_job_exits_nonzero_with_its_error(cluster: Cluster, train_job) -> None:

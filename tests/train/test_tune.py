@@ -124,27 +124,40 @@ def test_sweep_interrupted_resumed_and_readable_in_mlflow(ray_session, tiny_root
 
 
 @pytest.mark.timeout(600)
-def test_pbt_trials_train_in_resumed_segments(ray_session, tiny_root: Path) -> None:
-    cfg = tiny_config(tiny_root, "train.max_steps=4", "train.eval_every=2",
-                      "tracking.experiment=tiny-pbt", "tune.scheduler=pbt",
-                      "tune.search=random", "tune.num_samples=2",
-                      "tune.search_space={train.lr: {loguniform: [1.0e-4, 1.0e-2]}}")
+def test_pbt_exploits_a_better_trial_and_perturbs_its_learning_rate(ray_session,
+                                                                    tiny_root: Path) -> None:
+    """Two trials at once (one worker each), 6 steps in segments of 2: the trial with the
+    useless learning rate copies the better trial's checkpoint (an exact resume in its own
+    run) and trains on with a perturbed rate."""
+    cfg = tiny_config(tiny_root, "train.max_steps=6", "train.eval_every=2",
+                      "train.num_workers=1", "tracking.experiment=tiny-pbt",
+                      "tune.scheduler=pbt", "tune.search=random", "tune.num_samples=2",
+                      "tune.max_concurrent_trials=2", "tune.metric=val_loss",
+                      "tune.perturbation_interval=2", "tune.seed=3",
+                      "tune.search_space={train.lr: {loguniform: [1.0e-6, 3.0e-2]}}")
     res = run_sweep(cfg)
     assert res.n_trials == 2
     client = MlflowClient(cfg.tracking.tracking_uri)
-    for row in res.table:
-        assert row["step"] == 4 and row["status"] == "FINISHED"
-        child = client.get_run(row["mlflow_run_id"])
-        history = client.get_metric_history(child.info.run_id, res.metric)
-        assert {m.step for m in history} >= {2, 4}
-        # the second segment continued the first one's checkpoint in the same run
-        assert child.data.tags["ecglm.resumed_from_step"] in ("2", "4")
     path = Path(client.get_run(res.parent_run_id).data.tags[SWEEP_PATH_TAG])
-    pointers = list(path.rglob(POINTER_FILE))
-    assert len(pointers) >= 2
-    for p in pointers:
-        info = json.loads(p.read_text())
-        assert Path(info["checkpoint"]).is_dir() and info["step"] in (2, 4)
+    for row in res.table:
+        assert row["step"] == 6 and row["status"] == "FINISHED", row
+        history = client.get_metric_history(row["mlflow_run_id"], "val_loss")
+        assert {m.step for m in history} >= {2}
+    pointers = [json.loads(p.read_text()) for p in path.rglob(POINTER_FILE)]
+    assert pointers and all(Path(p["checkpoint"]).is_dir() for p in pointers)
+    # PBT writes pbt_policy_<target trial id>.txt for each trial that copied another
+    policy = list(path.glob("pbt_policy_*.txt"))
+    assert policy and (path / "pbt_global.txt").exists(), "no trial exploited the other"
+    exploited = {f.stem.removeprefix("pbt_policy_") for f in policy}
+    runs = {c.data.tags[TRIAL_ID_TAG]: c for c in _children(
+        client, client.get_run(res.parent_run_id))}
+    assert len(runs) == 2  # one run per trial, exploits included
+    for trial_id in exploited:
+        run = runs[trial_id]
+        # it continued another trial's checkpoint in its own run, with a new peak lr
+        assert int(run.data.tags["ecglm.resumed_from_step"]) in (2, 4)
+        lr_changes = client.get_metric_history(run.info.run_id, "resume/lr_rescaled")
+        assert any(m.value == 1.0 for m in lr_changes), lr_changes
 
 
 def test_search_space_keys_are_checked(tiny_root: Path) -> None:

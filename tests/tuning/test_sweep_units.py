@@ -11,6 +11,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from ray.tune.schedulers import ASHAScheduler, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from ecglm.config import ConfigError, ExperimentConfig, apply_overrides
@@ -98,7 +99,8 @@ def test_schedulers_count_optimizer_steps() -> None:
     assert isinstance(pbt, PopulationBasedTraining)
     assert pbt._perturbation_interval == 10 == pbt_interval(pbt_cfg)
     assert set(pbt._hyperparam_mutations) == {"train.lr"}
-    assert make_search(cfg, "val/em/overall", "max") is None
+    variants = make_search(cfg, "val/em/overall", "max")
+    assert isinstance(variants, BasicVariantGenerator) and variants.max_concurrent == 1
     optuna_cfg = apply_overrides(cfg, {"tune.search": "optuna", "tune.seed": 7})
     search = make_search(optuna_cfg, "val/em/overall", "max")
     assert isinstance(search, OptunaSearch) and search._seed == 7

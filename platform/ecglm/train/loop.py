@@ -163,7 +163,8 @@ def _log_start(worker: WorkerContext, start: Start, where: str) -> None:
     r = start.restored
     metrics = {"resume/optimizer_restored": float(r["optimizer"]),
                "resume/rng_restored": float(r["rng"]), "resume/data_restored": float(r["data"]),
-               "resume/weights_max_abs_diff": r["weights_max_abs_diff"]}
+               "resume/weights_max_abs_diff": r["weights_max_abs_diff"],
+               "resume/lr_rescaled": float(r.get("lr_rescaled", False))}
     tags = {"ecglm.resumed_from": where, "ecglm.resumed_from_step": str(start.step)}
     if r["from"] == "restart":
         metrics["restarts"] = float(start.restarts)

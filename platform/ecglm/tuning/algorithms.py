@@ -12,9 +12,10 @@ continued after ``ecglm tune --resume`` keeps its step count.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+from ray.tune.search import BasicVariantGenerator
 
 from ecglm.config import ExperimentConfig
 from ecglm.config.search_space import Dimension
@@ -53,12 +54,14 @@ def make_scheduler(cfg: ExperimentConfig, dims: Mapping[str, Dimension]) -> Any:
     return FIFOScheduler()
 
 
-def make_search(cfg: ExperimentConfig, metric: str, mode: str) -> Optional[Any]:
-    """The search algorithm of ``tune.search``: None (Tune's variant generator: grid and
-    random) or a seeded ``OptunaSearch``."""
+def make_search(cfg: ExperimentConfig, metric: str, mode: str) -> Any:
+    """The search algorithm of ``tune.search``, seeded with ``tune.seed`` (default ``seed``):
+    Tune's variant generator (grid and random; the same seed draws the same trials) or
+    ``OptunaSearch`` (TPE)."""
+    seed = cfg.tune.seed if cfg.tune.seed is not None else cfg.seed
     if cfg.tune.search != "optuna":
-        return None
+        return BasicVariantGenerator(max_concurrent=cfg.tune.max_concurrent_trials,
+                                     random_state=seed)
     from ray.tune.search.optuna import OptunaSearch  # deferred: imports optuna
 
-    seed = cfg.tune.seed if cfg.tune.seed is not None else cfg.seed
     return OptunaSearch(metric=metric, mode=mode, seed=seed)

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional
 
 from ray import tune
 
-from ecglm.checkpoint import RAY_RUN_DIR_TAG, latest_resumable
+from ecglm.checkpoint import RAY_RUN_DIR_TAG, latest_resumable, read_state
 from ecglm.config import ExperimentConfig, apply_overrides
 from ecglm.tracking import mlflow_run
 from ecglm.tuning.choices import trial_overrides
@@ -135,6 +135,12 @@ def _run_segments(prep: Prepared, settings: TrialSettings, name: str, tags: dict
     if start_from and not pointer:
         step = int(latest_step(start_from))
     interval = int(settings.pbt_interval or cfg.train.max_steps)
+    if pointer is not None and step >= cfg.train.max_steps:
+        # PBT made this trial copy one that had already finished: nothing left to train,
+        # its result is the copied checkpoint's
+        val_loss = float(read_state(Path(start_from)).metrics.get("val_loss", math.nan))
+        _report_segment(prep, settings, start_from, step, run_id, val_loss)
+        return
     while step < cfg.train.max_steps:
         stop = min(step + interval, cfg.train.max_steps)
         seg_cfg = (apply_overrides(cfg, {"train.resume_from": start_from}) if start_from
@@ -148,21 +154,29 @@ def _run_segments(prep: Prepared, settings: TrialSettings, name: str, tags: dict
         if found is None:
             raise RuntimeError(f"PBT trial {name}: no resumable checkpoint in {res.ray_run_dir}")
         start_from, step = found[0], int(found[1].step or stop)
-        metrics = {"step": step, "mlflow_run_id": run_id,
-                   "val_loss": float(res.metrics.get("val_loss", math.nan))}
-        metric = settings.metric
-        if metric.eval_key is not None:
-            valid = Prepared(validation_config(seg_cfg), prep.shards, prep.retrieval, prep.data)
-            metrics[metric.name] = evaluate_checkpoint(valid, start_from, metric, run_id)
-            mlflow_run.log_metrics(uri, run_id, {metric.name: metrics[metric.name]}, step)
-        with tempfile.TemporaryDirectory(prefix="ecglm-pbt-") as folder:
-            (Path(folder) / POINTER_FILE).write_text(json.dumps(
-                {"checkpoint": start_from, "step": step, "run_id": run_id}))
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        _report_segment(prep, settings, start_from, step, run_id,
+                        float(res.metrics.get("val_loss", math.nan)))
+
+
+def _report_segment(prep: Prepared, settings: TrialSettings, checkpoint: str, step: int,
+                    run_id: Optional[str], val_loss: float) -> None:
+    """Evaluate ``checkpoint`` (the sweep metric, logged to ``run_id`` at ``step``) and
+    report it to Tune with a pointer checkpoint (:data:`POINTER_FILE`)."""
+    metrics: dict[str, Any] = {"step": step, "mlflow_run_id": run_id or "",
+                               "val_loss": val_loss}
+    metric = settings.metric
+    if metric.eval_key is not None:
+        valid = Prepared(validation_config(prep.cfg), prep.shards, prep.retrieval, prep.data)
+        metrics[metric.name] = evaluate_checkpoint(valid, checkpoint, metric, run_id)
+        if run_id:
+            mlflow_run.log_metrics(prep.cfg.tracking.tracking_uri, run_id,
+                                   {metric.name: metrics[metric.name]}, step)
+    with tempfile.TemporaryDirectory(prefix="ecglm-pbt-") as folder:
+        (Path(folder) / POINTER_FILE).write_text(json.dumps(
+            {"checkpoint": checkpoint, "step": step, "run_id": run_id}))
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
 def latest_step(checkpoint: str) -> int:
     """The optimizer step of a resumable checkpoint folder (its ``state.json``)."""
-    from ecglm.checkpoint import read_state
-
     return int(read_state(Path(checkpoint)).step or 0)
