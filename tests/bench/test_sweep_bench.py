@@ -21,12 +21,13 @@ def bench() -> ModuleType:
     return load_script(SCRIPT, "sweep_bench")
 
 
-def test_grid_has_eight_trials_and_sampled_space_is_valid(bench: ModuleType,
+def test_grids_have_eight_and_four_trials_and_sampled_space_is_valid(bench: ModuleType,
                                                          tmp_path: Path) -> None:
     for scheduler in ("asha", "fifo"):
-        cfg = bench.sweep_config(tmp_path, "b", bench.GRID, "tune.search=grid",
-                                 f"tune.scheduler={scheduler}")
-        assert expected_trials(cfg, _check_keys(cfg)) == 8
+        for grid, n in ((bench.GRID, 8), (bench.QUICK_GRID, 4)):
+            cfg = bench.sweep_config(tmp_path, "b", grid, "tune.search=grid",
+                                     f"tune.scheduler={scheduler}")
+            assert expected_trials(cfg, _check_keys(cfg)) == n
     for search in ("optuna", "random"):
         cfg = bench.sweep_config(tmp_path, "b", bench.SAMPLED, f"tune.search={search}",
                                  "tune.num_samples=4")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ecglm.checkpoint import check_checkpoint, resolve_checkpoint
 from ecglm.config import ConfigError
 from ecglm.tracking import registry
 from ecglm.tracking.mlflow_run import EXPERIMENT_KIND_TAG
@@ -121,6 +122,10 @@ def test_sweep_interrupted_resumed_and_readable_in_mlflow(ray_session, tiny_root
         champion = registry.resolve(server.url, "models:/tiny-sweep@champion")
         assert champion.run_id == res.best_mlflow_run_id
         assert parent.data.tags["ecglm.registered_version"] == champion.version
+        # what `ecglm serve --checkpoint models:/tiny-sweep@champion` loads: the winner's
+        folder, run_id = resolve_checkpoint(cfg, "models:/tiny-sweep@champion")
+        assert run_id == res.best_mlflow_run_id
+        check_checkpoint(folder)
 
 
 @pytest.mark.timeout(600)

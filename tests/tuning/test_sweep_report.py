@@ -13,7 +13,7 @@ import pytest
 
 from ecglm.tuning.report import (FIGURES, TrialRecord, cost_section_html, parameter_importance,
                                  write_sweep_report)
-from ecglm.tuning.trials import best_first, param_axis, pareto_front
+from ecglm.tuning.records import best_first, param_axis, pareto_front
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LRS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3)

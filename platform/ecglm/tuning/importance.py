@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.ensemble import RandomForestRegressor
 
-from ecglm.tuning.trials import ParamAxis, TrialRecord, finite_metric, param_axes
+from ecglm.tuning.records import ParamAxis, TrialRecord, finite_metric, param_axes
 
 MIN_TRIALS = 3
 """Fewest trials with a finite metric for which an importance is computed."""

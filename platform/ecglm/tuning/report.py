@@ -32,7 +32,7 @@ from ecglm.tuning.importance import MIN_TRIALS, parameter_importance
 from ecglm.tuning.sweep_plots import (MAX_LEGEND, better_phrase, importance_figure,
                                       learning_curves, metric_vs_params, parallel_coordinates,
                                       quality_vs_cost)
-from ecglm.tuning.trials import (FINISHED, KILLED, TrialRecord, best_first, check_mode, find_best,
+from ecglm.tuning.records import (FINISHED, KILLED, TrialRecord, best_first, check_mode, find_best,
                                  finite_metric, label, param_axes, param_keys)
 
 __all__ = ["FIGURES", "SweepReport", "TrialRecord", "cost_section_html", "parameter_importance",

@@ -175,6 +175,27 @@ def _close_interrupted(tracking_uri: str, parent_run_id: str, done: set[str]) ->
     return n
 
 
+def _write_info(folder: str, info: dict[str, Any]) -> None:
+    """Write :data:`SWEEP_INFO_FILE` into the Tune folder (a local path or a storage URI)."""
+    import pyarrow.fs  # deferred: only sweeps need it
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder
+                                              else str(Path(folder).resolve()))
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{SWEEP_INFO_FILE}") as out:
+        out.write(json.dumps(info).encode())
+
+
+def _read_info(folder: str) -> dict[str, Any]:
+    """:data:`SWEEP_INFO_FILE` of a Tune folder (a local path or a storage URI)."""
+    import pyarrow.fs  # deferred: only sweeps need it
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(folder if "://" in folder
+                                              else str(Path(folder).resolve()))
+    with fs.open_input_stream(f"{root}/{SWEEP_INFO_FILE}") as src:
+        return dict(json.loads(src.read().decode()))
+
+
 def expected_trials(cfg: ExperimentConfig, dims: dict[str, Dimension]) -> int:
     """Trials a complete sweep has: ``num_samples`` times the grid's combinations."""
     n = cfg.tune.num_samples
@@ -211,7 +232,7 @@ def resolve_sweep(cfg: ExperimentConfig, ref: str) -> tuple[str, str]:
         if not path:
             raise ConfigError(f"--resume {ref}: that run is not a sweep (no {SWEEP_PATH_TAG})")
         parent = ref
-        info = json.loads((Path(path) / SWEEP_INFO_FILE).read_text())
+        info = _read_info(path)
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"--resume {ref}: {path} holds no Tune experiment state")
     if info.get("search_space") != cfg.tune.search_space:
@@ -290,9 +311,7 @@ def _new_tuner(cfg: ExperimentConfig, dims: dict[str, Dimension], trainable: Any
     parent = parent_run.run_id
     name = f"{cfg.name}-sweep-{parent[:8]}"
     path = f"{str(cfg.train.storage_path).rstrip('/')}/{name}"
-    Path(path).mkdir(parents=True, exist_ok=True)
-    (Path(path) / SWEEP_INFO_FILE).write_text(json.dumps(
-        {"parent_run_id": parent, "search_space": cfg.tune.search_space}))
+    _write_info(path, {"parent_run_id": parent, "search_space": cfg.tune.search_space})
     parent_run.set_tags({SWEEP_PATH_TAG: path})
     parent_run.log_dict({"search_space": cfg.tune.search_space, "search": cfg.tune.search,
                          "scheduler": cfg.tune.scheduler, "metric": metric, "mode": mode,

@@ -21,7 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ecglm.tuning.trials import (KILLED, ParamAxis, TrialRecord, best_first, check_mode,
+from ecglm.tuning.records import (KILLED, ParamAxis, TrialRecord, best_first, check_mode,
                                  finite_metric, label, param_axes, pareto_front)
 
 BEST_COLOR = "#d62728"
