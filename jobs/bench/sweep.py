@@ -19,11 +19,11 @@ match is 0 everywhere, so the task metric cannot rank them) or ``task``.
 Prints one line per sweep, then the JSON headline last: ``asha_vs_fifo_speedup``,
 ``best_metric_asha``, ``best_metric_fifo``, ``best_metric_optuna``, ``best_metric_random``,
 wall seconds of each sweep, trial counts and the machine's load.
-``--quick`` (under 10 minutes on 2 cores): a 4-trial grid (``lora.r`` in {2, 8}), one Train
-worker per trial, fewer steps and a budget of 3. On 2 CPU cores a tiny trial costs ~35-45 s
-of fixed overhead (worker processes, data pipeline, model build, evaluation) against well
-under a second per step, which caps what early stopping can save: run the full mode (or
-``--steps 64``) to see ASHA's saving on training time.
+``--quick`` (a smoke run that keeps every key, about 10 minutes on 2 cores): a 4-trial grid
+(``lora.r`` in {2, 8}), one Train worker per trial, 4 steps and a budget of 2. On 2 CPU
+cores a tiny trial costs 35-55 s of fixed overhead (worker processes, data pipeline, model
+build, evaluation) against well under a second per step, which caps what early stopping can
+save: run the full mode (48 steps per trial) to see ASHA's saving on training time.
 """
 
 from __future__ import annotations
@@ -83,16 +83,16 @@ def noise(metrics: Sequence[float], mode: str) -> float:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="4-trial grid, fewer steps, budget 3")
+    ap.add_argument("--quick", action="store_true", help="4-trial grid, 4 steps, budget 2")
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps per trial")
     ap.add_argument("--eval-every", type=int, default=None)
     ap.add_argument("--budget", type=int, default=None, help="Optuna/random trials")
     ap.add_argument("--metric", default="val_loss", choices=["val_loss", "task"])
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: a temp dir)")
     args = ap.parse_args(argv)
-    steps = args.steps or (8 if args.quick else 48)
+    steps = args.steps or (4 if args.quick else 48)
     every = args.eval_every or (2 if args.quick else 8)
-    budget = args.budget or (3 if args.quick else 8)
+    budget = args.budget or (2 if args.quick else 8)
     grid = QUICK_GRID if args.quick else GRID
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

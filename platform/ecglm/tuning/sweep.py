@@ -124,16 +124,30 @@ def _trial_rows(grid: Any, keys: tuple[str, ...], metric: str) -> list[dict[str,
     """One row per trial: its overrides, ``metric``, MLflow run id, step, iterations, seconds
     (Tune's ``time_total_s``) and ``done`` (the trial finished or its scheduler stopped it;
     False: interrupted)."""
+    terminated = _terminated_ids(grid)
     table = []
     for res in grid:
         m = res.metrics or {}
+        done = m.get("trial_id") in terminated if terminated is not None else m.get("done")
         table.append({**trial_overrides(res.config, keys), "val_loss": m.get("val_loss"),
                       metric: m.get(metric),
                       "mlflow_run_id": m.get("mlflow_run_id"), "step": m.get("step"),
                       "iterations": m.get("training_iteration"),
-                      "time_total_s": m.get("time_total_s"), "done": bool(m.get("done")),
+                      "time_total_s": m.get("time_total_s"), "done": bool(done),
                       "early_stopped": False, "status": ""})
     return table
+
+
+def _terminated_ids(grid: Any) -> Optional[set[str]]:
+    """Ids of the trials Tune holds as TERMINATED (finished, or stopped by the scheduler),
+    from the grid's experiment analysis; None when this Ray version does not expose it (the
+    rows then fall back on the last result's ``done`` flag, which a trial restored by
+    ``--resume`` may lack)."""
+    analysis = getattr(grid, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None)
+    if trials is None:
+        return None
+    return {t.trial_id for t in trials if t.status == "TERMINATED"}
 
 
 def _close_trials(tracking_uri: str, table: list[dict[str, Any]], max_steps: int) -> None:

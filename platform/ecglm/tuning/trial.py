@@ -29,7 +29,8 @@ from typing import Any, Mapping, Optional
 
 from ray import tune
 
-from ecglm.checkpoint import RAY_RUN_DIR_TAG, latest_resumable, read_state
+from ecglm.checkpoint import (CheckpointFileError, ResumePoint, latest_resumable, read_state,
+                              resolve_resume)
 from ecglm.config import ExperimentConfig, apply_overrides
 from ecglm.tracking import mlflow_run
 from ecglm.tuning.choices import trial_overrides
@@ -73,14 +74,19 @@ def find_trial_run(tracking_uri: str, parent_run_id: str, trial_id: str) -> Opti
     return found[0] if found else None
 
 
-def _continue_from(tracking_uri: str, run_id: Optional[str]) -> Optional[str]:
-    """The latest resumable checkpoint of a trial's earlier attempt (its Ray folder, tag
-    ``ecglm.ray_run_dir``), or None."""
+def _continue_from(cfg: ExperimentConfig, run_id: Optional[str]) -> Optional[ResumePoint]:
+    """Where the earlier attempt of a trial (its MLflow run ``run_id``) got to: its latest
+    resumable checkpoint, as ``ecglm train --resume <run id>`` finds it
+    (:func:`ecglm.checkpoint.resolve_resume`); None when there is no run or it stopped before
+    its first checkpoint (the trial starts over in the same run)."""
+    from mlflow.exceptions import MlflowException  # deferred on purpose (see mlflow_run)
+
     if not run_id:
         return None
-    run_dir = mlflow_run.run_tags(tracking_uri, run_id).get(RAY_RUN_DIR_TAG)
-    found = latest_resumable(run_dir) if run_dir else None
-    return found[0] if found else None
+    try:
+        return resolve_resume(cfg, run_id)
+    except (CheckpointFileError, MlflowException, OSError):
+        return None
 
 
 def _prepared(prep: Prepared, cfg: ExperimentConfig, keys: tuple[str, ...]) -> Prepared:
@@ -103,9 +109,9 @@ def run_trial(trial_config: dict[str, Any], prep: Prepared, settings: TrialSetti
     if settings.pbt_interval is not None:
         _run_segments(prep_t, settings, name, tags, run_id)
         return
-    resume_from = _continue_from(uri, run_id)
-    if resume_from:
-        prep_t = Prepared(apply_overrides(cfg, {"train.resume_from": resume_from}),
+    earlier = _continue_from(cfg, run_id)
+    if earlier is not None:
+        prep_t = Prepared(apply_overrides(cfg, {"train.resume_from": earlier.checkpoint}),
                           prep_t.shards, prep_t.retrieval, prep_t.data)
     valid = Prepared(validation_config(prep_t.cfg), prep_t.shards, prep_t.retrieval,
                      prep_t.data)
@@ -128,12 +134,10 @@ def _run_segments(prep: Prepared, settings: TrialSettings, name: str, tags: dict
     """A PBT trial: train ``settings.pbt_interval`` steps at a time, report the metric and a
     pointer checkpoint after each segment (see the module docstring)."""
     cfg = prep.cfg
-    uri = cfg.tracking.tracking_uri
     pointer = _read_pointer()
-    start_from = pointer["checkpoint"] if pointer else _continue_from(uri, run_id)
-    step = int(pointer["step"]) if pointer else 0
-    if start_from and not pointer:
-        step = int(latest_step(start_from))
+    earlier = None if pointer else _continue_from(cfg, run_id)
+    start_from = pointer["checkpoint"] if pointer else (earlier.checkpoint if earlier else None)
+    step = int(pointer["step"]) if pointer else (earlier.step if earlier else 0)
     interval = int(settings.pbt_interval or cfg.train.max_steps)
     if pointer is not None and step >= cfg.train.max_steps:
         # PBT made this trial copy one that had already finished: nothing left to train,
@@ -176,7 +180,3 @@ def _report_segment(prep: Prepared, settings: TrialSettings, checkpoint: str, st
             {"checkpoint": checkpoint, "step": step, "run_id": run_id}))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
-
-def latest_step(checkpoint: str) -> int:
-    """The optimizer step of a resumable checkpoint folder (its ``state.json``)."""
-    return int(read_state(Path(checkpoint)).step or 0)
