@@ -36,7 +36,7 @@ from ecglm.tracking import mlflow_run
 from ecglm.tuning.choices import trial_overrides
 from ecglm.train.run import Prepared, prepare, run_training
 from ecglm.tuning.trial_metric import (SweepMetric, ValidationReportCallback,
-                                       evaluate_checkpoint, validation_config)
+                                       evaluate_checkpoint, validation_prep)
 
 TRIAL_ID_TAG = "ecglm.tune_trial_id"
 """MLflow tag of a trial's run: the Tune trial id (one run per trial, across restarts)."""
@@ -113,8 +113,7 @@ def run_trial(trial_config: dict[str, Any], prep: Prepared, settings: TrialSetti
     if earlier is not None:
         prep_t = Prepared(apply_overrides(cfg, {"train.resume_from": earlier.checkpoint}),
                           prep_t.shards, prep_t.retrieval, prep_t.data)
-    valid = Prepared(validation_config(prep_t.cfg), prep_t.shards, prep_t.retrieval,
-                     prep_t.data)
+    valid = validation_prep(prep_t)
     run_training(prep_t.cfg, run_name=name, parent_run_id=settings.parent_run_id, tags=tags,
                  prepared=prep_t, run_id=run_id,
                  report_callback=ValidationReportCallback(valid, settings.metric))
@@ -170,11 +169,8 @@ def _report_segment(prep: Prepared, settings: TrialSettings, checkpoint: str, st
                                "val_loss": val_loss}
     metric = settings.metric
     if metric.eval_key is not None:
-        valid = Prepared(validation_config(prep.cfg), prep.shards, prep.retrieval, prep.data)
-        metrics[metric.name] = evaluate_checkpoint(valid, checkpoint, metric, run_id)
-        if run_id:
-            mlflow_run.log_metrics(prep.cfg.tracking.tracking_uri, run_id,
-                                   {metric.name: metrics[metric.name]}, step)
+        metrics[metric.name] = evaluate_checkpoint(validation_prep(prep), checkpoint, metric,
+                                                   run_id, step)
     with tempfile.TemporaryDirectory(prefix="ecglm-pbt-") as folder:
         (Path(folder) / POINTER_FILE).write_text(json.dumps(
             {"checkpoint": checkpoint, "step": step, "run_id": run_id}))

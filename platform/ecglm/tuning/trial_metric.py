@@ -16,7 +16,7 @@ carry NaN, as ``val_loss`` does there.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,10 +66,16 @@ def validation_config(cfg: ExperimentConfig) -> ExperimentConfig:
         "evaluation.transfer": None})
 
 
+def validation_prep(prep: Any) -> Any:
+    """A :class:`~ecglm.train.run.Prepared` whose config is :func:`validation_config`
+    (same shards, retrieval and rows)."""
+    return replace(prep, cfg=validation_config(prep.cfg))
+
+
 def evaluate_checkpoint(prep: Any, checkpoint_dir: str | Path, metric: SweepMetric,
-                        run_id: Optional[str]) -> float:
+                        run_id: Optional[str], step: int) -> float:
     """``metric.eval_key`` of ``checkpoint_dir`` evaluated in this process with ``prep``
-    (a :class:`~ecglm.train.run.Prepared` whose config is :func:`validation_config`).
+    (from :func:`validation_prep`), logged to MLflow run ``run_id`` (when given) at ``step``.
 
     Raises:
         ConfigError: the task's evaluation has no such metric (names those it has).
@@ -83,15 +89,19 @@ def evaluate_checkpoint(prep: Any, checkpoint_dir: str | Path, metric: SweepMetr
     if metric.eval_key not in metrics:
         raise ConfigError(f"tune.metric: the {prep.cfg.task} evaluation has no metric "
                           f"{metric.eval_key!r}; it has {sorted(metrics)}")
-    return float(metrics[metric.eval_key])
+    value = float(metrics[metric.eval_key])
+    if run_id:
+        mlflow_run.log_metrics(prep.cfg.tracking.tracking_uri, run_id, {metric.name: value},
+                               step)
+    print(f"[tune] step {step}: {metric.name} = {value:.4f}", flush=True)
+    return value
 
 
 class ValidationReportCallback(TuneReportCallback):
     """``TuneReportCallback`` that adds the sweep metric of each evaluated checkpoint.
 
     Runs in the trial's Ray Train controller (created in the trial, so inside its Tune
-    session). ``prep`` is the trial's :class:`~ecglm.train.run.Prepared` with
-    :func:`validation_config` applied.
+    session). ``prep`` is the trial's :func:`validation_prep`.
     """
 
     def __init__(self, prep: Any, metric: SweepMetric) -> None:
@@ -109,12 +119,8 @@ class ValidationReportCallback(TuneReportCallback):
             if checkpoint is not None and evaluated:
                 run_id = str(out.get("mlflow_run_id") or "") or None
                 with checkpoint.as_directory() as folder:
-                    value = evaluate_checkpoint(self._prep, folder, self._metric, run_id)
-                if run_id:
-                    mlflow_run.log_metrics(self._prep.cfg.tracking.tracking_uri, run_id,
-                                           {self._metric.name: value}, int(out["step"]))
-                print(f"[tune] step {out.get('step')}: {self._metric.name} = {value:.4f}",
-                      flush=True)
+                    value = evaluate_checkpoint(self._prep, folder, self._metric, run_id,
+                                                int(out["step"]))
             out[self._metric.name] = value
         if checkpoint is not None:
             out[CHECKPOINT_PATH_KEY] = checkpoint.path
