@@ -173,10 +173,10 @@ def test_app_args_resolve_config_overrides_and_default_retrieval(tmp_path: Path,
     ckpt = _fake_folders(tmp_path)
     monkeypatch.chdir(tmp_path)  # relative paths are taken from the current directory
     spec = resolve_app_args({"config": str(TINY), "checkpoint": "run/checkpoint",
-                             "overrides": "serve.max_replicas=3 retrieval.top_k=2"})
+                             "overrides": "serve.llm.max_replicas=3 retrieval.top_k=2"})
     assert spec.checkpoint_dir == ckpt.resolve()
     assert spec.retrieval_dir == (tmp_path / "run" / "retrieval").resolve()
-    assert spec.cfg.serve.max_replicas == 3 and spec.cfg.retrieval.top_k == 2
+    assert spec.cfg.serve.llm.max_replicas == 3 and spec.cfg.retrieval.top_k == 2
     assert Path(spec.cfg.llm.cache_dir).is_absolute()
     other = resolve_app_args({"config": str(TINY), "checkpoint": str(ckpt),
                               "retrieval": "elsewhere", "overrides": ["lora.r=2"]})

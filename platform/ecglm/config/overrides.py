@@ -96,6 +96,12 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
             kwargs[name] = _coerce(data[name], hints[name], full)
     try:
         return cls(**kwargs)
+    except ConfigError as exc:
+        msg = str(exc)
+        if prefix and not msg.startswith(prefix.split(".")[0] + "."):
+            # a section that names its keys relative to itself (DeploymentConfig)
+            raise ConfigError(f"{prefix}.{msg}") from None
+        raise
     except TypeError as exc:  # pragma: no cover - defensive
         raise ConfigError(f"{prefix or '<root>'}: {exc}") from exc
 
@@ -130,7 +136,7 @@ def flatten(cfg: ExperimentConfig | Mapping[str, Any], prefix: str = "") -> dict
 
 def _is_leaf_mapping(key: str) -> bool:
     """Mappings that are values in their own right (not config sections)."""
-    return key in ("tune.search_space", "tune.trial_overrides")
+    return key in ("tune.search_space", "tune.trial_overrides", "serve.adapters")
 
 
 def _parse_value(text: str) -> Any:

@@ -174,9 +174,31 @@ class RetrievalConfig:
     """Besides the query's own record, never retrieve records of the same patient."""
     max_report_chars: int = 200
     """Each retrieved report is cut to this many characters in the prompt."""
+    index: Literal["flat", "ivf", "hnsw"] = "flat"
+    """FAISS index kind: ``flat`` (exact), ``ivf`` (inverted lists over k-means cells) or
+    ``hnsw`` (graph); all over L2-normalised embeddings, inner product = cosine."""
+    nlist: int = 0
+    """ivf: number of k-means cells (0: about ``4 * sqrt(N)``, at most ``N / 39``)."""
+    nprobe: int = 16
+    """ivf: cells visited per query."""
+    hnsw_m: int = 32
+    """hnsw: neighbours per node."""
+    ef_construction: int = 200
+    """hnsw: candidate list size while building."""
+    ef_search: int = 128
+    """hnsw: candidate list size per query."""
+    use_gpu: bool = True
+    """Put flat/ivf indexes on the GPU when faiss-gpu and a GPU are present (hnsw stays on
+    CPU: FAISS has no GPU HNSW)."""
 
     def __post_init__(self) -> None:
         _require(self.top_k > 0, "retrieval.top_k", "must be > 0")
+        _require(self.index in ("flat", "ivf", "hnsw"), "retrieval.index",
+                 f"must be flat, ivf or hnsw, got {self.index!r}")
+        for name in ("nlist",):
+            _require(getattr(self, name) >= 0, f"retrieval.{name}", "must be >= 0")
+        for name in ("nprobe", "hnsw_m", "ef_construction", "ef_search"):
+            _require(getattr(self, name) >= 1, f"retrieval.{name}", "must be >= 1")
         _require(self.max_report_chars > 0, "retrieval.max_report_chars", "must be > 0")
 
 
@@ -520,8 +542,71 @@ PBT_MUTABLE = ("train.lr", "train.weight_decay", "train.grad_clip")
 
 
 @dataclass
+class DeploymentConfig:
+    """One Ray Serve deployment: resources, autoscaling, batching and health checks.
+
+    Autoscaling follows Ray Serve's ``autoscaling_config`` (replicas between ``min_replicas``
+    and ``max_replicas``, aiming at ``target_ongoing_requests`` requests in flight per replica);
+    ``min_replicas == max_replicas`` gives a fixed replica count."""
+
+    min_replicas: int = 1
+    max_replicas: int = 1
+    target_ongoing_requests: float = 2.0
+    """Requests in flight per replica the autoscaler aims at."""
+    max_ongoing_requests: int = 16
+    """Requests one replica accepts at once (>= ``max_batch_size`` so batches can fill)."""
+    upscale_delay_s: float = 30.0
+    """Seconds the load must stay above target before replicas are added."""
+    downscale_delay_s: float = 600.0
+    """Seconds the load must stay below target before replicas are removed."""
+    metrics_interval_s: float = 10.0
+    """How often replicas report their load to the autoscaler, seconds."""
+    look_back_period_s: float = 30.0
+    """Window the autoscaler averages the load over, seconds."""
+    num_cpus: float = 0.25
+    """Logical CPUs per replica."""
+    num_gpus: float = 0.0
+    """GPUs per replica (fractions share a GPU); > 0 puts the replica's model on ``cuda``."""
+    max_batch_size: int = 1
+    """``@serve.batch`` size (1: no batching). The ingress never batches."""
+    batch_wait_timeout_s: float = 0.01
+    """Longest wait for a batch to fill, seconds."""
+    health_check_period_s: float = 10.0
+    health_check_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _require(1 <= self.min_replicas <= self.max_replicas, "max_replicas",
+                 "must be >= min_replicas >= 1")
+        _require(self.target_ongoing_requests > 0, "target_ongoing_requests", "must be > 0")
+        _require(self.max_ongoing_requests >= self.max_batch_size >= 1, "max_ongoing_requests",
+                 "must be >= max_batch_size >= 1")
+        for name in ("upscale_delay_s", "downscale_delay_s", "batch_wait_timeout_s",
+                     "num_cpus", "num_gpus"):
+            _require(getattr(self, name) >= 0, name, "must be >= 0")
+        for name in ("metrics_interval_s", "look_back_period_s", "health_check_period_s",
+                     "health_check_timeout_s"):
+            _require(getattr(self, name) > 0, name, "must be > 0")
+
+    @property
+    def autoscaling(self) -> dict[str, float]:
+        """Ray Serve ``autoscaling_config``."""
+        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "initial_replicas": self.min_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s,
+                "downscale_delay_s": self.downscale_delay_s,
+                "metrics_interval_s": self.metrics_interval_s,
+                "look_back_period_s": self.look_back_period_s}
+
+
+SERVE_TOKEN_ENV = "ECGLM_SERVE_TOKEN"
+"""Environment variable holding the bearer token the endpoint requires (unset: no auth)."""
+
+
+@dataclass
 class ServeConfig:
-    """Ray Serve endpoint."""
+    """Ray Serve endpoint: HTTP options, request limits, auth, the four deployments and the
+    LoRA adapters served next to the main model."""
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -533,17 +618,35 @@ class ServeConfig:
     min_seconds: float = 2.0
     max_seconds: float = 60.0
     max_question_chars: int = 500
-    min_replicas: int = 1
-    max_replicas: int = 2
-    """Autoscaling bounds for the LLM deployment."""
+    token_file: Optional[str] = None
+    """File holding the bearer token (first line) when ``ECGLM_SERVE_TOKEN`` is not set; with
+    either, every route but ``/healthz`` answers 401 without ``Authorization: Bearer <token>``."""
+    ingress: DeploymentConfig = field(default_factory=lambda: DeploymentConfig(
+        max_replicas=2, target_ongoing_requests=16, max_ongoing_requests=64))
+    encoder: DeploymentConfig = field(default_factory=lambda: DeploymentConfig(
+        max_replicas=2, target_ongoing_requests=8, max_ongoing_requests=32, max_batch_size=8))
+    retriever: DeploymentConfig = field(default_factory=lambda: DeploymentConfig(
+        target_ongoing_requests=16, max_ongoing_requests=64, max_batch_size=16))
+    llm: DeploymentConfig = field(default_factory=lambda: DeploymentConfig(
+        max_replicas=2, target_ongoing_requests=8, max_ongoing_requests=16, max_batch_size=8))
+    adapters: dict[str, str] = field(default_factory=dict)
+    """Extra LoRA adapters of the same base LLM, ``name: checkpoint`` (folder, MLflow run id or
+    ``models:/NAME@ALIAS``); each checkpoint carries its own ``config.yaml`` (task, prompt, ECG
+    front end). A request picks one with the ``serve_multiplexed_model_id`` header (absent: the
+    main model)."""
+    max_adapters_per_replica: int = 3
+    """Adapters one LLM/encoder replica keeps loaded (least recently used dropped)."""
 
     def __post_init__(self) -> None:
         _require(self.max_body_bytes > 0, "serve.max_body_bytes", "must be > 0")
         _require(0 < self.min_fs < self.max_fs, "serve.max_fs", "must be > serve.min_fs > 0")
         _require(0 < self.min_seconds < self.max_seconds, "serve.max_seconds",
                  "must be > serve.min_seconds > 0")
-        _require(1 <= self.min_replicas <= self.max_replicas, "serve.max_replicas",
-                 "must be >= serve.min_replicas >= 1")
+        _require(self.max_adapters_per_replica >= 1, "serve.max_adapters_per_replica",
+                 "must be >= 1")
+        for name in self.adapters:
+            _require(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", str(name))),
+                     "serve.adapters", f"adapter name {name!r}: letters, digits, '_', '.', '-'")
 
 
 CLUSTER_EXCLUDES = [".venv", ".cache", "runs", "mlruns", ".git", "**/__pycache__",

@@ -79,8 +79,8 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
     llm = LLM.options(
         ray_actor_options=opts,
         max_ongoing_requests=LLM_MAX_ONGOING_REQUESTS,
-        autoscaling_config={"min_replicas": cfg.serve.min_replicas,
-                            "max_replicas": cfg.serve.max_replicas,
+        autoscaling_config={"min_replicas": cfg.serve.llm.min_replicas,
+                            "max_replicas": cfg.serve.llm.max_replicas,
                             "target_ongoing_requests": LLM_MAX_BATCH_SIZE},
     ).bind(cfg, str(ckpt))
     return Ingress.options(ray_actor_options=opts).bind(encoder, retriever, llm, cfg.serve,
