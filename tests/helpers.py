@@ -15,7 +15,7 @@ import random
 import shutil
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
@@ -70,6 +70,10 @@ class Served:
     prep: Prepared
     checkpoint: Path
     ready_s: float
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers every request needs (the bearer token when the app has one)."""
+    adapters: dict[str, "Served"] = field(default_factory=dict)
+    """Adapters served next to the main model (``url`` is the main app's)."""
 
 
 def free_port() -> int:
@@ -79,12 +83,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_checkpoint(cfg: ExperimentConfig, folder: Path) -> Path:
+def write_checkpoint(cfg: ExperimentConfig, folder: Path, perturb_seed: int = 1234) -> Path:
     """``build_ecg_lm(cfg)`` (seeded) with every trainable tensor perturbed deterministically, as
     after training, saved as ``trainable.safetensors`` + ``config.yaml`` in ``folder``.
 
     The perturbation makes a served answer depend on the checkpoint actually being loaded
-    (a seeded rebuild alone would not match).
+    (a seeded rebuild alone would not match); another ``perturb_seed`` gives another
+    "trained" model of the same base (an adapter).
     """
     # deferred on purpose: the model stack (transformers, peft) is heavy and most tests that
     # import this module never build a model
@@ -92,7 +97,7 @@ def write_checkpoint(cfg: ExperimentConfig, folder: Path) -> Path:
 
     torch.manual_seed(cfg.seed)
     model = build_ecg_lm(cfg)
-    gen = torch.Generator().manual_seed(1234)
+    gen = torch.Generator().manual_seed(perturb_seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if param.requires_grad:

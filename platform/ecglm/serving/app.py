@@ -4,7 +4,8 @@
 ``build_app`` is the Serve application builder; its ``args``::
 
     config:     experiment YAML (path)
-    checkpoint: checkpoint folder (holding trainable.safetensors) or an MLflow run id
+    checkpoint: checkpoint folder (holding trainable.safetensors), an MLflow run id or a
+                registered model ``models:/NAME@ALIAS`` / ``models:/NAME/VERSION``
     retrieval:  optional retrieval folder (default: <checkpoint>/../retrieval, or the MLflow
                 run's "retrieval" artifact)
     overrides:  optional dotted overrides, a list or one whitespace-separated string
@@ -14,6 +15,7 @@ Relative paths are taken from the current directory.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
@@ -23,14 +25,13 @@ from ray.serve import Application
 from ecglm.checkpoint import REGISTRY_SCHEME, REQUIRED_FILES, resolve_checkpoint
 from ecglm.config import ExperimentConfig, load_config
 from ecglm.config.paths import resolve_paths
-from ecglm.serving.deployments import LLM, LLM_MAX_BATCH_SIZE, ECGEncoder, Ingress, Retriever
+from ecglm.serving.auth import load_token
+from ecglm.serving.catalog import model_infos, resolve_models
+from ecglm.serving.deployments import LLM, ECGEncoder, Retriever
+from ecglm.serving.ingress import Ingress
+from ecglm.serving.options import deployment_options
 from ecglm.tracking import mlflow_run
 
-CPUS_PER_REPLICA = 0.25
-"""Logical CPUs reserved by every replica (4 deployments fit a 4-CPU local Ray easily)."""
-LLM_MAX_ONGOING_REQUESTS = 8
-"""Requests in flight at one LLM replica (>= the ``@serve.batch`` size so batches can fill);
-the autoscaler aims at one full batch per replica."""
 CHECKPOINT_FILES = REQUIRED_FILES
 RETRIEVAL_FILES = ("index.faiss", "reports.json", "encoder.safetensors", "encoder.json")
 ALLOWED_ARGS = frozenset({"config", "checkpoint", "retrieval", "overrides"})
@@ -47,15 +48,12 @@ def _check_folder(folder: Path, files: tuple[str, ...], what: str) -> None:
                            f"folder? pass {what}=<folder>)")
 
 
-def _actor_options() -> dict[str, Any]:
-    """Fractional CPU per replica (replicas set the ecglm process environment themselves)."""
-    return {"num_cpus": CPUS_PER_REPLICA}
-
-
 def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
                       retrieval_dir: Path) -> Application:
-    """The bound deployment graph Ingress -> ECGEncoder -> Retriever -> LLM (the encoder
-    replica loads the ECG front end only, the LLM replica the LLM side only).
+    """The bound deployment graph Ingress -> ECGEncoder -> Retriever -> LLM, each deployment
+    with the resources, autoscaling, batching and health checks of its ``serve.<name>``
+    config; the adapters of ``serve.adapters`` resolved and checked here; the bearer token
+    (``ECGLM_SERVE_TOKEN`` or ``serve.token_file``) read here and handed to the ingress.
 
     Args:
         cfg: experiment config (``data``, ``encoder``, ``mapper``, ``llm``, ``lora``,
@@ -66,26 +64,26 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
 
     Raises:
         AppArgsError: a folder lacks one of its files.
+        ecglm.serving.catalog.AdapterError: an adapter does not fit the main model.
+        ValueError: the token file is missing or empty (:mod:`ecglm.serving.auth`).
     """
     cfg = resolve_paths(cfg)
     ckpt = Path(checkpoint_dir).resolve()
     retr = Path(retrieval_dir).resolve()
     _check_folder(ckpt, CHECKPOINT_FILES, "checkpoint")
     _check_folder(retr, RETRIEVAL_FILES, "retrieval")
-    opts = _actor_options()
-    encoder = ECGEncoder.options(ray_actor_options=opts).bind(cfg, str(ckpt), str(retr))
-    retriever = Retriever.options(ray_actor_options=opts).bind(
-        str(retr), cfg.retrieval.top_k, cfg.retrieval.exclude_same_patient)
-    llm = LLM.options(
-        ray_actor_options=opts,
-        max_ongoing_requests=LLM_MAX_ONGOING_REQUESTS,
-        autoscaling_config={"min_replicas": cfg.serve.llm.min_replicas,
-                            "max_replicas": cfg.serve.llm.max_replicas,
-                            "target_ongoing_requests": LLM_MAX_BATCH_SIZE},
-    ).bind(cfg, str(ckpt))
-    return Ingress.options(ray_actor_options=opts).bind(encoder, retriever, llm, cfg.serve,
-                                                        cfg.data, cfg.task,
-                                                        cfg.retrieval.enabled)
+    models = resolve_models(cfg, ckpt)
+    for model in models.values():
+        _check_folder(model.checkpoint_dir, CHECKPOINT_FILES, "checkpoint")
+    token = load_token(cfg.serve, os.environ)
+    srv = cfg.serve
+    encoder = ECGEncoder.options(**deployment_options(srv.encoder)).bind(models, str(retr),
+                                                                         srv.encoder)
+    retriever = Retriever.options(**deployment_options(srv.retriever)).bind(
+        str(retr), cfg.retrieval, srv.retriever)
+    llm = LLM.options(**deployment_options(srv.llm)).bind(models, srv.llm)
+    return Ingress.options(**deployment_options(srv.ingress)).bind(
+        encoder, retriever, llm, srv, cfg.data, model_infos(models), token)
 
 
 def _overrides(value: Any) -> list[str]:

@@ -1,42 +1,41 @@
-"""Ray Serve deployments: ``Ingress`` (HTTP) -> ``ECGEncoder`` -> ``Retriever`` -> ``LLM``.
-
-Each deployment loads only its own part:
+"""Ray Serve model deployments behind the HTTP ingress (:mod:`ecglm.serving.ingress`):
+``ECGEncoder``, ``Retriever`` and ``LLM``. Each loads only its own part, takes its resources,
+autoscaling and ``@serve.batch`` size from its ``serve.<name>`` config, and answers Serve's
+``check_health`` with a tiny forward pass, so a broken replica is replaced.
 
 * ``ECGEncoder`` holds the trained ECG front end (encoder + mapper,
   :func:`ecglm.models.load_front_end_from_checkpoint`, no LLM) for the prefix
-  (:meth:`ECGEncoder.prefix`) and the *retrieval* encoder saved next to the index (the one the
-  index was built with, not the fine-tuned one) for the embedding (:meth:`ECGEncoder.embed`).
-* ``Retriever`` returns the top-k reports of similar training ECGs from the FAISS index.
-* ``LLM`` holds the LLM side only (LLM + LoRA + fusion, :func:`ecglm.models.load_prefix_lm`),
-  builds the evaluation prompt (options in the given order, top-1 report) and decodes greedily
-  from the prefix; requests are micro-batched with ``@serve.batch``.
-* ``Ingress`` checks the body size before reading it, validates the JSON
-  (:mod:`ecglm.serving.validation`) and chains the handles without awaiting each hop: the
-  ``DeploymentResponse`` of one call is the argument of the next (Serve resolves it where it
-  runs), so the prefix is computed while the embedding is searched, and only the LLM's answer
-  comes back to the ingress.
+  (:meth:`ECGEncoder.prefix`; an adapter's own front end when the request names one) and the
+  *retrieval* encoder saved next to the index (the one the index was built with, not the
+  fine-tuned one) for the embedding (:meth:`ECGEncoder.embed`).
+* ``Retriever`` returns the top-k reports of similar training ECGs from the FAISS index
+  (``retrieval.index``: flat, ivf or hnsw).
+* ``LLM`` holds one base LLM (+ LoRA + fusion, :func:`ecglm.models.load_prefix_lm`) in
+  ``llm.dtype``, on a GPU when ``serve.llm.num_gpus`` asks; adapters of ``serve.adapters`` are
+  loaded on demand by ``@serve.multiplexed`` (their LoRA tensors swapped in per request group).
+  It builds the evaluation prompt (options in the given order, top-1 report) and decodes
+  greedily from the prefix; requests are batched with ``@serve.batch`` (left padding inside
+  the decoder), or streamed one by one.
 
-So the served answer is the one offline evaluation (:func:`ecglm.evaluation.qa.predict`) gives
-for the same ECG, question and options.
+So the served answer is the one offline evaluation (:func:`ecglm.tasks.qa.predict`) gives for
+the same ECG, question and options.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from typing import Any, Optional
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Optional, Union
 
 import numpy as np
 from ray import serve
-from ray.serve.handle import DeploymentHandle
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 
-from ecglm.config import ExperimentConfig
-from ecglm.config.schema import DataConfig, ServeConfig
+from ecglm.config.schema import DeploymentConfig, RetrievalConfig
 from ecglm.data.rows import ECGRow
 from ecglm.retrieval.index import Hit, ReportIndex
+from ecglm.serving.catalog import MAIN_MODEL, ServedModel
 from ecglm.serving.messages import (
     EncodedPrefix,
     Generation,
@@ -44,68 +43,47 @@ from ecglm.serving.messages import (
     QueryEmbedding,
     Retrieved,
 )
-from ecglm.serving.validation import (
-    RequestError,
-    check_body_size,
-    check_content_length,
-    error_body,
-    parse_json,
-    validate_request,
-)
+from ecglm.serving.options import apply_batching, replica_device
 from ecglm.utils.ray_env import set_process_env
-
-logger = logging.getLogger("ray.serve")
 
 SELF_MATCH_MIN_SCORE = 1.0 - 1e-5
 """Cosine similarity at or above which an indexed record is taken to be the query itself
 (the server is not told record ids). On PTB-XL records 1-300 with the quickstart retrieval
 encoder, distinct records stay below 1 - 1e-3; only exact duplicate signals (same patient)
 reach 1."""
-LLM_MAX_BATCH_SIZE = 4
-LLM_BATCH_WAIT_S = 0.01
+MAX_ADAPTERS_PER_REPLICA = 4
+"""Adapters one encoder/LLM replica keeps loaded (``@serve.multiplexed``, least recently used
+dropped); Serve routes a request to a replica that already holds its adapter."""
 
 
 # ------------------------------------------------------------------------------------------------
 # pure helpers (testable without Ray)
 # ------------------------------------------------------------------------------------------------
 
-def retrieve(index: ReportIndex, embedding: np.ndarray, k: int,
-             exclude_same_patient: bool) -> list[Hit]:
-    """Top-``k`` reports for one query embedding ``(d,)``, best first.
+def retrieve_batch(index: ReportIndex, embeddings: np.ndarray, k: int,
+                   exclude_same_patient: bool) -> list[list[Hit]]:
+    """Top-``k`` reports for ``Q`` query embeddings ``(Q, d)``, best first, one search pass
+    for the self-match test and one for the hits.
 
     A query identical to an indexed training record (cosine >= :data:`SELF_MATCH_MIN_SCORE`) is
     that record: it is excluded, and so are its patient's other records when
     ``exclude_same_patient`` — the rule offline neighbours follow.
     """
-    query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
-    best = index.search(query, 1)[0]
-    if best and best[0].score >= SELF_MATCH_MIN_SCORE:
-        own = best[0]
-        return index.search(query, k, exclude_ids=[own.ecg_id],
-                            exclude_patients=[own.patient_id] if exclude_same_patient else None)[0]
-    return index.search(query, k)[0]
+    queries = np.asarray(embeddings, dtype=np.float32).reshape(len(embeddings), -1)
+    own_ids: list[Optional[int]] = []
+    own_patients: list[Optional[int]] = []
+    for best in index.search(queries, 1):
+        own = best[0] if best and best[0].score >= SELF_MATCH_MIN_SCORE else None
+        own_ids.append(own.ecg_id if own is not None else None)
+        own_patients.append(own.patient_id if own is not None and exclude_same_patient
+                            else None)
+    return index.search(queries, k, exclude_ids=own_ids, exclude_patients=own_patients)
 
 
-def route(request: Request) -> str:
-    """Request path relative to the application's route prefix (``"/"``, ``"/healthz"``)."""
-    path = request.scope.get("path", "/")
-    root = request.scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):]
-    return "/" + path.strip("/")
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The raw body, refused with 413 as soon as ``Content-Length`` or the bytes read so far
-    exceed ``max_bytes`` (nothing beyond the limit is buffered)."""
-    check_content_length(request.headers.get("content-length"), max_bytes)
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        check_body_size(total, max_bytes)
-        chunks.append(chunk)
-    return b"".join(chunks)
+def retrieve(index: ReportIndex, embedding: np.ndarray, k: int,
+             exclude_same_patient: bool) -> list[Hit]:
+    """Top-``k`` reports for one query embedding ``(d,)`` (:func:`retrieve_batch`)."""
+    return retrieve_batch(index, np.asarray(embedding)[None], k, exclude_same_patient)[0]
 
 
 def _ms(t0: float) -> float:
@@ -116,143 +94,246 @@ def _ms(t0: float) -> float:
 # deployments
 # ------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Signal:
+    """One ECG in the encoder's batch, with the front end of its model."""
+
+    model: str
+    front_end: Any
+    signal: np.ndarray
+
+
 @serve.deployment
 class ECGEncoder:
-    """Trained ECG front end (prefix) and the retrieval encoder (embedding); no LLM
-    (:class:`ecglm.serving.parts.ECGPart`)."""
+    """ECG front ends (prefix) and the retrieval encoder (embedding); no LLM
+    (:class:`ecglm.serving.parts.ECGPart`).
 
-    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str, retrieval_dir: str) -> None:
+    Args:
+        models: the served models (:func:`ecglm.serving.catalog.resolve_models`).
+        retrieval_dir: the retrieval artifact folder.
+        dep: ``serve.encoder``.
+    """
+
+    def __init__(self, models: dict[str, ServedModel], retrieval_dir: str,
+                 dep: DeploymentConfig) -> None:
         set_process_env()  # before transformers is first imported in this replica
         # deferred on purpose: parts loads transformers, which must see the process env
         from ecglm.serving.parts import ECGPart
 
-        self.part = ECGPart(cfg, checkpoint_dir, retrieval_dir)
+        main = models[MAIN_MODEL]
+        self.models = models
+        self.part = ECGPart(main.cfg, main.checkpoint_dir, retrieval_dir, replica_device(dep))
+        apply_batching(self.prefix_batch, dep)
+        apply_batching(self.embed_batch, dep)
 
     @property
     def front_end(self) -> Any:
-        """The :class:`~ecglm.models.ECGFrontEnd` this replica holds."""
+        """The main model's :class:`~ecglm.models.ECGFrontEnd`."""
         return self.part.front_end
 
-    def prefix(self, signal: np.ndarray) -> EncodedPrefix:
-        """``signal (12, data.n_samples)`` float32 mV -> the ECG prefix."""
-        return self.part.prefix(signal)
+    @serve.multiplexed(max_num_models_per_replica=MAX_ADAPTERS_PER_REPLICA)
+    async def adapter_front_end(self, model_id: str) -> Any:
+        """The front end of adapter ``model_id`` (loaded once per replica, LRU-evicted)."""
+        model = self.models[model_id]
+        return await asyncio.to_thread(self.part.load_front_end, model.cfg, model.checkpoint_dir)
 
-    def embed(self, signal: np.ndarray) -> QueryEmbedding:
+    async def prefix(self, signal: np.ndarray) -> EncodedPrefix:
+        """``signal (12, data.n_samples)`` float32 mV -> the ``(1, P, d_llm)`` ECG prefix of the
+        request's model (``serve_multiplexed_model_id``; the main model without one)."""
+        model = serve.get_multiplexed_model_id()
+        front_end = (await self.adapter_front_end(model) if model and model != MAIN_MODEL
+                     else self.part.front_end)
+        return await self.prefix_batch(_Signal(model, front_end, signal))
+
+    @serve.batch
+    async def prefix_batch(self, items: list[_Signal]) -> list[EncodedPrefix]:
+        """Prefixes of a batch, one forward pass per model in it (off the event loop)."""
+        return await asyncio.to_thread(self._prefixes, items)
+
+    def _prefixes(self, items: list[_Signal]) -> list[EncodedPrefix]:
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i, item in enumerate(items):
+            groups[item.model].append(i)
+        out: list[Optional[EncodedPrefix]] = [None] * len(items)
+        for idx in groups.values():
+            encoded = self.part.prefixes(items[idx[0]].front_end, [items[i].signal for i in idx])
+            for i, e in zip(idx, encoded):
+                out[i] = e
+        return [e for e in out if e is not None]
+
+    async def embed(self, signal: np.ndarray) -> QueryEmbedding:
         """``signal (12, data.n_samples)`` float32 mV -> retrieval embedding ``(d_enc,)``."""
-        return self.part.embed(signal)
+        return await self.embed_batch(signal)
+
+    @serve.batch
+    async def embed_batch(self, signals: list[np.ndarray]) -> list[QueryEmbedding]:
+        """Retrieval embeddings of a batch, one forward pass."""
+        return await asyncio.to_thread(self.part.embeddings, signals)
+
+    def check_health(self) -> None:
+        """Serve's health check: a flat ECG through both encoders must give finite outputs."""
+        self.part.health()
+
+    async def health(self) -> bool:
+        """The same probe for the ingress's ``/healthz``."""
+        await asyncio.to_thread(self.part.health)
+        return True
 
 
 @serve.deployment
 class Retriever:
-    """FAISS index of training-ECG embeddings with their reports."""
+    """FAISS index of training-ECG embeddings with their reports.
 
-    def __init__(self, retrieval_dir: str, top_k: int, exclude_same_patient: bool) -> None:
-        self.index = ReportIndex.load(retrieval_dir)
-        self.top_k = top_k
-        self.exclude_same_patient = exclude_same_patient
+    Args:
+        retrieval_dir: the retrieval artifact folder.
+        retrieval: ``retrieval`` config (``top_k``, ``exclude_same_patient``, index query
+            parameters ``nprobe``/``ef_search``).
+        dep: ``serve.retriever``.
+    """
 
-    def __call__(self, query: QueryEmbedding) -> Retrieved:
+    def __init__(self, retrieval_dir: str, retrieval: RetrievalConfig,
+                 dep: DeploymentConfig) -> None:
+        self.index = ReportIndex.load(retrieval_dir, retrieval)
+        self.top_k = retrieval.top_k
+        self.exclude_same_patient = retrieval.exclude_same_patient
+        apply_batching(self.search_batch, dep)
+
+    async def __call__(self, query: QueryEmbedding) -> Retrieved:
         """Top-k :class:`Hit` for the query (never the query's own record)."""
+        return await self.search_batch(query)
+
+    @serve.batch
+    async def search_batch(self, queries: list[QueryEmbedding]) -> list[Retrieved]:
+        """One index search for a batch of queries."""
         t0 = time.perf_counter()
-        hits = retrieve(self.index, query.embedding, self.top_k, self.exclude_same_patient)
-        return Retrieved(hits, query.elapsed_ms, _ms(t0))
+        hits = retrieve_batch(self.index, np.stack([q.embedding for q in queries]),
+                              self.top_k, self.exclude_same_patient)
+        ms = _ms(t0)
+        return [Retrieved(h, q.elapsed_ms, ms) for h, q in zip(hits, queries)]
+
+    def check_health(self) -> None:
+        """Serve's health check: one search must answer."""
+        probe = np.ones((1, self.index.dim), np.float32)
+        self.index.search(probe, 1)
+
+    async def health(self) -> bool:
+        """The same probe for the ingress's ``/healthz``."""
+        self.check_health()
+        return True
+
+
+class _LoadedAdapter:
+    """An adapter held by the LLM replica's multiplexer; dropped from the replica's LLM part
+    when Serve evicts it."""
+
+    def __init__(self, part: Any, name: str) -> None:
+        self.part = part
+        self.name = name
+
+    def __del__(self) -> None:
+        self.part.drop_adapter(self.name)
+
+
+@dataclass(frozen=True)
+class TextPiece:
+    """One streamed piece of generated text (``LLM.stream``)."""
+
+    text: str
 
 
 @serve.deployment
 class LLM:
-    """LLM side of the trained model (LLM + LoRA + fusion, no encoder or mapper); greedy
-    decoding from the ECG prefix, micro-batched."""
+    """One base LLM (+ LoRA + fusion; no encoder or mapper) and the adapters of
+    ``serve.adapters``; greedy decoding from the ECG prefix, batched or streamed.
 
-    def __init__(self, cfg: ExperimentConfig, checkpoint_dir: str) -> None:
+    Args:
+        models: the served models (:func:`ecglm.serving.catalog.resolve_models`).
+        dep: ``serve.llm``.
+    """
+
+    def __init__(self, models: dict[str, ServedModel], dep: DeploymentConfig) -> None:
         set_process_env()  # before transformers is first imported in this replica
         # deferred on purpose: parts loads transformers, which must see the process env
         from ecglm.serving.parts import LLMPart
 
-        self.part = LLMPart(cfg, checkpoint_dir)
+        main = models[MAIN_MODEL]
+        self.models = models
+        self.part = LLMPart(main.cfg, main.checkpoint_dir, replica_device(dep))
+        apply_batching(self.generate_batch, dep)
+
+    @serve.multiplexed(max_num_models_per_replica=MAX_ADAPTERS_PER_REPLICA)
+    async def adapter(self, model_id: str) -> _LoadedAdapter:
+        """Load adapter ``model_id``'s LoRA tensors and config into this replica."""
+        model = self.models[model_id]
+        await asyncio.to_thread(self.part.add_adapter, model_id, model.cfg, model.checkpoint_dir)
+        return _LoadedAdapter(self.part, model_id)
+
+    async def _request(self, encoded: EncodedPrefix, retrieved: Optional[Retrieved],
+                       row: ECGRow) -> GenerationRequest:
+        model = serve.get_multiplexed_model_id() or MAIN_MODEL
+        if model != MAIN_MODEL:
+            await self.adapter(model)
+        hits = retrieved.hits if retrieved is not None else []
+        return GenerationRequest(encoded.prefix, encoded.prefix_mask, row,
+                                 [h.report for h in hits], model)
+
+    @staticmethod
+    def _timings(encoded: EncodedPrefix, retrieved: Optional[Retrieved],
+                 t0: float) -> dict[str, float]:
+        timings = {"encode": round(encoded.elapsed_ms
+                                   + (retrieved.embed_ms if retrieved is not None else 0.0), 2)}
+        if retrieved is not None:
+            timings["retrieve"] = retrieved.search_ms
+        timings["generate"] = _ms(t0)
+        return timings
 
     async def __call__(self, encoded: EncodedPrefix, retrieved: Optional[Retrieved],
                        row: ECGRow) -> Generation:
         """Answer one request (its task fields in ``row``) from its prefix and retrieved
         reports (either may arrive as the resolved result of another deployment's response)."""
         t0 = time.perf_counter()
+        request = await self._request(encoded, retrieved, row)
+        gen = await self.generate_batch(request)
         hits = retrieved.hits if retrieved is not None else []
-        gen = await self.generate_batch(GenerationRequest(
-            encoded.prefix, encoded.prefix_mask, row, [h.report for h in hits]))
-        timings = {"encode": round(encoded.elapsed_ms
-                                   + (retrieved.embed_ms if retrieved is not None else 0.0), 2)}
-        if retrieved is not None:
-            timings["retrieve"] = retrieved.search_ms
-        timings["generate"] = _ms(t0)
-        return Generation(gen.generated, gen.body, hits, timings)
+        return Generation(gen.generated, gen.body, hits, self._timings(encoded, retrieved, t0))
 
-    @serve.batch(max_batch_size=LLM_MAX_BATCH_SIZE, batch_wait_timeout_s=LLM_BATCH_WAIT_S)
+    async def stream(self, encoded: EncodedPrefix, retrieved: Optional[Retrieved],
+                     row: ECGRow) -> AsyncIterator[Union[TextPiece, Generation]]:
+        """Stream one request: :class:`TextPiece` s as tokens are decoded, then the final
+        :class:`Generation` (the same text and task fields :meth:`__call__` gives)."""
+        t0 = time.perf_counter()
+        request = await self._request(encoded, retrieved, row)
+        pieces = self.part.stream(request)
+        parts: list[str] = []
+        done = object()
+        try:
+            while True:
+                piece = await asyncio.to_thread(next, pieces, done)
+                if piece is done:
+                    break
+                parts.append(piece)
+                yield TextPiece(piece)
+        finally:
+            pieces.close()
+        text = "".join(parts).strip()
+        hits = retrieved.hits if retrieved is not None else []
+        yield Generation(text, self.part.response(request, text), hits,
+                         self._timings(encoded, retrieved, t0))
+
+    @serve.batch
     async def generate_batch(self, requests: list[GenerationRequest]) -> list[Generation]:
-        """Up to :data:`LLM_MAX_BATCH_SIZE` requests decoded together (off the event loop)."""
+        """A batch of requests decoded together (grouped by model; off the event loop)."""
         return await asyncio.to_thread(self.part.generate, requests)
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Decode a batch (:meth:`ecglm.serving.parts.LLMPart.generate`)."""
         return self.part.generate(requests)
 
+    def check_health(self) -> None:
+        """Serve's health check: a one-token forward pass must give finite logits."""
+        self.part.health()
 
-@serve.deployment
-class Ingress:
-    """HTTP entry point: ``POST /`` answers a question about an ECG, ``GET /healthz``."""
-
-    def __init__(self, encoder: DeploymentHandle, retriever: DeploymentHandle,
-                 llm: DeploymentHandle, serve_cfg: ServeConfig, data_cfg: DataConfig,
-                 task: str = "qa", retrieval: bool = True) -> None:
-        self.encoder = encoder
-        self.retriever = retriever
-        self.llm = llm
-        self.serve_cfg = serve_cfg
-        self.data_cfg = data_cfg
-        self.task = task
-        """The served model's task (its plugin validates requests and shapes responses)."""
-        self.retrieval = retrieval
-        """``retrieval.enabled``: query the retriever and put the top-k reports in the prompt."""
-
-    async def __call__(self, request: Request) -> Response:
-        path = route(request)
-        if path == "/healthz":
-            if request.method not in ("GET", "HEAD"):
-                return _error(405, "method", f"{request.method} not allowed; use GET",
-                              {"Allow": "GET, HEAD"})
-            return JSONResponse({"status": "ok"})
-        if path != "/":
-            return _error(404, "path", f"no route {path!r}; use POST / or GET /healthz")
-        if request.method != "POST":
-            return _error(405, "method", f"{request.method} not allowed; use POST with a JSON "
-                                         "body", {"Allow": "POST"})
-        try:
-            return JSONResponse(await self.answer(request))
-        except RequestError as err:
-            return JSONResponse(error_body(err), status_code=err.status)
-        except Exception:  # noqa: BLE001 - the client gets a 500, the log gets the traceback
-            logger.exception("ecglm: request failed")
-            return _error(500, "server", "internal error while answering; see the Serve logs")
-
-    async def answer(self, request: Request) -> dict[str, Any]:
-        """Validate, then encode -> (retrieve) -> generate as one chain of handle calls; the
-        JSON response body. Stage timings are measured inside each deployment."""
-        t0 = time.perf_counter()
-        timings: dict[str, float] = {}
-        body = await read_body(request, self.serve_cfg.max_body_bytes)
-        req = validate_request(parse_json(body), self.serve_cfg, self.data_cfg, self.task)
-        timings["validate"] = _ms(t0)
-
-        prefix = self.encoder.prefix.remote(req.signal)
-        retrieved = None
-        if self.retrieval:  # presets without retrieval (MEIT, GEM) never see reports
-            retrieved = self.retriever.remote(self.encoder.embed.remote(req.signal))
-        gen: Generation = await self.llm.remote(prefix, retrieved, req.row)
-        timings.update(gen.timings)
-        timings["total"] = _ms(t0)
-        reports = [{"ecg_id": h.ecg_id, "report": h.report, "score": round(h.score, 6)}
-                   for h in gen.hits]
-        return {**gen.body, "retrieved_reports": reports, "timings_ms": timings}
-
-
-def _error(status: int, field: str, message: str,
-           headers: Optional[dict[str, str]] = None) -> JSONResponse:
-    return JSONResponse({"error": message, "field": field}, status_code=status, headers=headers)
+    async def health(self) -> bool:
+        """The same probe for the ingress's ``/healthz``."""
+        await asyncio.to_thread(self.part.health)
+        return True

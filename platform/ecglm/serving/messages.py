@@ -55,6 +55,8 @@ class GenerationRequest:
     """The task's fields of the request (:meth:`ecglm.tasks.base.Task.request_row`)."""
     reports: list[str]
     """Retrieved reports, best first."""
+    model: str = ""
+    """Served model id (``""``: the main model; else an adapter of ``serve.adapters``)."""
 
 
 @dataclass(frozen=True)
