@@ -12,6 +12,12 @@ too large, 422 well-formed but invalid) and the offending field; :func:`error_bo
 JSON the client sees. Accepted ECGs go through the training records' preprocessing
 (:func:`ecglm.data.preprocess.preprocess`: ``data.normalize`` filters, resampling to ``data.fs``,
 crop/pad to ``data.n_samples``).
+
+Every input form shares one path: the JSON body (:func:`validate_request`) and the uploads of
+:mod:`ecglm.serving.inputs` (a WFDB record, raw little-endian samples) each turn their ECG into
+a ``(12, T)`` float64 mV array and a rate in Hz, then call :func:`validate_signal_request`,
+which checks the rate, the duration, finiteness and the task's fields and preprocesses the ECG.
+:class:`SignalFields` says which request field each of its errors names for that input form.
 """
 
 from __future__ import annotations
@@ -47,6 +53,23 @@ class ECGRequest:
     """Sampling rate of the ECG as sent, Hz."""
     input_samples: int
     """Samples per lead as sent."""
+
+
+@dataclass(frozen=True)
+class SignalFields:
+    """The request field :func:`validate_signal_request` names in an error, per input form."""
+
+    samples: str = "ecg"
+    """Where the samples came from (non-finite values)."""
+    fs: str = "fs"
+    """Where the sampling rate came from (rate outside ``[serve.min_fs, serve.max_fs]``)."""
+    duration: str = "ecg"
+    """Where the sample count came from (duration outside
+    ``[serve.min_seconds, serve.max_seconds]``)."""
+
+
+JSON_FIELDS = SignalFields()
+"""Field names of the JSON body: ``ecg`` and ``fs``."""
 
 
 def error_body(err: RequestError) -> dict[str, str]:
@@ -113,11 +136,12 @@ def _is_number(value: Any) -> bool:
     return type(value) is float or type(value) is int  # bool is an int subclass: excluded
 
 
-def validate_ecg(value: Any) -> np.ndarray:
-    """``ecg`` -> ``(12, T)`` float64 mV, checked: 12 leads, equal lengths, numbers, finite.
+def parse_ecg(value: Any) -> np.ndarray:
+    """``ecg`` (JSON lists) -> ``(12, T)`` float64 mV, checked: 12 leads, equal lengths,
+    ``T > 0``, numbers (finiteness is checked by :func:`check_finite`).
 
     Raises:
-        RequestError: 422 naming the lead and the problem.
+        RequestError: 422 on ``ecg`` naming the lead and the problem.
     """
     if not isinstance(value, list):
         raise RequestError(422, "ecg", f"expected a list of 12 leads ({' '.join(LEADS)}), "
@@ -141,12 +165,31 @@ def validate_ecg(value: Any) -> np.ndarray:
             if not _is_number(v):
                 raise RequestError(422, "ecg", f"lead {lead}[{i}]: expected a number (mV), "
                                                f"got {v!r}")
-    x = np.asarray(value, dtype=np.float64)
+    return np.asarray(value, dtype=np.float64)
+
+
+def check_finite(x: np.ndarray, field: str = "ecg") -> None:
+    """Every sample of ``x`` ``(12, T)`` mV is finite.
+
+    Raises:
+        RequestError: 422 on ``field`` naming the leads that hold NaN/Infinity.
+    """
     finite = np.isfinite(x).all(axis=1)
     if not finite.all():
         bad = [lead for lead, ok in zip(LEADS, finite) if not ok]
-        raise RequestError(422, "ecg", f"non-finite values (NaN/Infinity) in lead(s) "
+        raise RequestError(422, field, f"non-finite values (NaN/Infinity) in lead(s) "
                                        f"{', '.join(bad)}")
+
+
+def validate_ecg(value: Any) -> np.ndarray:
+    """``ecg`` -> ``(12, T)`` float64 mV, checked: 12 leads, equal lengths, numbers, finite
+    (:func:`parse_ecg` then :func:`check_finite`).
+
+    Raises:
+        RequestError: 422 naming the lead and the problem.
+    """
+    x = parse_ecg(value)
+    check_finite(x)
     return x
 
 
@@ -155,18 +198,28 @@ def validate_fs(value: Any, serve: ServeConfig) -> float:
     if not _is_number(value) or not math.isfinite(value):
         raise RequestError(422, "fs", f"expected a number (Hz), got {value!r}")
     fs = float(value)
-    if not serve.min_fs <= fs <= serve.max_fs:
-        raise RequestError(422, "fs", f"{fs:g} Hz outside the accepted range "
-                                      f"[{serve.min_fs:g}, {serve.max_fs:g}] Hz")
+    check_fs(fs, serve)
     return fs
 
 
-def validate_duration(n_samples: int, fs: float, serve: ServeConfig) -> None:
+def check_fs(fs: float, serve: ServeConfig, field: str = "fs") -> None:
+    """A sampling rate ``fs`` (Hz) within ``[serve.min_fs, serve.max_fs]``.
+
+    Raises:
+        RequestError: 422 on ``field``.
+    """
+    if not (math.isfinite(fs) and serve.min_fs <= fs <= serve.max_fs):
+        raise RequestError(422, field, f"{fs:g} Hz outside the accepted range "
+                                       f"[{serve.min_fs:g}, {serve.max_fs:g}] Hz")
+
+
+def validate_duration(n_samples: int, fs: float, serve: ServeConfig,
+                      field: str = "ecg") -> None:
     """Record length ``n_samples / fs`` in seconds must lie in
-    ``[serve.min_seconds, serve.max_seconds]``."""
+    ``[serve.min_seconds, serve.max_seconds]`` (else 422 on ``field``)."""
     seconds = n_samples / fs
     if not serve.min_seconds <= seconds <= serve.max_seconds:
-        raise RequestError(422, "ecg", f"duration {seconds:g} s ({n_samples} samples at {fs:g} "
+        raise RequestError(422, field, f"duration {seconds:g} s ({n_samples} samples at {fs:g} "
                                        f"Hz) outside [{serve.min_seconds:g}, "
                                        f"{serve.max_seconds:g}] s")
 
@@ -180,13 +233,53 @@ def to_model_signal(x: np.ndarray, fs: float, data: DataConfig) -> np.ndarray:
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
+def validate_signal_request(x: np.ndarray, fs: float, fields: Mapping[str, Any],
+                            serve: ServeConfig, target: DataConfig, task: str = "qa", *,
+                            names: SignalFields = JSON_FIELDS) -> ECGRequest:
+    """The checks and conversion every input form shares.
+
+    Args:
+        x: ``(12, T)`` float64 mV, lead order :data:`LEADS`, ``T > 0`` (may hold NaN/inf:
+            rejected here, naming the leads).
+        fs: sampling rate of ``x`` in Hz.
+        fields: the task's fields only (``qa``: ``question``, ``options``), as decoded.
+        serve: request limits (``serve.min_fs`` ... ``serve.max_seconds``).
+        target: the model's data section (``data.fs``, ``data.n_samples``, ``data.normalize``).
+        task: the served model's task (its plugin names and validates the fields).
+        names: the request field each signal error names (:class:`SignalFields`; the JSON
+            names by default).
+
+    Checks, in order: unknown task fields, finite samples, ``fs`` range, duration, the task
+    row (:meth:`ecglm.tasks.base.Task.request_row`); then :func:`to_model_signal`.
+
+    Raises:
+        RequestError: 422 naming the first invalid field.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    plugin = get_task(task)
+    unknown = sorted(set(fields) - plugin.request_fields)
+    if unknown:
+        raise RequestError(422, unknown[0], f"unknown field(s) {unknown} for a {task!r} "
+                                            f"endpoint; allowed: {sorted(plugin.request_fields)}")
+    if x.ndim != 2 or x.shape[0] != len(LEADS) or x.shape[1] == 0:
+        raise RequestError(422, names.samples, f"expected (12, T) samples with T > 0, got "
+                                               f"shape {tuple(x.shape)}")
+    check_finite(x, names.samples)
+    check_fs(fs, serve, names.fs)
+    validate_duration(int(x.shape[1]), fs, serve, names.duration)
+    row = plugin.request_row(fields, serve)
+    return ECGRequest(signal=to_model_signal(x, fs, target), row=row, input_fs=float(fs),
+                      input_samples=int(x.shape[1]))
+
+
 def validate_request(data: Mapping[str, Any], serve: ServeConfig,
                      target: DataConfig, task: str = "qa") -> ECGRequest:
     """Check a decoded request object field by field and convert its ECG for the model.
 
     ``task`` is the served model's task: its plugin names the fields it takes besides ``ecg``
     and ``fs`` (``qa``: ``question`` and, unless it is a yes/no question, ``options``; the
-    generation tasks: none) and validates them.
+    generation tasks: none) and validates them. ``ecg`` and ``fs`` are parsed here
+    (:func:`validate_ecg`, :func:`validate_fs`), the rest is :func:`validate_signal_request`.
 
     Raises:
         RequestError: 422 naming the first invalid field.
@@ -202,10 +295,8 @@ def validate_request(data: Mapping[str, Any], serve: ServeConfig,
             raise RequestError(422, key, "missing required field")
     x = validate_ecg(data["ecg"])
     fs = validate_fs(data["fs"], serve)
-    validate_duration(x.shape[1], fs, serve)
-    row = plugin.request_row(data, serve)
-    return ECGRequest(signal=to_model_signal(x, fs, target), row=row, input_fs=fs,
-                      input_samples=int(x.shape[1]))
+    task_fields = {k: v for k, v in data.items() if k not in BASE_FIELDS}
+    return validate_signal_request(x, fs, task_fields, serve, target, task)
 
 
 def parse_request(body: bytes, content_length: Optional[str], serve: ServeConfig,
