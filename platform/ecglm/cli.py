@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,10 @@ from ecglm.config import (
 )
 from ecglm.utils.logs import log_file, quiet_output
 from ecglm.tracking.tracked import Interrupted
+
+DEFAULT_TRACKING = ExperimentConfig().tracking.tracking_uri
+"""Registry ``ecglm serve models:/...`` reads without ``--tracking-uri``/``MLFLOW_TRACKING_URI``
+(the store ``make demo`` writes)."""
 
 
 def _recipe(name: str) -> ModuleType:
@@ -106,6 +111,13 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if str(args.config).startswith("models:"):  # ecglm serve models:/NAME@ALIAS
+        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING
+        _recipe("serve").run_registered(str(args.config), uri, args.overrides)
+        return 0
+    if not args.checkpoint:
+        raise SystemExit("ecglm serve CONFIG needs --checkpoint (or: ecglm serve "
+                         "models:/NAME@ALIAS)")
     _recipe("serve").run(_load(args), args.checkpoint)
     return 0
 
@@ -327,9 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue an interrupted sweep: its parent MLflow run id or its Tune "
                          "folder (finished trials are kept, the others continue from their "
                          "latest checkpoint in their own MLflow runs)")
-    add("serve", _cmd_serve, "serve a checkpoint (folder, MLflow run id or "
-        "models:/NAME@ALIAS) with Ray Serve until Ctrl-C").add_argument(
-        "--checkpoint", required=True)
+    srv = add("serve", _cmd_serve, "serve a checkpoint (folder, MLflow run id or "
+              "models:/NAME@ALIAS) with Ray Serve until Ctrl-C; or `ecglm serve "
+              "models:/NAME@ALIAS` with the registered model's own config")
+    srv.add_argument("--checkpoint", default=None)
+    srv.add_argument("--tracking-uri", default=None,
+                     help="with models:/...: the registry (default MLFLOW_TRACKING_URI, else "
+                          f"{DEFAULT_TRACKING})")
     add("demo", _cmd_demo, "shard, train, evaluate, sweep and serve one request")
     add("pretrain", _cmd_pretrain, "contrastive ECG<->text (SigLIP) pretraining of the "
         "encoder with Ray Train, then zero-shot superclass AUC")

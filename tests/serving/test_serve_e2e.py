@@ -476,3 +476,17 @@ def test_health_check_replaces_a_broken_replica(served: Served) -> None:
         assert handle.health.remote().result(timeout_s=TIMEOUT_S) is True
     finally:
         serve.delete("breakable")
+
+
+def test_registered_model_brings_its_config_and_index(served: Served, tmp_path: Path) -> None:
+    """``ecglm serve models:/tiny-served@champion`` needs no YAML: the registered run's config,
+    checkpoint and retrieval index come from the registry."""
+    from ecglm.recipes.serve import registered_config
+
+    cfg, folder, retrieval = registered_config(
+        SERVED_REF, served.cfg.tracking.tracking_uri, [f"output_dir={tmp_path}", "serve.port=9"])
+    assert cfg.task == served.cfg.task and cfg.lora == served.cfg.lora
+    assert cfg.data.normalize == served.cfg.data.normalize and cfg.serve.port == 9
+    assert (folder / "trainable.safetensors").read_bytes() == (
+        served.checkpoint / "trainable.safetensors").read_bytes()
+    assert (retrieval / "index.faiss").is_file() and str(retrieval).startswith(str(tmp_path))

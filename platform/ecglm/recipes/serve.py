@@ -1,5 +1,6 @@
-"""``ecglm serve CONFIG --checkpoint X`` (folder, MLflow run id or ``models:/NAME@ALIAS``):
-deploy encoder -> retriever -> LLM with Ray Serve and block until Ctrl-C."""
+"""``ecglm serve CONFIG --checkpoint X`` (folder, MLflow run id or ``models:/NAME@ALIAS``), or
+``ecglm serve models:/NAME@ALIAS`` (config and retrieval index from the registered model's
+run): deploy encoder -> retriever -> LLM with Ray Serve and block until Ctrl-C."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ecglm.config import ExperimentConfig
-from ecglm.checkpoint import resolve_checkpoint
+from ecglm.checkpoint import CONFIG_FILE, REGISTRY_SCHEME, resolve_checkpoint
+from ecglm.config import ExperimentConfig, apply_overrides, load_config, parse_cli_overrides
+from ecglm.config.paths import resolve_paths
 from ecglm.recipes.common import ray_lifecycle
+from ecglm.serving.pyfunc import RETRIEVAL_ARTIFACT, RETRIEVAL_RUN_ARTIFACT
+from ecglm.tracking import mlflow_run, registry
 from ecglm.serving.launch import start, stop
 from ecglm.train.run import Prepared, prepare
 
@@ -25,17 +29,63 @@ def start_prepared(prep: Prepared, checkpoint: str,
     return start(prep.cfg, ckpt, prep.retrieval.folder, timeout_s=timeout_s), ckpt
 
 
+def _block(url: str) -> None:
+    print(f"[serve] {url}docs (API), POST {url}v1/<answer|report|classify> - Ctrl-C to stop",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
 def run(cfg: ExperimentConfig, checkpoint: str) -> None:
     """Serve ``checkpoint`` (folder, MLflow run id or ``models:/...``) until interrupted."""
     with ray_lifecycle(cfg):
         prep = prepare(cfg)
         url, _ = start_prepared(prep, checkpoint)
-        fields = ", ".join(sorted({"ecg", "fs", *prep.task.request_fields}))
-        print(f"[serve] POST {url} (JSON fields: {fields}) - Ctrl-C to stop", flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stop()
+        _block(url)
+
+
+def registered_config(ref: str, tracking_uri: str, overrides: list[str]
+                      ) -> tuple[ExperimentConfig, Path, Path]:
+    """A registered model ``models:/NAME@ALIAS`` (or ``/VERSION``) on ``tracking_uri`` ->
+    (its training config with ``overrides`` applied and this tracking URI, its checkpoint
+    folder, its run's retrieval index folder), all downloaded under the default output dir.
+
+    Raises:
+        ecglm.tracking.registry.RegistryRefError: unknown model, alias or version.
+    """
+    if not ref.startswith(REGISTRY_SCHEME):
+        raise ValueError(f"{ref}: expected {REGISTRY_SCHEME}NAME@ALIAS or "
+                         f"{REGISTRY_SCHEME}NAME/VERSION")
+    base = resolve_paths(apply_overrides(ExperimentConfig(), parse_cli_overrides(
+        [f"tracking.tracking_uri={tracking_uri}", *overrides])))
+    folder, _ = resolve_checkpoint(base, ref)
+    cfg = load_config(Path(folder) / CONFIG_FILE,
+                      [f"tracking.tracking_uri={tracking_uri}", *overrides])
+    return resolve_paths(cfg), Path(folder), registered_retrieval(base, ref)
+
+
+def registered_retrieval(cfg: ExperimentConfig, ref: str) -> Path:
+    """The retrieval index registered with ``ref``: the logged model's own copy
+    (``<model>/artifacts/retrieval``), else its run's ``retrieval`` artifact; downloaded under
+    ``<output_dir>/downloads/models/<NAME>/<VERSION>/retrieval``."""
+    uri = cfg.tracking.tracking_uri
+    version = registry.resolve(uri, ref)
+    inner = version.run_artifact_path
+    path = f"{inner}/artifacts/{RETRIEVAL_ARTIFACT}" if inner else ""
+    if not path or not registry.has_artifact(uri, version.run_id, path):
+        path = RETRIEVAL_RUN_ARTIFACT
+    dst = Path(cfg.output_dir) / "downloads" / "models" / version.name / version.version
+    return mlflow_run.download_artifacts(uri, version.run_id, path, dst)
+
+
+def run_registered(ref: str, tracking_uri: str, overrides: list[str]) -> None:
+    """``ecglm serve models:/NAME@ALIAS``: serve a registered model with the config it was
+    trained with (no data preparation: the index comes from its run) until interrupted."""
+    cfg, folder, retrieval = registered_config(ref, tracking_uri, overrides)
+    with ray_lifecycle(cfg):
+        _block(start(cfg, folder, retrieval))

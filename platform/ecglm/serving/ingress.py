@@ -33,6 +33,8 @@ from typing import Any, AsyncIterator, Optional
 
 from fastapi import FastAPI
 from ray import serve
+from ray.exceptions import ActorUnavailableError, RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -68,6 +70,18 @@ from ecglm.tasks import get_task
 logger = logging.getLogger("ray.serve")
 
 HEALTH_TIMEOUT_S = 10.0
+REPLICA_LOST = (RayActorError, ActorUnavailableError)
+"""A model replica died or became unreachable while it held the request."""
+
+
+class ReplicaLost(RuntimeError):
+    """A request lost its model replica twice."""
+
+
+OVERLOADED = (BackPressureError, DeploymentUnavailableError, ReplicaLost)
+"""Serve refused the request (queues full, deployment not running) or lost its replicas: the
+client gets 503 with ``Retry-After`` and may retry."""
+RETRY_AFTER_S = 1
 MAX_UPLOAD_PARTS = 8
 """Form parts (files + fields) a multipart upload may hold."""
 MODEL_HEADER = "serve_multiplexed_model_id"
@@ -225,7 +239,7 @@ class IngressCore:
               ) -> dict[str, Any]:
         reports = [{"ecg_id": h.ecg_id, "report": h.report, "score": round(h.score, 6)}
                    for h in gen.hits]
-        return {**gen.body, "retrieved_reports": reports, "model": model or "main",
+        return {"generated": gen.generated, **gen.body, "retrieved_reports": reports, "model": model or "main",
                 "request_id": rid, "timings_ms": timings}
 
     async def handle(self, request: Request, route: Optional[str]) -> Response:
@@ -246,13 +260,18 @@ class IngressCore:
                 return StreamingResponse(self._events(gen_stream, timings, t0, rid, model, name),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
-            gen: Generation = await self._llm(model).remote(prefix, retrieved, req.row)
+            gen = await self._generate(req, model, info, prefix, retrieved)
             timings.update(gen.timings)
             timings["total"] = _ms(t0)
             self.metrics.observe(name, 200, timings)
             logger.info("ecglm: %s model=%s 200 in %.1f ms", name, model or "main",
                         timings["total"])
             return JSONResponse(self._body(gen, timings, rid, model))
+        except OVERLOADED as exc:
+            self.metrics.observe(name, 503, {})
+            logger.warning("ecglm: %s 503: %s", name, type(exc).__name__)
+            return _error(503, "server", "the model is overloaded or restarting; retry shortly",
+                          rid, {"Retry-After": str(RETRY_AFTER_S)})
         except RequestError as err:
             self.metrics.observe(name, err.status, {})
             logger.info("ecglm: %s %d %s: %s", name, err.status, err.field, err.message)
@@ -263,6 +282,22 @@ class IngressCore:
             logger.exception("ecglm: request failed")
             return _error(500, "server", "internal error while answering; see the Serve logs "
                                          f"(request id {rid})", rid)
+
+    async def _generate(self, req: ECGRequest, model: str, info: ModelInfo, prefix: Any,
+                        retrieved: Any) -> Generation:
+        """Await the chain's answer; when a model replica dies while holding the request
+        (its process killed, its node lost), run the chain once more on the replicas Serve
+        has left (answers are deterministic, so a repeat is safe); a second loss is a 503."""
+        try:
+            return await self._llm(model).remote(prefix, retrieved, req.row)
+        except REPLICA_LOST as exc:
+            logger.warning("ecglm: a replica was lost mid-request (%s); running it again",
+                           type(exc).__name__)
+        prefix, retrieved = self._chain(req, model, info)
+        try:
+            return await self._llm(model).remote(prefix, retrieved, req.row)
+        except REPLICA_LOST as exc:
+            raise ReplicaLost(f"replica lost twice: {exc}") from exc
 
     async def _events(self, stream: Any, timings: dict[str, float], t0: float, rid: str,
                       model: str, route: str) -> AsyncIterator[bytes]:
