@@ -411,3 +411,25 @@ def load_script(path: Path, name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def write_record_shards(root: Path, signals: np.ndarray, patient_ids: list[int],
+                        splits: list[str]) -> Any:
+    """A minimal shard folder (one ``records.parquet``) holding ``signals (N, 12, T)`` mV as
+    records ``1..N`` with reports ``"report <id>"``; returns its ``ShardSet``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ecglm.data.sharding import encode_signals
+    from ecglm.data.shards import ShardSet
+
+    n = len(signals)
+    table = pa.table({
+        "ecg_id": list(range(1, n + 1)), "patient_id": list(patient_ids), "split": list(splits),
+        "report": [f"report {i}" for i in range(1, n + 1)],
+        "signal": [encode_signals(signals[i:i + 1]) for i in range(n)]})
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, root / "records.parquet")
+    return ShardSet(root=root, records=root / "records.parquet", qa={},
+                    manifest={"config_hash": "test"})
+

@@ -28,6 +28,7 @@ from ecglm.models.encoders import (
     tiny_tower_dir,
     time_series_part,
 )
+from tests.helpers import write_record_shards
 
 FS = 100.0
 """Sampling rate of the test ECGs (Hz): 500 samples = 5 s, half of the rendered paper."""
@@ -405,22 +406,8 @@ def test_image_normalisation_uses_the_preprocessor_config(cache: Path, tmp_path:
 
 def _shards(root: Path, n: int = 8) -> Any:
     """A minimal shard folder: ``n`` records (6 train, 2 test), 5 s at 100 Hz."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from ecglm.data.sharding import encode_signals
-    from ecglm.data.shards import ShardSet
-
-    sig = _signals(n, seed=7).numpy()
-    table = pa.table({
-        "ecg_id": list(range(1, n + 1)), "patient_id": list(range(101, 101 + n)),
-        "split": ["train"] * (n - 2) + ["test"] * 2,
-        "report": [f"report {i}" for i in range(1, n + 1)],
-        "signal": [encode_signals(sig[i:i + 1]) for i in range(n)]})
-    root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, root / "records.parquet")
-    return ShardSet(root=root, records=root / "records.parquet", qa={},
-                    manifest={"config_hash": "test"})
+    return write_record_shards(root, _signals(n, seed=7).numpy(), list(range(101, 101 + n)),
+                               ["train"] * (n - 2) + ["test"] * 2)
 
 
 @pytest.mark.parametrize("name", ["cmelt", "temporal_conv", "image", "dual"])

@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from ecglm.config.schema import (
@@ -18,10 +16,10 @@ from ecglm.config.schema import (
     LLMConfig,
     RetrievalConfig,
 )
-from ecglm.data.sharding import encode_signals
 from ecglm.data.shards import ShardSet
 from ecglm.retrieval.build import build_retrieval
 from ecglm.retrieval.index import ReportIndex
+from tests.helpers import write_record_shards
 
 N_TRAIN, N_TEST = 90, 10
 
@@ -33,15 +31,8 @@ def _shards(root: Path) -> ShardSet:
     t = np.arange(500) / 100.0
     sig = (0.5 + rng.random((n, 12, 1))) * np.sin(2 * np.pi * 1.2 * t) \
         + 0.2 * rng.normal(size=(n, 12, 500))
-    table = pa.table({
-        "ecg_id": list(range(1, n + 1)), "patient_id": [i // 2 for i in range(n)],
-        "split": ["train"] * N_TRAIN + ["test"] * N_TEST,
-        "report": [f"report {i}" for i in range(1, n + 1)],
-        "signal": [encode_signals(sig[i:i + 1]) for i in range(n)]})
-    root.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, root / "records.parquet")
-    return ShardSet(root=root, records=root / "records.parquet", qa={},
-                    manifest={"config_hash": "test"})
+    return write_record_shards(root, sig, [i // 2 for i in range(n)],
+                               ["train"] * N_TRAIN + ["test"] * N_TEST)
 
 
 def _cfg(tmp: Path, **retrieval: Any) -> ExperimentConfig:
