@@ -57,8 +57,8 @@ def tiny_config(root: Path, *overrides: str) -> ExperimentConfig:
 # serving
 # --------------------------------------------------------------------------------------------
 
-MAX_BODY_BYTES = 300_000
-"""``serve.max_body_bytes`` of the served test app (a tiny 100 Hz x 10 s ECG is ~120 kB)."""
+MAX_BODY_BYTES = 2_000_000
+"""``serve.max_body_bytes`` of the served test apps (a 500 Hz x 10 s ECG as JSON is ~1.2 MB)."""
 
 
 @dataclass

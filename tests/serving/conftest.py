@@ -25,6 +25,8 @@ SERVED_REF = f"models:/{SERVED_MODEL}@champion"
 TOKEN = "test-token-7f3a9c"
 REPORT_ADAPTER = "report"
 SERVE_OVERRIDES = (
+    # source records at 500 Hz, shards at 100 Hz: clients send what the source files hold
+    "data.synthetic_fs=500",
     # filters on: a served ECG at another rate goes through the shards' exact preprocessing
     "data.normalize.baseline_filter=true", "data.normalize.powerline_hz=50",
     # the LLM scales 1 -> 2 under load within seconds and back when idle

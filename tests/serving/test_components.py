@@ -16,7 +16,8 @@ from ecglm.models.prompting import build_prompt
 from ecglm.retrieval.index import ReportIndex
 from ecglm.serving.app import AppArgsError, build_app, resolve_app_args
 from ecglm.tracking.registry import RegistryRefError
-from ecglm.serving.deployments import read_body, retrieve, route
+from ecglm.serving.deployments import retrieve
+from ecglm.serving.ingress import read_body, sse, wants_stream
 from ecglm.serving.launch import base_url
 from ecglm.serving.parts import serve_prompt
 from ecglm.serving.validation import RequestError
@@ -68,11 +69,14 @@ def test_indexed_record_never_gets_itself_back(index: tuple[ReportIndex, np.ndar
 # ------------------------------------------------------------------------------------------------
 
 def _request(path: str = "/", root_path: str = "", body_chunks: tuple[bytes, ...] = (),
-             content_length: int | None = None) -> Request:
+             content_length: int | None = None, query_string: bytes = b"",
+             accept: str | None = None) -> Request:
     headers = [] if content_length is None else [(b"content-length",
                                                   str(content_length).encode())]
+    if accept is not None:
+        headers.append((b"accept", accept.encode()))
     scope = {"type": "http", "method": "POST", "path": path, "root_path": root_path,
-             "headers": headers, "query_string": b""}
+             "headers": headers, "query_string": query_string}
     messages = [{"type": "http.request", "body": c, "more_body": i < len(body_chunks) - 1}
                 for i, c in enumerate(body_chunks)] or [{"type": "http.request", "body": b""}]
     received: list[int] = []
@@ -86,12 +90,11 @@ def _request(path: str = "/", root_path: str = "", body_chunks: tuple[bytes, ...
     return request
 
 
-@pytest.mark.parametrize("path, root, expected", [
-    ("/", "", "/"), ("/healthz", "", "/healthz"), ("/healthz/", "", "/healthz"),
-    ("/ecg", "/ecg", "/"), ("/ecg/", "/ecg", "/"), ("/ecg/healthz", "/ecg", "/healthz"),
-])
-def test_route_is_relative_to_the_route_prefix(path: str, root: str, expected: str) -> None:
-    assert route(_request(path, root)) == expected
+def test_stream_flag_and_event_format() -> None:
+    assert wants_stream(_request(query_string=b"stream=true"))
+    assert not wants_stream(_request(query_string=b"stream=0"))
+    assert wants_stream(_request(accept="text/event-stream"))
+    assert sse("token", {"text": "sinus"}) == b'event: token\ndata: {"text":"sinus"}\n\n'
 
 
 def test_read_body_joins_chunks() -> None:

@@ -15,6 +15,7 @@ import ecglm.models.ecg_lm as ecg_lm_module
 import ecglm.serving.parts as serving_parts
 from ecglm.models import ECGFrontEnd, PrefixLM, build_ecg_lm
 from ecglm.data.rows import QARow
+from ecglm.serving.catalog import MAIN_MODEL, ServedModel
 from ecglm.serving.deployments import LLM, ECGEncoder
 from ecglm.serving.messages import GenerationRequest
 from ecglm.serving.parts import serve_prompt
@@ -41,16 +42,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path]:
 def test_encoder_replica_holds_no_llm_and_llm_replica_no_encoder(
         checkpoint: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg, folder = checkpoint
+    models = {MAIN_MODEL: ServedModel(MAIN_MODEL, cfg, folder)}
     monkeypatch.setattr(serving_parts, "load_retrieval_encoder", lambda folder: nn.Identity())
     with monkeypatch.context() as patch:  # any attempt to load the LLM fails
         patch.setattr(ecg_lm_module, "load_llm", refuse)
         patch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
-        encoder = ECGEncoder.func_or_class(cfg, str(folder), str(folder))
+        encoder = ECGEncoder.func_or_class(models, str(folder), cfg.serve.encoder)
     assert isinstance(encoder.front_end, ECGFrontEnd)
     held = [m for module in modules_of(encoder.part) for m in module.modules()]
     assert not any(isinstance(m, transformers.PreTrainedModel) for m in held)
 
-    llm = LLM.func_or_class(cfg, str(folder))
+    llm = LLM.func_or_class(models, cfg.serve.llm)
     assert isinstance(llm.part.model, PrefixLM)
     assert not any(hasattr(m, "encoder") or hasattr(m, "mapper") for m in modules_of(llm.part))
 
@@ -59,7 +61,7 @@ def test_encoder_replica_holds_no_llm_and_llm_replica_no_encoder(
     full.eval()
     rng = np.random.default_rng(0)
     signal = (0.3 * rng.standard_normal((12, cfg.data.n_samples))).astype(np.float32)
-    encoded = encoder.prefix(signal)
+    encoded = encoder.part.prefix(signal)
     with torch.no_grad():
         want_prefix, want_mask = full.ecg_prefix(torch.from_numpy(signal)[None, None], None)
     assert torch.equal(encoded.prefix, want_prefix)

@@ -135,6 +135,9 @@ class DataConfig:
     """Number of simulated records when the synthetic fallback is used."""
     synthetic_root: str = ".cache/synthetic"
     """Where the synthetic dataset is written (PTB-XL + ECG-QA layout)."""
+    synthetic_fs: Optional[int] = None
+    """Sampling rate of the simulated source records in Hz (None: ``data.fs``); e.g. 500 with
+    ``fs: 100`` makes the shards resample, as PTB-XL's 500 Hz files do."""
     shard_dir: str = ".cache/shards"
     """Root folder of Parquet shards; a sub-folder per content hash."""
     records_per_shard: int = 64
@@ -167,6 +170,8 @@ class DataConfig:
         _require(self.fs > 0, "data.fs", "must be > 0 Hz")
         _require(self.seconds > 0, "data.seconds", "must be > 0 s")
         _require(self.synthetic_records >= 10, "data.synthetic_records", "must be >= 10")
+        _require(self.synthetic_fs is None or self.synthetic_fs >= 50, "data.synthetic_fs",
+                 "must be null or >= 50 (Hz)")
         _require(self.records_per_shard > 0, "data.records_per_shard", "must be > 0")
         _require(0.0 <= self.scp_min_likelihood <= 100.0, "data.scp_min_likelihood",
                  "must be in [0, 100]")

@@ -103,7 +103,8 @@ class ShardSet:
 
 NON_PTBXL_KEYS: tuple[str, ...] = ("dataset", "mimic_root", "max_records")
 """``data`` keys hashed only when ``data.dataset`` is not ``ptbxl``."""
-UNHASHED_DEFAULTS: dict[str, object] = {"ptbxl_rate": 500, "qa_layout": "auto", "qa_root": None}
+UNHASHED_DEFAULTS: dict[str, object] = {"ptbxl_rate": 500, "qa_layout": "auto", "qa_root": None,
+                                        "synthetic_fs": None}
 """``data`` keys hashed only when they differ from these values (folders built before the keys
 existed keep their hash)."""
 

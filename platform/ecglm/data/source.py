@@ -90,5 +90,5 @@ def resolve_source(cfg: DataConfig, seed: int) -> DataSource:
                 f"(data.source is 'shared'; use 'auto' or 'synthetic' to simulate data)")
         return DataSource(root=shared, kind="shared")
     root = Path(cfg.synthetic_root).resolve()
-    ensure_synthetic(root, cfg.synthetic_records, seed, cfg.fs, cfg.seconds)
+    ensure_synthetic(root, cfg.synthetic_records, seed, cfg.synthetic_fs or cfg.fs, cfg.seconds)
     return DataSource(root=root, kind="synthetic")

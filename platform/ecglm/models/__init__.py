@@ -48,6 +48,7 @@ from ecglm.models.prompting import (
     prompt_for_row,
     render_prompt,
 )
+from ecglm.models.streaming import stream_from_prefix
 
 __all__ = [
     "CMELTEncoder",
@@ -100,4 +101,5 @@ __all__ = [
     "prompt_for_row",
     "render_prompt",
     "save_front_end",
+    "stream_from_prefix",
 ]

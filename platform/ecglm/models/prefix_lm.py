@@ -18,11 +18,18 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
+from transformers.generation import BaseStreamer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ecglm.config.schema import ConfigError
 from ecglm.models.encoders import CheckpointError, ModelInputError
-from ecglm.models.fusion import Fusion, left_pad, left_pad_prefix_at, text_index
+from ecglm.models.fusion import (
+    Fusion,
+    check_streaming,
+    left_pad,
+    left_pad_prefix_at,
+    text_index,
+)
 from ecglm.models.trainable import load_into, trainable_tensors
 
 LLM_PREFIX = "llm."
@@ -122,7 +129,8 @@ class PrefixLMMethods:
     @torch.no_grad()
     def generate_from_prefix(self, prefix: Tensor, prefix_mask: Tensor, input_ids: Tensor,
                              attention_mask: Tensor, max_new_tokens: int | None = None, *,
-                             prefix_at: Tensor | None = None) -> list[list[int]]:
+                             prefix_at: Tensor | None = None,
+                             streamer: BaseStreamer | None = None) -> list[list[int]]:
         """Greedy decoding from an ECG prefix, for every fusion.
 
         Args:
@@ -133,13 +141,21 @@ class PrefixLMMethods:
             max_new_tokens: decoding steps (default ``llm.max_new_tokens``).
             prefix_at: ``(B,)`` long, input_prefix only: index in ``input_ids`` the ECG tokens
                 go before (required with ``fusion.position: placeholder``).
+            streamer: HF ``BaseStreamer`` fed the new tokens as they are produced, the same
+                calls for every fusion (see :mod:`ecglm.models.fusion.base`); e.g.
+                ``TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)``,
+                or use :func:`ecglm.models.streaming.stream_from_prefix`. Needs ``B == 1``.
 
         Returns:
             ``B`` lists of new token ids, cut before the first eos. The model is in eval mode
             for the call and its previous mode restored.
+
+        Raises:
+            ValueError: a streamer with ``B != 1``.
         """
         self._check_text(input_ids, attention_mask, prefix.shape[0], "prefix")
         self._check_prefix(prefix, prefix_mask)
+        check_streaming(streamer, input_ids.shape[0])
         at = self.fusion.check_prefix_at(prefix_at, input_ids)
         steps = int(max_new_tokens or self.max_new_tokens)
         pad_id, eos = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
@@ -150,7 +166,7 @@ class PrefixLMMethods:
         prefix_mask = prefix_mask.to(ids.device)
         with self._eval_mode():
             rows = self.fusion.generate(self.llm, prefix, prefix_mask, ids, mask, at, steps,
-                                        pad_id, eos)
+                                        pad_id, eos, streamer)
         return [row[: row.index(eos)] if eos in row else row for row in rows]
 
     @torch.no_grad()

@@ -14,7 +14,9 @@ The artifact folder holds:
 * ``encoder_build.json``: the other :func:`~ecglm.models.encoders.build_encoder` arguments
   (``fs``, ``llm_head_dim``, ``cache_dir``); artifacts without it were built with the defaults.
 * ``index.faiss`` + ``reports.json``: :class:`~ecglm.retrieval.index.ReportIndex` over the
-  training split.
+  training split, of kind ``retrieval.index`` (flat | ivf | hnsw; its build parameters are in
+  the cache key, :func:`index_key`). Load it with ``ReportIndex.load(folder, cfg.retrieval)``
+  to apply the query-time ``nprobe`` / ``ef_search`` and the GPU placement.
 * ``neighbours.json``: for every record in the shards, the top-k reports of *other* training
   records (never itself, never the same patient when ``retrieval.exclude_same_patient``).
 """
@@ -26,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -36,7 +38,7 @@ from safetensors.torch import save_file
 from ecglm.config import ExperimentConfig, config_hash, to_dict
 from ecglm.config.encoders import encoder_sections
 from ecglm.config.loader import build_section
-from ecglm.config.schema import EncoderConfig
+from ecglm.config.schema import EncoderConfig, RetrievalConfig
 from ecglm.data.loader import decode_signal_column
 from ecglm.data.shards import ShardSet
 from ecglm.models.dims import llm_dims
@@ -182,16 +184,58 @@ def encoder_key(cfg: ExperimentConfig, args: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+def index_key(retrieval: RetrievalConfig) -> dict[str, Any]:
+    """What shapes the saved index and the neighbour table, from the ``retrieval`` section:
+    ``top_k``, ``exclude_same_patient``, ``index`` and the build parameters of that kind only
+    (ivf ``nlist``; hnsw ``hnsw_m``, ``ef_construction``).
+
+    Not in the key: the query-time ``nprobe`` / ``ef_search`` (applied when the index is loaded,
+    ``ReportIndex.load(folder, cfg.retrieval)``; the cached ``neighbours.json`` keeps the values
+    it was searched with, which ``reports.json`` records), ``use_gpu``, ``max_report_chars``
+    and ``enabled``.
+    """
+    key: dict[str, Any] = {"top_k": retrieval.top_k,
+                           "exclude_same_patient": retrieval.exclude_same_patient,
+                           "index": retrieval.index}
+    if retrieval.index == "ivf":
+        key["nlist"] = retrieval.nlist
+    elif retrieval.index == "hnsw":
+        key.update(hnsw_m=retrieval.hnsw_m, ef_construction=retrieval.ef_construction)
+    return key
+
+
+def artifact_key(cfg: ExperimentConfig, shards_hash: Optional[str],
+                 build_args: dict[str, Any]) -> str:
+    """Cache key of the retrieval folder (``<shards>/retrieval-<key>``): the shards, the
+    retrieval encoder (:func:`encoder_key`), the seed and :func:`index_key`."""
+    return config_hash({"shards": shards_hash, "encoder": encoder_key(cfg, build_args),
+                        "seed": cfg.seed, "retrieval": index_key(cfg.retrieval), "format": 4})
+
+
+def _query_params_note(index: ReportIndex, retrieval: RetrievalConfig) -> str:
+    """A note when ``retrieval``'s query-time parameters differ from those the cached
+    neighbour table was searched with (empty otherwise)."""
+    desc = index.describe()
+    want = {"ivf": {"nprobe": retrieval.nprobe},
+            "hnsw": {"ef_search": retrieval.ef_search}}.get(index.kind, {})
+    diff = {k: (desc.get(k), v) for k, v in want.items() if desc.get(k) != v}
+    if not diff:
+        return ""
+    parts = ", ".join(f"{k}={old} (config: {new})" for k, (old, new) in diff.items())
+    return (f"; its neighbours.json was searched with {parts}: the config's values apply when "
+            f"the index is loaded with the config (serving), the cached table is kept")
+
+
 def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifact:
-    """Embed every record, index the training split, precompute neighbours (cached by hash)."""
+    """Embed every record, index the training split with the ``retrieval.index`` kind,
+    precompute neighbours (cached by :func:`artifact_key`)."""
     build_args = encoder_build_args(cfg)
-    key = config_hash({"shards": shards.manifest.get("config_hash"),
-                       "encoder": encoder_key(cfg, build_args), "seed": cfg.seed,
-                       "retrieval": to_dict(cfg.retrieval), "format": 3})
+    key = artifact_key(cfg, shards.manifest.get("config_hash"), build_args)
     folder = shards.root / f"retrieval-{key}"
     if (folder / NEIGHBOURS).exists():
         index = ReportIndex.load(folder)
-        print(f"[retrieval] reusing {folder} ({len(index)} indexed records)")
+        print(f"[retrieval] reusing {folder} ({len(index)} indexed records, {index.kind} "
+              f"index{_query_params_note(index, cfg.retrieval)})")
         return _artifact(folder, json.loads((folder / NEIGHBOURS).read_text()), len(index))
 
     t0 = time.perf_counter()
@@ -219,36 +263,50 @@ def build_retrieval(cfg: ExperimentConfig, shards: ShardSet) -> RetrievalArtifac
 
 def _embed_and_search(cfg: ExperimentConfig, encoder: ECGEncoder, records: Path,
                       scratch: Path) -> tuple[dict[str, list[dict]], int, ReportIndex]:
-    """Two streaming passes over the records: (1) embed batches of :data:`BATCH` records,
-    add the training ones to the index and park every embedding in a memory-mapped
-    ``(N, d)`` float32 file ``scratch``; (2) search the neighbours of every record in batches.
+    """Two streaming passes over the records: (1) embed batches of :data:`BATCH` records and
+    park every embedding in a memory-mapped ``(N, d)`` float32 file ``scratch`` (the training
+    ones also in ``train_<scratch>``), then build the ``retrieval.index`` index from the
+    training embeddings (:meth:`ReportIndex.build`); (2) search the neighbours of every record
+    in batches.
 
     Returns:
         ``(neighbour table {str(ecg_id): [{"ecg_id", "report", "score"}]}, training records
         indexed, index)``.
     """
     n = _n_records(records)
-    emb = None
-    index: ReportIndex | None = None
+    emb = train_emb = None
     ids: list[int] = []
     pats: list[int] = []
-    pos = 0
+    t_ids: list[int] = []
+    t_reports: list[str] = []
+    t_pats: list[int] = []
+    pos = n_train = 0
     for b in _record_batches(records, cfg.data.n_samples, batch=BATCH):
         e = embed(encoder, b["signal"])
         if emb is None:
             emb = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32,
                                             shape=(n, e.shape[1]))
-            index = ReportIndex(e.shape[1])
+            train_emb = np.lib.format.open_memmap(scratch.with_name("train_" + scratch.name),
+                                                  mode="w+", dtype=np.float32,
+                                                  shape=(n, e.shape[1]))
         emb[pos:pos + len(e)] = e
         pos += len(e)
         train = [i for i, s in enumerate(b["split"]) if s == "train"]
         if train:
-            index.add(e[train], [b["ecg_id"][i] for i in train],
-                      [b["report"][i] for i in train], [b["patient_id"][i] for i in train])
+            train_emb[n_train:n_train + len(train)] = e[train]
+            n_train += len(train)
+            t_ids += [b["ecg_id"][i] for i in train]
+            t_reports += [b["report"][i] for i in train]
+            t_pats += [b["patient_id"][i] for i in train]
         ids += b["ecg_id"]
         pats += b["patient_id"]
-    if index is None or emb is None:
-        return {}, 0, ReportIndex(encoder.out_dim)
+    if emb is None or train_emb is None:
+        return {}, 0, ReportIndex(encoder.out_dim, cfg.retrieval)
+    # all training vectors at once: an ivf index trains its cells on them before adding
+    index = ReportIndex.build(emb.shape[1], cfg.retrieval, train_emb[:n_train], t_ids,
+                              t_reports, t_pats)
+    print(f"[retrieval] index {index.describe()}", flush=True)
+    del train_emb
     table: dict[str, list[dict]] = {}
     exclude = cfg.retrieval.exclude_same_patient
     for start in range(0, pos, BATCH):

@@ -25,7 +25,7 @@ from ray.serve import Application
 from ecglm.checkpoint import REGISTRY_SCHEME, REQUIRED_FILES, resolve_checkpoint
 from ecglm.config import ExperimentConfig, load_config
 from ecglm.config.paths import resolve_paths
-from ecglm.serving.auth import load_token
+from ecglm.serving.auth import load_secret
 from ecglm.serving.catalog import model_infos, resolve_models
 from ecglm.serving.deployments import LLM, ECGEncoder, Retriever
 from ecglm.serving.ingress import Ingress
@@ -65,7 +65,7 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
     Raises:
         AppArgsError: a folder lacks one of its files.
         ecglm.serving.catalog.AdapterError: an adapter does not fit the main model.
-        ValueError: the token file is missing or empty (:mod:`ecglm.serving.auth`).
+        ecglm.serving.auth.TokenError: the token file is missing, unreadable or empty.
     """
     cfg = resolve_paths(cfg)
     ckpt = Path(checkpoint_dir).resolve()
@@ -75,7 +75,7 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
     models = resolve_models(cfg, ckpt)
     for model in models.values():
         _check_folder(model.checkpoint_dir, CHECKPOINT_FILES, "checkpoint")
-    token = load_token(cfg.serve, os.environ)
+    token = load_secret(cfg.serve, os.environ)
     srv = cfg.serve
     encoder = ECGEncoder.options(**deployment_options(srv.encoder)).bind(models, str(retr),
                                                                          srv.encoder)

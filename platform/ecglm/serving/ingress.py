@@ -45,7 +45,13 @@ from ecglm.serving.api_schema import openapi_body, response_model
 from ecglm.serving.auth import Secret, bearer_ok
 from ecglm.serving.catalog import MAIN_MODEL, ROUTES, ModelInfo
 from ecglm.serving.deployments import TextPiece
-from ecglm.serving.inputs import signal_from_raw, signal_from_wfdb, task_fields_from_query
+from ecglm.serving.inputs import (
+    RAW_FIELDS,
+    WFDB_FIELDS,
+    signal_from_raw,
+    signal_from_wfdb,
+    task_fields_from_query,
+)
 from ecglm.serving.messages import Generation
 from ecglm.serving.telemetry import ServeMetrics, request_id
 from ecglm.serving.validation import (
@@ -129,7 +135,7 @@ class IngressCore:
     def authorize(self, request: Request) -> None:
         """Raises RequestError 401 when a token is configured and the request lacks it."""
         if self.token is not None and not bearer_ok(request.headers.get("authorization"),
-                                                    self.token.value):
+                                                    self.token):
             raise RequestError(401, "authorization", "missing or invalid bearer token "
                                                      "(send 'Authorization: Bearer <token>')")
 
@@ -162,13 +168,15 @@ class IngressCore:
             files, fields = await self._form(request, body)
             x, fs = signal_from_wfdb(files, self.serve_cfg.max_body_bytes)
             return validate_signal_request(x, fs, task_fields_from_query(fields, fields_allowed),
-                                           self.serve_cfg, self.data_cfg, info.task)
+                                           self.serve_cfg, self.data_cfg, info.task,
+                                           names=WFDB_FIELDS)
         if kind == "application/octet-stream":
             x, fs = signal_from_raw(body, request.headers)
             fields = {k: request.query_params.getlist(k) for k in request.query_params
                       if k != "stream"}
             return validate_signal_request(x, fs, task_fields_from_query(fields, fields_allowed),
-                                           self.serve_cfg, self.data_cfg, info.task)
+                                           self.serve_cfg, self.data_cfg, info.task,
+                                           names=RAW_FIELDS)
         if kind not in ("application/json", ""):
             raise RequestError(415, "content-type", f"unsupported content type {kind!r}; send "
                                                     "application/json, multipart/form-data "

@@ -40,13 +40,14 @@ Raw samples upload (:func:`signal_from_raw`)
     the wrong length or a duration outside the serve limits; ``X-ECG-FS``, also for a rate
     outside them; ``X-ECG-Units-Per-MV``) and ``body`` for non-finite samples.
 
-Examples (curl; the routes are the ingress's, shown here as ``/wfdb`` and ``/raw``)::
+Examples (curl; any ``/v1/<route>``, told apart by ``Content-Type``)::
 
     curl -H "Authorization: Bearer $TOKEN" -F hea=@00001_hr.hea -F dat=@00001_hr.dat \
-         -F question="Does this ECG show noise?" http://127.0.0.1:8000/wfdb
-    curl -H "Authorization: Bearer $TOKEN" -H "X-ECG-Dtype: int16" \
-         -H "X-ECG-Shape: 12,5000" -H "X-ECG-FS: 500" --data-binary @ecg.i16 \
-         "http://127.0.0.1:8000/raw?question=Does+this+ECG+show+noise%3F"
+         -F question="Does this ECG show noise?" http://127.0.0.1:8000/v1/answer
+    curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/octet-stream" \
+         -H "X-ECG-Dtype: int16" -H "X-ECG-Shape: 12,5000" -H "X-ECG-FS: 500" \
+         --data-binary @ecg.i16 \
+         "http://127.0.0.1:8000/v1/answer?question=Does+this+ECG+show+noise%3F"
 """
 
 from __future__ import annotations

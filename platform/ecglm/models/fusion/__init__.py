@@ -8,7 +8,7 @@ Two fusions (``fusion.name``), one class each, chosen once by :func:`build_fusio
   :mod:`.kv_cache`).
 """
 
-from ecglm.models.fusion.base import Fusion, position_ids_from_mask
+from ecglm.models.fusion.base import Fusion, check_streaming, position_ids_from_mask
 from ecglm.models.fusion.input_prefix import InputPrefixFusion
 from ecglm.models.fusion.kv_cache import (
     KVLayer,
@@ -46,6 +46,7 @@ __all__ = [
     "build_kv_prefix_cache",
     "build_prefix_only_cache",
     "check_prefix_at",
+    "check_streaming",
     "greedy_with_cache",
     "kv_prefix_modules",
     "left_pad",

@@ -8,6 +8,12 @@ object serves the full model and the LLM side alone.
 Position ids are the running count of attended tokens (:func:`position_ids_from_mask`) over the
 fused/full mask, the rule Hugging Face ``generate`` uses, so training, scoring and generation
 agree whatever the padding layout and however many ECG slots are masked.
+
+Streaming: :meth:`Fusion.generate` takes an optional Hugging Face ``BaseStreamer`` and calls it
+the way HF ``generate`` does when the LM is given embeddings (input_prefix): one ``put`` of an
+empty ``(1, 0)`` long tensor (the prompt: HF sees no prompt ids), one ``put`` of a ``(1,)`` long
+tensor per new token (eos included, when produced), then ``end()`` after the last token (not
+on an exception). Batch size 1 only (:func:`check_streaming`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.generation import BaseStreamer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 
@@ -24,6 +31,14 @@ def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
     """``(B, S)`` 0/1 mask -> ``(B, S)`` positions counting attended tokens only (0 on pads)."""
     mask = attention_mask.long()
     return (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+
+def check_streaming(streamer: BaseStreamer | None, batch: int) -> None:
+    """Raise ``ValueError`` when a streamer is given for a batch other than 1 (a streamer
+    receives the tokens of one sequence)."""
+    if streamer is not None and batch != 1:
+        raise ValueError(f"streamer: token streaming needs batch size 1, got {batch} prompts; "
+                         f"stream one request at a time or generate without a streamer")
 
 
 class Fusion(ABC):
@@ -83,10 +98,13 @@ class Fusion(ABC):
     @abstractmethod
     def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
                  mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
-                 eos_id: int) -> list[list[int]]:
+                 eos_id: int, streamer: BaseStreamer | None = None) -> list[list[int]]:
         """Greedy decoding of at most ``steps`` new tokens from left-padded prompts
         ``ids``/``mask (B, S)`` (``prefix_at`` already moved to the left-padded layout);
-        ``B`` lists of new token ids, not cut at eos."""
+        ``B`` lists of new token ids, not cut at eos.
+
+        ``streamer`` (``B == 1`` only, else ``ValueError``) receives the new tokens as they
+        are produced, with the calls described in the module docstring."""
 
     @abstractmethod
     def prefill(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,

@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.generation import BaseStreamer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ecglm.models.encoders import ModelInputError
-from ecglm.models.fusion.base import Fusion, position_ids_from_mask
+from ecglm.models.fusion.base import Fusion, check_streaming, position_ids_from_mask
 from ecglm.models.fusion.splice import check_prefix_at, splice
 from ecglm.models.prompting import IGNORE_INDEX
 
@@ -87,12 +88,14 @@ class InputPrefixFusion(Fusion):
 
     def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
                  mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
-                 eos_id: int) -> list[list[int]]:
-        """HF ``generate`` (greedy) on the fused left-padded embeddings."""
+                 eos_id: int, streamer: BaseStreamer | None = None) -> list[list[int]]:
+        """HF ``generate`` (greedy) on the fused left-padded embeddings (``streamer`` passed
+        to it)."""
+        check_streaming(streamer, ids.shape[0])
         embeds, full_mask = self.fuse(llm, prefix, prefix_mask, ids, mask, prefix_at)
         out = llm.generate(inputs_embeds=embeds, attention_mask=full_mask, max_new_tokens=steps,
                            do_sample=False, num_beams=1, pad_token_id=pad_id,
-                           eos_token_id=eos_id)
+                           eos_token_id=eos_id, streamer=streamer)
         sequences = out if isinstance(out, Tensor) else out.sequences
         # with inputs_embeds and no input_ids, HF returns the new tokens only
         if sequences.shape[1] > steps:

@@ -28,9 +28,11 @@ import torch
 from torch import Tensor, nn
 from transformers import Cache, DynamicCache
 from transformers.cache_utils import DynamicLayer
+from transformers.generation import BaseStreamer
 
 from ecglm.config.schema import ConfigError
 from ecglm.models.encoders import ModelInputError
+from ecglm.models.fusion.base import check_streaming
 
 RotaryFn = Callable[..., tuple[Tensor, Tensor]]
 
@@ -285,7 +287,8 @@ def build_kv_prefix_cache(modules: KVPrefixModules, prefix: Tensor,
 
 @torch.no_grad()
 def greedy_with_cache(llm: nn.Module, cache: DynamicCache, ids: Tensor, attention_mask: Tensor,
-                      position_ids: Tensor, steps: int, eos_id: int) -> list[list[int]]:
+                      position_ids: Tensor, steps: int, eos_id: int, *,
+                      streamer: BaseStreamer | None = None) -> list[list[int]]:
     """Greedy decoding that continues a pre-filled cache (the kv_prefix ECG slots).
 
     Args:
@@ -296,10 +299,17 @@ def greedy_with_cache(llm: nn.Module, cache: DynamicCache, ids: Tensor, attentio
         attention_mask: ``(B, C + S)`` over cache and prompt.
         position_ids: ``(B, S)`` positions of the prompt tokens.
         steps: maximum new tokens; stops early once every row has produced ``eos_id``.
+        streamer: ``B == 1`` only (else ``ValueError``): fed as HF ``generate`` feeds it given
+            embeddings, so a streamer behaves the same as with input_prefix: ``put`` of an
+            empty ``(1, 0)`` long tensor (the prompt), ``put`` of each new token as ``(1,)``
+            (eos included), ``end()`` when decoding stops (not on an exception).
 
     Returns:
         ``B`` lists of new token ids (not cut at eos; the caller cuts).
     """
+    check_streaming(streamer, ids.shape[0])
+    if streamer is not None:
+        streamer.put(torch.empty(ids.shape[0], 0, dtype=torch.long))
     step_ids, mask, positions = ids, attention_mask, position_ids
     new: list[Tensor] = []
     done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
@@ -309,12 +319,16 @@ def greedy_with_cache(llm: nn.Module, cache: DynamicCache, ids: Tensor, attentio
         cache = out.past_key_values
         token = out.logits[:, -1].argmax(-1)  # (B,)
         new.append(token)
+        if streamer is not None:
+            streamer.put(token.cpu())
         done |= token == eos_id
         if bool(done.all()):
             break
         step_ids = token[:, None]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         positions = mask.long().sum(1, keepdim=True) - 1
+    if streamer is not None:
+        streamer.end()
     if not new:
         return [[] for _ in range(ids.shape[0])]
     return torch.stack(new, dim=1).tolist()

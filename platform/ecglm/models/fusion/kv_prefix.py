@@ -12,11 +12,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from transformers import DynamicCache
+from transformers.generation import BaseStreamer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ecglm.config.schema import ConfigError
 from ecglm.models.encoders import ModelInputError
-from ecglm.models.fusion.base import Fusion, position_ids_from_mask
+from ecglm.models.fusion.base import Fusion, check_streaming, position_ids_from_mask
 from ecglm.models.fusion.kv_cache import (
     KVPrefixModules,
     allow_checkpointing_with_prefix_cache,
@@ -104,7 +105,10 @@ class KVPrefixFusion(Fusion):
 
     def generate(self, llm: nn.Module, prefix: Tensor, prefix_mask: Tensor, ids: Tensor,
                  mask: Tensor, prefix_at: Tensor | None, steps: int, pad_id: int,
-                 eos_id: int) -> list[list[int]]:
-        """Greedy decoding over the LM, continuing the ECG key/value cache."""
+                 eos_id: int, streamer: BaseStreamer | None = None) -> list[list[int]]:
+        """Greedy decoding over the LM, continuing the ECG key/value cache (``streamer`` fed
+        by :func:`greedy_with_cache` as HF ``generate`` feeds it)."""
+        check_streaming(streamer, ids.shape[0])
         cache, full_mask, positions = self._prompt_on_cache(llm, prefix, prefix_mask, mask)
-        return greedy_with_cache(llm, cache, ids, full_mask, positions, steps, eos_id)
+        return greedy_with_cache(llm, cache, ids, full_mask, positions, steps, eos_id,
+                                 streamer=streamer)
