@@ -12,15 +12,19 @@ Phases (the app is deployed twice; replica counts are fixed, min = max):
    is killed (SIGKILL of its pid, or ``ray.kill``); clients keep going until Serve runs the
    replica count again (plus a few settle seconds) and the phase's request share is sent.
    Twice: clients without retries (``chaos_failed_fraction``, goal < 1%), then clients that
-   retry 502/503/504 and connection errors (bounded attempts, exponential backoff;
-   ``chaos_failed_fraction_with_retry``, goal 0). ``recovery_s``: seconds from the kill until
-   the killed replica is gone, a new one exists and Serve reports the count RUNNING again.
+   retry 502/503/504 (``--retry-status``) and connection errors (bounded attempts,
+   exponential backoff; ``chaos_failed_fraction_with_retry``, goal 0). ``recovery_s``:
+   seconds from the kill until the killed replica is gone, a new one exists and Serve
+   reports the count RUNNING again.
 3. *Unbatched app*: the same replica counts with every ``max_batch_size`` 1, a warm-up, then
    16 clients; ``batched_vs_unbatched_16`` = batched over unbatched requests/s (goal >= 3).
 
+Request bodies are 8 single-ECG QA rows of the test split as JSON (``ecg`` in mV rounded to
+1 uV, the shards' own resolution: ~88 kB at 100 Hz x 10 s), encoded once.
 ``--requests`` (default 10,000) is spread over the phases by :data:`SHARES`; chaos phases may
 send more (they run until recovery). requests/s counts 200 answers per wall second of the
-level; latency percentiles are over 200 answers. ``errors_5xx`` counts 5xx answers outside the
+level; latency percentiles are over 200 answers, measured by the client; each phase also keeps
+the mean of the server's ``timings_ms`` stages. ``errors_5xx`` counts 5xx answers outside the
 chaos phases (goal 0); chaos failures are reported per run. The clients run in this process,
 on the same cores as Serve: on the 2-core machine they take part of the CPU they measure.
 
@@ -29,8 +33,10 @@ Prints progress lines (rates, ETA), then the JSON headline last, also written to
 ``batched_vs_unbatched_16``, ``requests``, ``errors_5xx``, ``chaos_failed_fraction`` plus
 ``chaos_failed_fraction_with_retry``, ``recovery_s``, ``goals_met`` and details.
 
-``--quick`` (every key kept; under 5 minutes on 2 cores): 1,000 requests instead of 10,000,
-the replica killed 3 s into each chaos run instead of 10 s, 2 s of settling instead of 5 s.
+``--quick`` (every key kept; ~3.5 minutes on 2 cores): 1,000 requests instead of 10,000
+(fewer per level), the replica killed 3 s into each chaos run instead of 10 s, 2 s of settling
+instead of 5 s. A chaos run lasts at least the replica's recovery (~25-30 s here), so it sends
+more than its share in quick mode.
 """
 
 from __future__ import annotations
@@ -221,17 +227,26 @@ def prepare_served(cfg: Any, root: Path) -> tuple[Any, Path]:
     return prep, folder
 
 
+def ecg_lists(signal: Any) -> list[list[float]]:
+    """``signal (12, T)`` mV as JSON-ready lists rounded to 1 uV (0.001 mV), the resolution the
+    shards store (int16 microvolts): lossless, and about a third of the bytes of float32
+    reprs."""
+    import numpy as np
+
+    return np.round(np.asarray(signal, dtype=np.float64), 3).tolist()
+
+
 def request_bodies(prep: Any, n: int = 8) -> list[bytes]:
-    """JSON bodies (``ecg`` mV lists, ``fs``, ``question``, ``options``) of up to ``n``
-    single-ECG QA rows, encoded once."""
+    """JSON bodies (``ecg`` mV lists (:func:`ecg_lists`), ``fs``, ``question``, ``options``)
+    of up to ``n`` single-ECG QA rows, encoded once."""
     from ecglm.train.run import split_rows
 
     bodies: list[bytes] = []
     for split in ("test", "valid", "train"):
         for row in split_rows(prep, split):
             if row.n_ecg == 1 and len(bodies) < n:
-                bodies.append(json.dumps({"ecg": row.ecgs()[0].tolist(), "fs": prep.cfg.data.fs,
-                                          "question": row.question,
+                bodies.append(json.dumps({"ecg": ecg_lists(row.ecgs()[0]),
+                                          "fs": prep.cfg.data.fs, "question": row.question,
                                           "options": list(row.options)}).encode())
         if len(bodies) >= n:
             break
@@ -373,6 +388,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     ap.add_argument("--kill-method", choices=["sigkill", "ray"], default="sigkill")
     ap.add_argument("--retry-attempts", type=int, default=5)
     ap.add_argument("--retry-backoff-s", type=float, default=0.05)
+    ap.add_argument("--retry-status", default=",".join(map(str, sorted(RETRY_STATUSES))),
+                    help="HTTP statuses the retrying clients retry (connection errors always)")
     ap.add_argument("--timeout-s", type=float, default=60.0, help="per HTTP request")
     ap.add_argument("--progress-s", type=float, default=5.0)
     ap.add_argument("--work", type=Path, default=None, help="work folder (default: temp)")
@@ -384,6 +401,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args.levels = tuple(int(x) for x in str(args.levels).split(",") if x.strip())
     if 16 not in args.levels or any(c < 1 for c in args.levels):
         ap.error("--levels: positive integers including 16")
+    args.retry_status = frozenset(int(x) for x in str(args.retry_status).split(",") if x.strip())
     args.requests = args.requests or (1000 if args.quick else 10_000)
     args.kill_after_s = args.kill_after_s if args.kill_after_s is not None else (
         3.0 if args.quick else 10.0)
@@ -400,7 +418,7 @@ def run_app(label: str, cfg: Any, checkpoint: Path, retrieval: Path) -> tuple[st
     stop()
     t0 = time.perf_counter()
     url = start(cfg, checkpoint, retrieval, timeout_s=300)
-    ready = time.perf_counter() - t0
+    ready = round(time.perf_counter() - t0, 1)
     print(f"[serve-bench] {label} app healthy at {url} after {ready:.1f} s", flush=True)
     return url, ready
 
@@ -453,7 +471,7 @@ def run_phases(run: Run, work: Path) -> None:
         "batch_wait_timeout_s": cfg_b.serve.llm.batch_wait_timeout_s,
         "kill_method": a.kill_method, "kill_after_s": a.kill_after_s, "settle_s": a.settle_s,
         "retry": {"attempts": a.retry_attempts, "backoff_s": a.retry_backoff_s,
-                  "on": sorted(RETRY_STATUSES) + ["connection error"]},
+                  "on": sorted(a.retry_status) + ["connection error"]},
         "overrides": list(a.override)}
     t0 = time.perf_counter()
     prep, ckpt = prepare_served(cfg_b, work)
@@ -469,7 +487,7 @@ def run_phases(run: Run, work: Path) -> None:
         run.level(f"c{conc}", url, bodies)
     run.chaos("chaos_no_retry", url, bodies, APP_NAME, None)
     run.chaos("chaos_with_retry", url, bodies, APP_NAME,
-              RetryPolicy(a.retry_attempts, a.retry_backoff_s))
+              RetryPolicy(a.retry_attempts, a.retry_backoff_s, statuses=a.retry_status))
     url, ready["unbatched"] = run_app("unbatched", cfg_u, ckpt, prep.retrieval.folder)
     run.level("warmup_unbatched", url, bodies)
     run.level("unbatched_c16", url, bodies)

@@ -46,15 +46,29 @@ class Outcome:
     attempts: int = 1
     error: Optional[str] = None
     """Client-side error of the last attempt (exception name, or a bad 200 body)."""
+    timings_ms: Optional[Mapping[str, float]] = None
+    """The server's ``timings_ms`` of a 200 answer (stage -> milliseconds)."""
 
     @property
     def ok(self) -> bool:
         return self.status == 200 and self.error is None
 
 
+def mean_timings(outcomes: Sequence[Outcome]) -> Optional[dict[str, float]]:
+    """Mean server ``timings_ms`` per stage over the 200 answers that carry them (ms)."""
+    sums: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    for o in outcomes:
+        if o.ok and o.timings_ms:
+            for stage, ms in o.timings_ms.items():
+                sums[stage] += ms
+                counts[stage] += 1
+    return {k: round(sums[k] / counts[k], 2) for k in sums} or None
+
+
 def summarize(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
-    """Counts, failure fraction, status histogram, latency percentiles (ms, 200s only) and
-    requests/s (200 answers per wall second) of one phase."""
+    """Counts, failure fraction, status histogram, latency percentiles (ms, 200s only), mean
+    server stage timings (ms) and requests/s (200 answers per wall second) of one phase."""
     ok = [o.latency_ms for o in outcomes if o.ok]
     n = len(outcomes)
     lat = None
@@ -68,7 +82,8 @@ def summarize(outcomes: Sequence[Outcome], wall_s: float) -> dict[str, Any]:
         "failed": n - len(ok), "failed_fraction": round((n - len(ok)) / n, 6) if n else None,
         "attempts": sum(o.attempts for o in outcomes),
         "statuses": {str(k): v for k, v in sorted(Counter(o.status for o in outcomes).items())},
-        "latency_ms": lat, "wall_s": round(wall_s, 2),
+        "latency_ms": lat, "server_timings_ms_mean": mean_timings(outcomes),
+        "wall_s": round(wall_s, 2),
         "requests_per_s": round(len(ok) / wall_s, 3) if wall_s > 0 else None,
     }
 
@@ -113,13 +128,18 @@ class Tickets:
             return False
 
 
-def answer_error(content: bytes) -> Optional[str]:
-    """None when a 200 body is a JSON object with ``generated``, else what is wrong."""
+def read_answer(content: bytes) -> tuple[Optional[str], Optional[dict[str, float]]]:
+    """``(error, timings_ms)`` of a 200 body: error None when it is a JSON object with
+    ``generated``; its ``timings_ms`` when present."""
     try:
         body = json.loads(content)
     except ValueError:
-        return "200 body is not JSON"
-    return None if isinstance(body, dict) and "generated" in body else "200 without 'generated'"
+        return "200 body is not JSON", None
+    if not isinstance(body, dict) or "generated" not in body:
+        return "200 without 'generated'", None
+    timings = body.get("timings_ms")
+    return None, ({str(k): float(v) for k, v in timings.items()}
+                  if isinstance(timings, dict) else None)
 
 
 def send(session: Any, url: str, body: bytes, headers: Mapping[str, str], timeout_s: float,
@@ -128,7 +148,7 @@ def send(session: Any, url: str, body: bytes, headers: Mapping[str, str], timeou
     import requests
 
     start = time.perf_counter()
-    attempts, status, error = 0, NO_RESPONSE, None
+    attempts, status, error, timings = 0, NO_RESPONSE, None, None
     while True:
         attempts += 1
         try:
@@ -137,12 +157,13 @@ def send(session: Any, url: str, body: bytes, headers: Mapping[str, str], timeou
             status, error = NO_RESPONSE, type(exc).__name__
         else:
             status = resp.status_code
-            error = answer_error(resp.content) if status == 200 else None
+            error, timings = read_answer(resp.content) if status == 200 else (None, None)
         if retry is None or attempts >= retry.attempts or not retry.should_retry(status):
             break
         time.sleep(retry.delay_s(attempts))
     end = time.perf_counter()
-    return Outcome(round(start - t0, 4), (end - start) * 1000.0, status, attempts, error)
+    return Outcome(round(start - t0, 4), (end - start) * 1000.0, status, attempts, error,
+                   timings)
 
 
 def log_line(message: str) -> None:

@@ -60,11 +60,28 @@ def test_summarize_counts_failures_and_uses_200s_for_latency(load: ModuleType) -
     assert empty["requests_per_s"] is None
 
 
-def test_answer_error(load: ModuleType) -> None:
-    assert load.answer_error(b'{"generated": "yes", "answer": "yes"}') is None
-    assert load.answer_error(b'{"answer": "yes"}') == "200 without 'generated'"
-    assert load.answer_error(b"[1]") == "200 without 'generated'"
-    assert load.answer_error(b"<html>") == "200 body is not JSON"
+def test_read_answer(load: ModuleType) -> None:
+    assert load.read_answer(b'{"generated": "yes", "timings_ms": {"total": 12.5}}') == (
+        None, {"total": 12.5})
+    assert load.read_answer(b'{"generated": "yes"}') == (None, None)
+    assert load.read_answer(b'{"answer": "yes"}')[0] == "200 without 'generated'"
+    assert load.read_answer(b"[1]")[0] == "200 without 'generated'"
+    assert load.read_answer(b"<html>")[0] == "200 body is not JSON"
+
+
+def test_mean_server_timings(load: ModuleType) -> None:
+    O = load.Outcome
+    outs = [O(0, 1, 200, 1, None, {"total": 10.0, "generate": 4.0}),
+            O(0, 1, 200, 1, None, {"total": 20.0}), O(0, 1, 500, 1, None, {"total": 99.0})]
+    assert load.mean_timings(outs) == {"total": 15.0, "generate": 4.0}
+    assert load.mean_timings([O(0, 1, 200)]) is None
+
+
+def test_ecg_lists_round_to_a_microvolt(bench: ModuleType) -> None:
+    x = np.array([[0.1234567, -1.0004999]] * 12, dtype=np.float32)
+    out = bench.ecg_lists(x)
+    assert len(out) == 12 and out[0] == [0.123, -1.0]
+    assert json.dumps(out[0]) == "[0.123, -1.0]"
 
 
 def test_retry_policy_backoff_and_statuses(load: ModuleType) -> None:
@@ -132,6 +149,8 @@ def test_parse_args_quick_and_full(bench: ModuleType) -> None:
     q = bench.parse_args(["--quick"])
     assert q.requests == 1000 and q.kill_after_s == 3.0 and q.settle_s == 2.0
     assert q.levels == (1, 4, 16, 64) and q.out.name == "serve_quick.json"
+    assert q.retry_status == {502, 503, 504}
+    assert bench.parse_args(["--retry-status", "500,503"]).retry_status == {500, 503}
     full = bench.parse_args(["--levels", "1,16", "--requests", "500", "--kill-method", "ray"])
     assert full.requests == 500 and full.kill_after_s == 10.0 and full.levels == (1, 16)
     assert full.out == REPO / "jobs" / "bench" / "results" / "serve_full.json"
