@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from mlflow import MlflowClient
+
 from ecglm.checkpoint import CONFIG_FILE, REGISTRY_SCHEME, resolve_checkpoint
 from ecglm.config import ExperimentConfig, apply_overrides, load_config, parse_cli_overrides
 from ecglm.config.paths import resolve_paths
@@ -69,16 +71,24 @@ def registered_config(ref: str, tracking_uri: str, overrides: list[str]
     return resolve_paths(cfg), Path(folder), registered_retrieval(base, ref)
 
 
+def _model_retrieval_path(uri: str, run_id: str, inner: Optional[str]) -> Optional[str]:
+    """The retrieval folder inside a logged pyfunc model (MLflow names it after the source
+    folder, ``retrieval`` or ``retrieval-<hash>``), or None."""
+    if not inner:
+        return None
+    found = [a.path for a in MlflowClient(uri).list_artifacts(run_id, f"{inner}/artifacts")
+             if a.is_dir and Path(a.path).name.split("-")[0] == RETRIEVAL_ARTIFACT]
+    return found[0] if len(found) == 1 else None
+
+
 def registered_retrieval(cfg: ExperimentConfig, ref: str) -> Path:
-    """The retrieval index registered with ``ref``: the logged model's own copy
-    (``<model>/artifacts/retrieval``), else its run's ``retrieval`` artifact; downloaded under
-    ``<output_dir>/downloads/models/<NAME>/<VERSION>/retrieval``."""
+    """The retrieval index registered with ``ref``: the logged model's own copy, else its
+    run's ``retrieval`` artifact; downloaded under
+    ``<output_dir>/downloads/models/<NAME>/<VERSION>/``."""
     uri = cfg.tracking.tracking_uri
     version = registry.resolve(uri, ref)
-    inner = version.run_artifact_path
-    path = f"{inner}/artifacts/{RETRIEVAL_ARTIFACT}" if inner else ""
-    if not path or not registry.has_artifact(uri, version.run_id, path):
-        path = RETRIEVAL_RUN_ARTIFACT
+    path = (_model_retrieval_path(uri, version.run_id, version.run_artifact_path)
+            or RETRIEVAL_RUN_ARTIFACT)
     dst = Path(cfg.output_dir) / "downloads" / "models" / version.name / version.version
     return mlflow_run.download_artifacts(uri, version.run_id, path, dst)
 
