@@ -35,8 +35,10 @@ Written to ``jobs/bench/results/retrieval.json`` (``--quick``: 200k only,
 ``retrieval_quick.json``). Run with ``OMP_NUM_THREADS`` set to the cores to use.
 
 hnsw is built with ``ef_construction`` 64 by default, not ``retrieval.ef_construction``'s 200:
-on the 2-core bench machine 50k x 768 vectors took 73 s at 200 against 23 s at 64 (M 32), which
-puts a 1M build at 200 well past 15 minutes.
+on the shared 2-core bench machine 50k x 768 vectors took 73 s at 200 against 23 s at 64
+(M 32), which extrapolated to about 30 minutes for 1M at 200. The 1M build at 64 then took
+280 s, so 200 would be nearer 15 minutes (not run). At 64, hnsw recall@3 levels off near
+0.95-0.96 at 1M (``ef_search`` 96-192); a larger ``--ef-construction`` lifts that ceiling.
 """
 
 from __future__ import annotations
