@@ -176,20 +176,26 @@ class RetrievalConfig:
     """Each retrieved report is cut to this many characters in the prompt."""
     index: Literal["flat", "ivf", "hnsw"] = "flat"
     """FAISS index kind: ``flat`` (exact), ``ivf`` (inverted lists over k-means cells) or
-    ``hnsw`` (graph); all over L2-normalised embeddings, inner product = cosine."""
+    ``hnsw`` (graph); all over L2-normalised embeddings, inner product = cosine. The kind and
+    its build parameters (``nlist``; ``hnsw_m``, ``ef_construction``) key the retrieval cache:
+    changing them rebuilds the index."""
     nlist: int = 0
-    """ivf: number of k-means cells (0: about ``4 * sqrt(N)``, at most ``N / 39``)."""
+    """ivf: number of k-means cells (0: about ``4 * sqrt(N)``). Never more than ``N / 39``
+    for ``N`` training vectors (FAISS k-means needs 39 per cell): a larger value is reduced,
+    and the build prints so."""
     nprobe: int = 16
-    """ivf: cells visited per query."""
+    """ivf, query time: cells visited per query (at most ``nlist``); more is slower and closer
+    to exact. Applied when the index is loaded with the config, no rebuild."""
     hnsw_m: int = 32
-    """hnsw: neighbours per node."""
+    """hnsw: links per node (level 0 holds twice as many); more is more memory and recall."""
     ef_construction: int = 200
-    """hnsw: candidate list size while building."""
+    """hnsw: candidate list size while building (build time grows about linearly)."""
     ef_search: int = 128
-    """hnsw: candidate list size per query."""
+    """hnsw, query time: candidate list size per query (at least the hits fetched); applied
+    when the index is loaded with the config, no rebuild."""
     use_gpu: bool = True
-    """Put flat/ivf indexes on the GPU when faiss-gpu and a GPU are present (hnsw stays on
-    CPU: FAISS has no GPU HNSW)."""
+    """Put flat/ivf indexes on GPU 0 when faiss has GPU support (faiss-gpu) and sees a GPU,
+    else CPU (hnsw always stays on the CPU: FAISS has no GPU HNSW). Not in the cache key."""
 
     def __post_init__(self) -> None:
         _require(self.top_k > 0, "retrieval.top_k", "must be > 0")
