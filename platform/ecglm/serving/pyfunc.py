@@ -173,7 +173,8 @@ class Predictor:
         self.cfg = cfg
         self.ecg = ECGPart(cfg, checkpoint_dir, retrieval_dir)
         self.llm = LLMPart(cfg, checkpoint_dir)
-        self.index = ReportIndex.load(str(retrieval_dir)) if cfg.retrieval.enabled else None
+        self.index = (ReportIndex.load(str(retrieval_dir), cfg.retrieval) if cfg.retrieval.enabled
+                      else None)
 
     def answer(self, requests: Sequence[ECGRequest]) -> list[dict[str, Any]]:
         """One response body per request (task fields + ``retrieved_reports``), decoded in
