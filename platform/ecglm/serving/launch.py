@@ -70,7 +70,8 @@ def start(cfg: ExperimentConfig, checkpoint_dir: Path, retrieval_dir: Path,
         timeout_s: seconds to wait for ``GET /healthz`` to answer 200.
 
     Returns:
-        The application URL, e.g. ``http://127.0.0.1:8000/`` (``POST`` questions there).
+        The application URL, e.g. ``http://127.0.0.1:8000/`` (``POST v1/answer`` etc.; ``POST``
+        to the URL itself reaches the main model's route).
     """
     init_ray(cfg.train.ray_num_cpus)
     app = build_application(cfg, checkpoint_dir, retrieval_dir)
