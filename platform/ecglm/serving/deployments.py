@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Optional, Union
 
@@ -42,6 +41,7 @@ from ecglm.serving.messages import (
     GenerationRequest,
     QueryEmbedding,
     Retrieved,
+    positions_by,
 )
 from ecglm.serving.options import apply_batching, replica_device
 from ecglm.utils.ray_env import set_process_env
@@ -151,11 +151,8 @@ class ECGEncoder:
         return await asyncio.to_thread(self._prefixes, items)
 
     def _prefixes(self, items: list[_Signal]) -> list[EncodedPrefix]:
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, item in enumerate(items):
-            groups[item.model].append(i)
         out: list[Optional[EncodedPrefix]] = [None] * len(items)
-        for idx in groups.values():
+        for idx in positions_by([item.model for item in items]).values():
             encoded = self.part.prefixes(items[idx[0]].front_end, [items[i].signal for i in idx])
             for i, e in zip(idx, encoded):
                 out[i] = e

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Hashable, Sequence
 
 import numpy as np
 import torch
@@ -69,3 +70,12 @@ class Generation:
     body: dict[str, Any]
     hits: list[Hit] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+
+
+def positions_by(keys: Sequence[Hashable]) -> dict[Hashable, list[int]]:
+    """Positions of each distinct key, in first-seen order (a batch split per served model)."""
+    groups: dict[Hashable, list[int]] = defaultdict(list)
+    for i, key in enumerate(keys):
+        groups[key].append(i)
+    return dict(groups)
+

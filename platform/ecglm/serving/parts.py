@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -28,7 +27,13 @@ from ecglm.models.streaming import stream_from_prefix
 from ecglm.models.trainable import load_into, trainable_tensors
 from ecglm.retrieval.build import embed, load_retrieval_encoder
 from ecglm.serving.catalog import MAIN_MODEL
-from ecglm.serving.messages import EncodedPrefix, Generation, GenerationRequest, QueryEmbedding
+from ecglm.serving.messages import (
+    EncodedPrefix,
+    Generation,
+    GenerationRequest,
+    QueryEmbedding,
+    positions_by,
+)
 from ecglm.tasks import get_task
 from ecglm.tasks.encode import prompt_ids_batch, row_prompt
 
@@ -214,12 +219,9 @@ class LLMPart:
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Requests grouped by model; per group: prompts -> ``(B, S)`` ids (left-padded
         inside the decoder) -> greedy decoding -> task responses, in the requests' order."""
-        groups: dict[str, list[int]] = defaultdict(list)
-        for i, r in enumerate(requests):
-            groups[r.model].append(i)
         out: list[Optional[Generation]] = [None] * len(requests)
         with self._lock:
-            for name, idx in groups.items():
+            for name, idx in positions_by([r.model for r in requests]).items():
                 cfg = self._use(name)
                 group = [requests[i] for i in idx]
                 b = self._inputs(cfg, group)
