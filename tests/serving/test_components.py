@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ray.serve import Application
 from starlette.requests import Request
 
@@ -195,3 +196,21 @@ def test_build_app_returns_an_application(tmp_path: Path) -> None:
     for name in ("index.faiss", "reports.json", "encoder.safetensors", "encoder.json"):
         (retrieval / name).write_bytes(b"")
     assert isinstance(build_app({"config": str(TINY), "checkpoint": str(ckpt)}), Application)
+
+
+def test_deployment_options_follow_the_config() -> None:
+    from ecglm.config.schema import DeploymentConfig
+    from ecglm.serving.options import DeviceUnavailable, deployment_options, replica_device
+
+    dep = DeploymentConfig(min_replicas=1, max_replicas=3, target_ongoing_requests=4,
+                           upscale_delay_s=1, downscale_delay_s=5, num_cpus=0.5,
+                           max_ongoing_requests=12, health_check_period_s=2)
+    opts = deployment_options(dep)
+    assert opts["ray_actor_options"] == {"num_cpus": 0.5, "num_gpus": 0.0}
+    assert opts["autoscaling_config"]["max_replicas"] == 3
+    assert opts["autoscaling_config"]["upscale_delay_s"] == 1
+    assert opts["max_ongoing_requests"] == 12 and opts["health_check_period_s"] == 2
+    assert replica_device(dep).type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailable, match="num_gpus=1"):
+            replica_device(DeploymentConfig(num_gpus=1))
