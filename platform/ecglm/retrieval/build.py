@@ -305,7 +305,9 @@ def _embed_and_search(cfg: ExperimentConfig, encoder: ECGEncoder, records: Path,
     # all training vectors at once: an ivf index trains its cells on them before adding
     index = ReportIndex.build(emb.shape[1], cfg.retrieval, train_emb[:n_train], t_ids,
                               t_reports, t_pats)
-    print(f"[retrieval] index {index.describe()}", flush=True)
+    # key value pairs, no braces: a command's JSON result is the first "{" on its stdout
+    described = ", ".join(f"{k} {v}" for k, v in index.describe().items())
+    print(f"[retrieval] index: {described}", flush=True)
     del train_emb
     table: dict[str, list[dict]] = {}
     exclude = cfg.retrieval.exclude_same_patient
