@@ -26,7 +26,7 @@ from ecglm.checkpoint import REGISTRY_SCHEME, REQUIRED_FILES, resolve_checkpoint
 from ecglm.config import ExperimentConfig, load_config
 from ecglm.config.paths import resolve_paths
 from ecglm.serving.auth import load_secret
-from ecglm.serving.catalog import model_infos, resolve_models
+from ecglm.serving.catalog import MAIN_MODEL, model_infos, resolve_models
 from ecglm.serving.deployments import LLM, ECGEncoder, Retriever
 from ecglm.serving.ingress import Ingress
 from ecglm.serving.options import deployment_options
@@ -73,8 +73,9 @@ def build_application(cfg: ExperimentConfig, checkpoint_dir: Path,
     _check_folder(ckpt, CHECKPOINT_FILES, "checkpoint")
     _check_folder(retr, RETRIEVAL_FILES, "retrieval")
     models = resolve_models(cfg, ckpt)
-    for model in models.values():
-        _check_folder(model.checkpoint_dir, CHECKPOINT_FILES, "checkpoint")
+    for name, model in models.items():
+        if name != MAIN_MODEL:  # the main checkpoint was checked above
+            _check_folder(model.checkpoint_dir, CHECKPOINT_FILES, "checkpoint")
     token = load_secret(cfg.serve, os.environ)
     srv = cfg.serve
     encoder = ECGEncoder.options(**deployment_options(srv.encoder)).bind(models, str(retr),

@@ -86,6 +86,11 @@ def retrieve(index: ReportIndex, embedding: np.ndarray, k: int,
     return retrieve_batch(index, np.asarray(embedding)[None], k, exclude_same_patient)[0]
 
 
+def _hits(retrieved: Optional[Retrieved]) -> list[Hit]:
+    """The retrieved hits, or none when the model does not retrieve."""
+    return retrieved.hits if retrieved is not None else []
+
+
 def _ms(t0: float) -> float:
     return round((time.perf_counter() - t0) * 1000.0, 2)
 
@@ -270,7 +275,7 @@ class LLM:
         model = serve.get_multiplexed_model_id() or MAIN_MODEL
         if model != MAIN_MODEL:
             await self.adapter(model)
-        hits = retrieved.hits if retrieved is not None else []
+        hits = _hits(retrieved)
         return GenerationRequest(encoded.prefix, encoded.prefix_mask, row,
                                  [h.report for h in hits], model)
 
@@ -291,7 +296,7 @@ class LLM:
         t0 = time.perf_counter()
         request = await self._request(encoded, retrieved, row)
         gen = await self.generate_batch(request)
-        hits = retrieved.hits if retrieved is not None else []
+        hits = _hits(retrieved)
         return Generation(gen.generated, gen.body, hits, self._timings(encoded, retrieved, t0))
 
     async def stream(self, encoded: EncodedPrefix, retrieved: Optional[Retrieved],
@@ -313,7 +318,7 @@ class LLM:
         finally:
             pieces.close()
         text = "".join(parts).strip()
-        hits = retrieved.hits if retrieved is not None else []
+        hits = _hits(retrieved)
         yield Generation(text, self.part.response(request, text), hits,
                          self._timings(encoded, retrieved, t0))
 
